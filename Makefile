@@ -1,0 +1,30 @@
+# fractofl: `make run` sets everything up and runs the main job; `make test` runs all tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fractofl-installed
+
+.PHONY: run setup test lint bench clean
+
+run: setup  ## generate the synthetic set, run the federated simulation, write runs/
+	FLWR_TELEMETRY_ENABLED=0 $(BIN)/fractofl simulate
+
+setup: $(STAMP)  ## virtual environment with fractofl and its pinned dependencies
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+test: setup  ## the whole test suite (what CI runs)
+	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy core client server strategies cli
+
+bench: setup  ## benchmarks; results go to bench/RESULTS.md
+	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python bench/run.py
+
+clean:
+	rm -rf runs data bench/out

@@ -1,0 +1,156 @@
+"""Hydra at the edge: compose ``conf/`` with command-line overrides into a RunConfig.
+
+Hydra validates the composition against the structured schema (the dataclasses of
+:mod:`fractofl.core.run_config`), so an unknown key fails; this module turns Hydra's
+error into one that names the valid keys of the group. Open argument tables
+(``model.args``, ``strategy.args``, ``data.synth.style``) are checked against the
+registries they feed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Sequence
+from typing import Any, cast
+
+from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fractofl.core.models import build_model, get_spec, model_arguments
+from fractofl.core.partition import PARTITIONS
+from fractofl.core.run_config import RunConfig
+from fractofl.core.synth.style import SynthStyle
+from fractofl.core.taxonomy import validate_classes
+from fractofl.strategies.registry import strategy_arguments
+
+CONFIG_MODULE = "fractofl.conf"
+CONFIG_NAME = "config"
+SCHEMA_NAME = "fractofl_schema"
+
+ConfigStore.instance().store(name=SCHEMA_NAME, node=RunConfig)
+
+
+class ConfigError(ValueError):
+    """The composed configuration is invalid; the message says which key and why."""
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra overrides such as ``federation.rounds=20``."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return compose(config_name=CONFIG_NAME, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_explain(exc)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """Convert a composed config to the typed object and check the open tables."""
+    _reject_unknown_keys(cfg, RunConfig, "")
+    run_config = cast(RunConfig, OmegaConf.to_object(cfg))
+    validate_run_config(run_config)
+    return run_config
+
+
+def load_run_config(overrides: Sequence[str] = ()) -> RunConfig:
+    """Compose and convert in one step."""
+    return to_run_config(compose_config(overrides))
+
+
+def validate_run_config(cfg: RunConfig) -> None:
+    """Check what the schema cannot: class names, registry names and their arguments."""
+    try:
+        validate_classes(cfg.data.classes)
+        get_spec(cfg.model.name)
+        build_model(cfg.model.name, len(cfg.data.classes), **cfg.model.args)
+        strategy_arguments(cfg.strategy.name)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+    _check_table("strategy.args", cfg.strategy.args, strategy_arguments(cfg.strategy.name))
+    _check_table("model.args", cfg.model.args, model_arguments(cfg.model.name))
+    _check_table(
+        "data.synth.style", cfg.data.synth.style, [f.name for f in dataclasses.fields(SynthStyle)]
+    )
+    try:
+        SynthStyle(**cfg.data.synth.style)
+    except ValueError as exc:
+        raise ConfigError(f"data.synth.style: {exc}") from None
+    if cfg.data.partition not in PARTITIONS:
+        raise ConfigError(f"data.partition={cfg.data.partition!r}; valid: {', '.join(PARTITIONS)}")
+    fed = cfg.federation
+    if fed.min_train_members > fed.members:
+        raise ConfigError(
+            f"federation.min_train_members={fed.min_train_members} exceeds "
+            f"federation.members={fed.members}: no round could ever start"
+        )
+
+
+def _reject_unknown_keys(node: Any, schema: type, prefix: str) -> None:
+    # ``+key=value`` appends past the struct schema; the typed object would drop it silently.
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key in node:
+        full_key = f"{prefix}{key}"
+        if key not in fields:
+            parent = prefix.rstrip(".")
+            where = f"in '{parent}'" if parent else "at the top level"
+            raise ConfigError(
+                f"unknown config key '{full_key}'; valid keys {where}: {', '.join(fields)}"
+            )
+        sub = _field_schema(fields[key])
+        if sub is not None:
+            _reject_unknown_keys(node[key], sub, f"{full_key}.")
+
+
+def _field_schema(field: dataclasses.Field[Any]) -> type | None:
+    if field.default_factory is dataclasses.MISSING:
+        return None
+    value = field.default_factory()
+    return type(value) if dataclasses.is_dataclass(value) else None
+
+
+def _check_table(key: str, table: dict[str, Any], valid: Sequence[str]) -> None:
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {key}; valid: {', '.join(valid) or 'none'}")
+
+
+_FULL_KEY = re.compile(r"full_key: ([\w.]+)")
+
+
+def _explain(exc: Exception) -> str:
+    """Add the valid keys (and a close match) to Hydra's unknown-key error."""
+    text = str(exc).strip()
+    cause = str(exc.__cause__ or "")
+    match = _FULL_KEY.search(cause) if "not in" in cause else None
+    if not match:
+        return text
+    full_key = match.group(1)
+    parent, _, leaf = full_key.rpartition(".")
+    valid = _keys_at(parent)
+    if not valid:  # an open table (model.args, ...): Hydra's own '+' hint is the right one
+        return text
+    hint = difflib.get_close_matches(leaf, valid, n=1)
+    where = f"in '{parent}'" if parent else "at the top level"
+    message = f"unknown config key '{full_key}'; valid keys {where}: {', '.join(valid)}"
+    return message + (f" (did you mean '{hint[0]}'?)" if hint else "")
+
+
+def _keys_at(dotted: str) -> list[str]:
+    schema: type | None = RunConfig
+    for part in filter(None, dotted.split(".")):
+        fields = {f.name: f for f in dataclasses.fields(schema)} if schema else {}
+        schema = _field_schema(fields[part]) if part in fields else None
+    return [f.name for f in dataclasses.fields(schema)] if schema else []
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """The resolved configuration as YAML (what ``--cfg`` prints)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,207 @@
+"""The ``fractofl`` command: one subcommand per job, each taking Hydra overrides."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+# Offline by default: no telemetry, no update check (set before flwr is imported).
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+
+from fractofl.cli.config import ConfigError, compose_config, to_run_config, to_yaml
+from fractofl.core.run_config import RunConfig
+
+log = logging.getLogger("fractofl")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run one subcommand; returns the exit code."""
+    parser = _parser()
+    # Overrides may follow options (`synth OUT --members 3 data.alpha=0.1`): argparse leaves
+    # those to us, and anything that is not key=value is still an error.
+    args, extra = parser.parse_known_args(argv)
+    stray = [token for token in extra if "=" not in token]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    _log_to_stderr()
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"fractofl: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _log_to_stderr() -> None:
+    # Our own logger only: Flower's logger has its handler and would print twice via root.
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fractofl",
+        description="Federated learning of fracture-surface (SEM) image classifiers.",
+        epilog="Every subcommand takes Hydra overrides, e.g. federation.rounds=20 data.alpha=0.1",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def job(name: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
+        cmd.add_argument("--cfg", action="store_true", help="print the resolved config and exit")
+        return cmd
+
+    job(
+        "simulate", "generate the synthetic set if needed and run a federated simulation"
+    ).set_defaults(handler=_simulate)
+    job(
+        "centralized", "train the same model on the union of the members' data (baseline)"
+    ).set_defaults(handler=_centralized)
+    job("config", "print the resolved config (--toml: as Flower's run config)").add_argument(
+        "--toml", action="store_true", help="print [tool.flwr.app.config] for `flwr run`"
+    )
+    sub.choices["config"].set_defaults(handler=_config)
+
+    synth = job("synth", "write a synthetic SEM fracture data set split across members")
+    synth.add_argument("out", type=Path, help="output folder")
+    synth.add_argument("--members", type=int, help="number of members (federation.members)")
+    synth.add_argument("--alpha", type=float, help="Dirichlet alpha over classes (data.alpha)")
+    synth.add_argument("--per-class", type=int, help="training images per class")
+    synth.add_argument("--test-per-class", type=int, help="coordinator test images per class")
+    synth.add_argument("--seed", type=int, help="generator seed (data.synth.seed)")
+    synth.add_argument("--iid", action="store_true", help="split IID instead of Dirichlet")
+    synth.set_defaults(handler=_synth)
+
+    data = sub.add_parser("data", help="inspect a member's image folder")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    check = data_sub.add_parser(
+        "check", help="report images per class, bad files, duplicates, sizes and bit depths"
+    )
+    check.add_argument("directory", type=Path, help="folder with one sub-folder per class")
+    check.add_argument("overrides", nargs="*", help="Hydra overrides (e.g. data.classes=[a,b])")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(handler=_data_check, cfg=False)
+    return parser
+
+
+def _load(args: argparse.Namespace, extra: Sequence[str] = ()) -> tuple[RunConfig, str]:
+    composed = compose_config([*args.overrides, *extra])
+    return to_run_config(composed), to_yaml(composed)
+
+
+def _with_absolute_paths(cfg: RunConfig, kind: str) -> RunConfig:
+    """Absolute paths (simulated members run in other processes) and a named run folder."""
+    name = cfg.output.name or f"{kind}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    data = replace(
+        cfg.data,
+        root=str(Path(cfg.data.root).resolve()),
+        test_dir=str(Path(cfg.data.test_dir).resolve()) if cfg.data.test_dir else "",
+    )
+    output = replace(cfg.output, root=str(Path(cfg.output.root).resolve()), name=name)
+    return replace(cfg, data=data, output=output)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from fractofl.cli.datasets import ensure_synthetic_data
+    from fractofl.cli.simulation import simulate
+
+    cfg, text = _load(args)
+    if args.cfg:
+        print(text)
+        return EXIT_OK
+    cfg = _with_absolute_paths(cfg, "federated")
+    ensure_synthetic_data(cfg)
+    simulate(cfg)
+    return _report_run(Path(cfg.output.root) / cfg.output.name)
+
+
+def _centralized(args: argparse.Namespace) -> int:
+    from fractofl.cli.datasets import ensure_synthetic_data, simulated_member_dirs
+    from fractofl.server.centralized import run_centralized
+
+    cfg, text = _load(args)
+    if args.cfg:
+        print(text)
+        return EXIT_OK
+    cfg = _with_absolute_paths(cfg, "centralized")
+    ensure_synthetic_data(cfg)
+    return _report_run(run_centralized(cfg, simulated_member_dirs(cfg)))
+
+
+def _report_run(run_dir: Path) -> int:
+    from fractofl.server.run_folder import SUMMARY_FILE
+
+    summary_path = run_dir / SUMMARY_FILE
+    if not summary_path.is_file():
+        print(f"fractofl: the run did not finish: no {summary_path}", file=sys.stderr)
+        return EXIT_FAILED
+    summary = json.loads(summary_path.read_text())
+    final = summary["final"]
+    print(
+        f"run folder: {run_dir}\n"
+        f"final test accuracy {final['test_accuracy']:.3f}, macro-F1 {final['test_macro_f1']:.3f} "
+        f"after {summary['rounds']} rounds"
+    )
+    return EXIT_OK
+
+
+def _config(args: argparse.Namespace) -> int:
+    cfg, text = _load(args)
+    if args.toml:
+        from fractofl.cli.simulation import flower_app_config
+
+        print(flower_app_config(cfg))
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from fractofl.cli.datasets import ensure_synthetic_data
+
+    flags = {
+        "federation.members": args.members,
+        "data.alpha": args.alpha,
+        "data.synth.per_class": args.per_class,
+        "data.synth.test_per_class": args.test_per_class,
+        "data.synth.seed": args.seed,
+    }
+    extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    extra += [f"data.root={args.out}"] + (["data.partition=iid"] if args.iid else [])
+    cfg, text = _load(args, extra)
+    if args.cfg:
+        print(text)
+        return EXIT_OK
+    root = ensure_synthetic_data(cfg)
+    print(f"synthetic data set in {root}")
+    return EXIT_OK
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from fractofl.cli.progress import Progress
+    from fractofl.core.data_check import check_dataset, format_report
+
+    cfg, _ = _load(args)
+    report = check_dataset(args.directory, cfg.data.classes, progress=Progress("checked"))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Launching a federated run on Flower's Simulation Engine with a composed run config.
+
+Flower's public ``run_simulation`` gives the apps an empty ``context.run_config``; the
+engine reads the members' run config from an app directory's ``pyproject.toml``, as
+``flwr run`` does. So the launcher writes the flat config as such an app directory and
+calls the engine entry point that ``flwr-simulation`` itself uses (pinned flwr==1.42.0).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import tomli_w
+from flwr.app import Context, RecordDict
+from flwr.simulation.run_simulation import _run_simulation
+from flwr.supercore.telemetry import EventType
+
+from fractofl.client.app import app as client_app
+from fractofl.core.run_config import RunConfig, to_flat
+from fractofl.server.app import app as server_app
+
+log = logging.getLogger("fractofl")
+
+
+SERVER_APP = "fractofl.server.app:app"
+CLIENT_APP = "fractofl.client.app:app"
+
+
+def flower_app_config(cfg: RunConfig) -> str:
+    """A Flower app ``pyproject.toml`` whose ``[tool.flwr.app.config]`` is the run config."""
+    document = {
+        "project": {"name": "fractofl-run", "version": "1.0.0"},
+        "tool": {
+            "flwr": {
+                "app": {
+                    "publisher": "fractofl",
+                    "components": {"serverapp": SERVER_APP, "clientapp": CLIENT_APP},
+                    "config": to_flat(cfg),
+                }
+            }
+        },
+    }
+    return tomli_w.dumps(document)
+
+
+def backend_config(cfg: RunConfig) -> dict[str, dict[str, float | int | bool]]:
+    """Ray resources: CPU cores (and GPU share) per simulated member."""
+    return {
+        "client_resources": {
+            "num_cpus": cfg.federation.member_cpus,
+            "num_gpus": cfg.federation.member_gpus,
+        },
+        "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False},
+    }
+
+
+def simulate(cfg: RunConfig) -> None:
+    """Run the ServerApp and ``federation.members`` virtual ClientApps to completion."""
+    flat = to_flat(cfg)
+    with tempfile.TemporaryDirectory(prefix="fractofl-app-") as app_dir:
+        Path(app_dir, "pyproject.toml").write_text(flower_app_config(cfg))
+        context = Context(
+            run_id=random.getrandbits(63),
+            node_id=0,
+            node_config={},
+            state=RecordDict(),
+            run_config=dict(flat),
+        )
+        _run_simulation(
+            num_supernodes=cfg.federation.members,
+            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client_app,
+            server_app=server_app,
+            backend_config=backend_config(cfg),  # type: ignore[arg-type]
+            server_app_context=context,
+            app_dir=app_dir,
+            is_app=True,  # makes the engine read the members' run config from app_dir
+        )

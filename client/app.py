@@ -1,0 +1,86 @@
+"""The member's Flower ClientApp: thin wiring from Flower messages to plain functions."""
+
+from __future__ import annotations
+
+import zlib
+from typing import cast
+
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fractofl.client.member import (
+    evaluate_locally,
+    resolve_data_dir,
+    train_locally,
+)
+from fractofl.core.factory import model_for
+from fractofl.core.member_data import load_member_data
+from fractofl.core.run_config import RunConfig, config_digest, from_flat
+
+ARRAYS_KEY = "arrays"
+METRICS_KEY = "metrics"
+CONFIG_KEY = "config"
+
+app = ClientApp()
+
+
+def _run_config(context: Context) -> RunConfig:
+    return from_flat(context.run_config)
+
+
+def _digest_metric(cfg: RunConfig) -> int:
+    # MetricRecord holds numbers only: send the config digest as a CRC so the
+    # coordinator can check that every member trains with the run's configuration.
+    return zlib.crc32(config_digest(cfg).encode())
+
+
+def _member_seed(cfg: RunConfig, context: Context, server_round: int) -> int:
+    # The partition id is stable across runs in simulation; a real member has its node id.
+    member = int(context.node_config.get("partition-id", context.node_id))
+    return (cfg.seed * 1_000_003 + server_round * 10_007 + member) % 2**31
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the received global model on this member's images; reply with the weights."""
+    cfg = _run_config(context)
+    data = load_member_data(resolve_data_dir(context.node_config, cfg), cfg)
+    model = model_for(cfg)
+    model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
+    server_round = int(cast(int, msg.content.config_records[CONFIG_KEY].get("server-round", 0)))
+    result = train_locally(model, data, cfg, seed=_member_seed(cfg, context, server_round))
+    metrics = MetricRecord(
+        {
+            "num-examples": result.examples // cfg.train.local_epochs,
+            "train-loss": result.loss,
+            "train-accuracy": result.accuracy,
+            "config-crc": _digest_metric(cfg),
+        }
+    )
+    content = RecordDict({ARRAYS_KEY: ArrayRecord(model.state_dict()), METRICS_KEY: metrics})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the received global model on this member's validation split."""
+    cfg = _run_config(context)
+    data = load_member_data(resolve_data_dir(context.node_config, cfg), cfg)
+    model = model_for(cfg)
+    model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
+    result = evaluate_locally(model, data, cfg)
+    # Same keys in every reply (Flower checks that), zero weight when there is no split.
+    values: dict[str, int | float | list[int] | list[float]] = {
+        "num-examples": 0,
+        "val-loss": 0.0,
+        "val-accuracy": 0.0,
+        "val-macro-f1": 0.0,
+    }
+    if result is not None:
+        values = {
+            "num-examples": result.examples,
+            "val-loss": result.loss,
+            "val-accuracy": result.accuracy,
+            "val-macro-f1": result.macro_f1,
+        }
+    return Message(content=RecordDict({METRICS_KEY: MetricRecord(values)}), reply_to=msg)

@@ -1,0 +1,65 @@
+"""A member's side of a round, without Flower: find its data, train, evaluate.
+
+The data folder comes from the node config (``data-dir``) on a real member; a virtual
+member in simulation has only a ``partition-id`` and uses the synthetic set's tree for
+that partition, so one ClientApp serves both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fractofl.core.data import make_loader
+from fractofl.core.device import resolve_device
+from fractofl.core.member_data import MemberData
+from fractofl.core.run_config import RunConfig
+from fractofl.core.synth.dataset import member_dir
+from fractofl.core.training import EvalResult, TrainResult, evaluate, train
+
+DATA_DIR_KEY = "data-dir"
+PARTITION_KEY = "partition-id"
+
+
+class MemberConfigError(ValueError):
+    """The member's node config says neither where its data is nor which partition it is."""
+
+
+def resolve_data_dir(node_config: Mapping[str, Any], cfg: RunConfig) -> Path:
+    """The member's ImageFolder root, from its node config."""
+    if DATA_DIR_KEY in node_config:
+        return Path(str(node_config[DATA_DIR_KEY])).expanduser()
+    if PARTITION_KEY in node_config:
+        return member_dir(Path(cfg.data.root), int(node_config[PARTITION_KEY]))
+    raise MemberConfigError(
+        f"node config has neither '{DATA_DIR_KEY}' nor '{PARTITION_KEY}'; start the member "
+        f"with --node-config '{DATA_DIR_KEY}=\"/path/to/images\"'"
+    )
+
+
+def train_locally(model: nn.Module, data: MemberData, cfg: RunConfig, seed: int) -> TrainResult:
+    """Run the configured local epochs on the member's training split."""
+    torch.set_num_threads(max(1, cfg.train.threads))
+    torch.manual_seed(seed)
+    loader = make_loader(data.train, cfg.train.batch_size, True, cfg.train.augment, seed)
+    return train(
+        model,
+        loader,
+        epochs=cfg.train.local_epochs,
+        lr=cfg.train.lr,
+        momentum=cfg.train.momentum,
+        weight_decay=cfg.train.weight_decay,
+        device=resolve_device(cfg.train.device),
+    )
+
+
+def evaluate_locally(model: nn.Module, data: MemberData, cfg: RunConfig) -> EvalResult | None:
+    """Evaluate on the member's validation split (None when it has none)."""
+    if len(data.val) == 0:
+        return None
+    loader = make_loader(data.val, cfg.train.batch_size, False, False, cfg.seed)
+    return evaluate(model, loader, len(cfg.data.classes), resolve_device(cfg.train.device))

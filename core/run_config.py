@@ -1,0 +1,205 @@
+"""Typed run configuration shared by the launcher, the ServerApp and the ClientApp.
+
+Hydra composes these dataclasses (as structured-config schema) in the launcher; Flower
+carries them to the apps as a *flat* mapping of scalars (``context.run_config`` allows
+nothing else), and each app turns that mapping back into a :class:`RunConfig` once.
+Lists travel as comma-separated strings, open argument tables as ``group.args.<key>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fractofl.core.taxonomy import DEFAULT_CLASSES
+
+Scalar = bool | int | float | str
+
+
+class RunConfigError(ValueError):
+    """A run configuration key is unknown, missing its group, or has the wrong type."""
+
+
+@dataclass
+class ModelConfig:
+    """Which network to train; ``args`` go to the registered builder."""
+
+    name: str = "small_cnn"
+    image_size: int = 64
+    pretrained_weights: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SynthConfig:
+    """How the synthetic SEM data set is generated (see ``fractofl synth``)."""
+
+    per_class: int = 300
+    test_per_class: int = 100
+    seed: int = 7
+    style: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Where member and coordinator data live and how the synthetic set is split."""
+
+    root: str = "data/synthetic"
+    test_dir: str = ""
+    classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
+    partition: str = "dirichlet"
+    alpha: float = 0.5
+    min_per_member: int = 8
+    val_fraction: float = 0.15
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+
+@dataclass
+class TrainConfig:
+    """Local training recipe of every member (and of the centralized baseline)."""
+
+    local_epochs: int = 2
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+    device: str = "auto"
+    threads: int = 1
+
+
+@dataclass
+class FederationConfig:
+    """How many members, rounds and replies a run needs."""
+
+    members: int = 4
+    rounds: int = 5
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    min_train_members: int = 2
+    min_evaluate_members: int = 2
+    round_timeout: float = 600.0
+    member_cpus: float = 1.0
+    member_gpus: float = 0.0
+
+
+@dataclass
+class StrategyConfig:
+    """Aggregation strategy by registry name; ``args`` go to its constructor."""
+
+    name: str = "fedavg"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OutputConfig:
+    """Where run folders are written."""
+
+    root: str = "runs"
+    name: str = ""
+
+
+@dataclass
+class RunConfig:
+    """Everything one federated (or centralized) run needs."""
+
+    seed: int = 42
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+def to_flat(config: RunConfig) -> dict[str, Scalar]:
+    """Flatten a run config into dotted keys with scalar values (Flower's run config)."""
+    flat: dict[str, Scalar] = {}
+    _flatten(dataclasses.asdict(config), "", flat)
+    return flat
+
+
+def _flatten(node: Mapping[str, Any], prefix: str, out: dict[str, Scalar]) -> None:
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            _flatten(value, f"{name}.", out)
+        elif isinstance(value, list | tuple):
+            out[name] = ",".join(str(v) for v in value)
+        elif isinstance(value, bool | int | float | str):
+            out[name] = value
+        else:
+            raise RunConfigError(f"{name}={value!r}: only scalars and lists can be flattened")
+
+
+def from_flat(flat: Mapping[str, Any]) -> RunConfig:
+    """Rebuild a :class:`RunConfig` from dotted keys, failing on unknown keys.
+
+    Keys that are absent keep their defaults, so a partial ``[tool.flwr.app.config]``
+    still works; an unknown key raises with the valid keys of its group listed.
+    """
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = nested
+        *parents, leaf = str(key).split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RunConfigError(f"run config key {key!r} nests under a scalar")
+        node[leaf] = value
+    return typing.cast(RunConfig, _build(RunConfig, nested, ""))
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        valid = ", ".join(f"{prefix}{n}" for n in names)
+        raise RunConfigError(
+            f"unknown run config key(s) {[prefix + u for u in unknown]}; valid keys here: {valid}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise RunConfigError(f"{key} is a group; set {key}.<field>, not {key}={value!r}")
+        return _build(typing.cast(type, hint), value, f"{key}.")
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise RunConfigError(f"{key} is a table; set {key}.<name>, not {key}={value!r}")
+        return dict(value)
+    if origin is list:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return [str(v).strip() for v in items if str(v).strip()]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        return str(value)
+    raise RunConfigError(f"{key}={value!r} should be of type {getattr(hint, '__name__', hint)}")
+
+
+def config_digest(config: RunConfig) -> str:
+    """Short stable hash of a run config, to show that two processes saw the same one."""
+    payload = json.dumps(to_flat(config), sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()[:12]

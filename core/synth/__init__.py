@@ -1,0 +1,1 @@
+"""Synthetic SEM fracture-surface images."""

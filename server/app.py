@@ -1,0 +1,17 @@
+"""The coordinator's Flower ServerApp: reads the flat run config and runs the rounds."""
+
+from __future__ import annotations
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fractofl.core.run_config import from_flat
+from fractofl.server.coordinator import run_federated
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point Flower calls in simulation and in deployment alike."""
+    run_federated(grid, from_flat(context.run_config), run_id=str(context.run_id))

@@ -1,0 +1,46 @@
+"""The coordinator's held-out test set and the scoring of a global model on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord
+from torch import nn
+
+from fractofl.core.data import load_labelled_tensors, make_loader
+from fractofl.core.device import resolve_device
+from fractofl.core.factory import preprocessing_for
+from fractofl.core.run_config import RunConfig
+from fractofl.core.synth.dataset import holdout_dir
+from fractofl.core.training import EvalResult, evaluate
+
+
+def coordinator_test_dir(cfg: RunConfig) -> Path:
+    """``data.test_dir``, or the synthetic set's test folder under ``data.root``."""
+    return Path(cfg.data.test_dir) if cfg.data.test_dir else holdout_dir(Path(cfg.data.root))
+
+
+class CoordinatorEvaluator:
+    """Scores weights on the coordinator test set with one reusable model instance."""
+
+    def __init__(self, cfg: RunConfig, model: nn.Module) -> None:
+        preprocessing = preprocessing_for(cfg)
+        self.data = load_labelled_tensors(
+            coordinator_test_dir(cfg), cfg.data.classes, preprocessing
+        )
+        self.model = model
+        self.num_classes = len(cfg.data.classes)
+        self.batch_size = cfg.train.batch_size
+        self.device = resolve_device(cfg.train.device)
+        self.seed = cfg.seed
+
+    def evaluate_state(self, state_dict: dict[str, torch.Tensor]) -> EvalResult:
+        """Load ``state_dict`` into the model and evaluate it."""
+        self.model.load_state_dict(state_dict)
+        loader = make_loader(self.data, self.batch_size, False, False, self.seed)
+        return evaluate(self.model, loader, self.num_classes, self.device)
+
+    def evaluate_arrays(self, arrays: ArrayRecord) -> EvalResult:
+        """Evaluate the weights a Flower strategy holds."""
+        return self.evaluate_state(arrays.to_torch_state_dict())

@@ -1,0 +1,113 @@
+"""Run-folder outputs: the metrics file, plots and the summary table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: coordinators run headless
+import matplotlib.pyplot as plt
+import numpy as np
+
+from fractofl.server.recorder import RoundRow
+
+METRICS_FILE = "metrics.csv"
+ACCURACY_PLOT = "accuracy_per_round.png"
+CONFUSION_PLOT = "confusion_matrix.png"
+
+
+def write_metrics(rows: Sequence[RoundRow], path: Path) -> None:
+    """Rewrite the per-round metrics CSV atomically, so a reader never sees half a file."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(RoundRow.columns())
+    for row in rows:
+        writer.writerow([_cell(getattr(row, name)) for name in RoundRow.columns()])
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        handle.write(buffer.getvalue())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """Read a metrics CSV back as numbers (empty cells become NaN)."""
+    with open(path, newline="") as handle:
+        return [
+            {k: float(v) if v != "" else math.nan for k, v in row.items()}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def _cell(value: float | int) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def plot_accuracy(rows: Sequence[RoundRow], path: Path, title: str) -> None:
+    """Coordinator test accuracy and macro-F1 per round."""
+    rounds = [r.round for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(rounds, [r.test_accuracy for r in rows], marker="o", label="test accuracy")
+    ax.plot(rounds, [r.test_macro_f1 for r in rows], marker="s", label="test macro-F1")
+    ax.set_xlabel("round")
+    ax.set_ylabel("score")
+    ax.set_ylim(0, 1)
+    ax.set_xticks(rounds)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
+    """Confusion matrix with counts, rows true class, columns predicted class."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.imshow(matrix, cmap="Blues")
+    ticks = np.arange(len(classes))
+    ax.set_xticks(ticks, classes, rotation=30, ha="right")
+    ax.set_yticks(ticks, classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    limit = matrix.max() / 2 if matrix.size else 0
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(
+            j, i, str(count), ha="center", va="center", color="white" if count > limit else "black"
+        )
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def format_round(row: RoundRow, rounds: int) -> str:
+    """One progress line."""
+    loss = "  -   " if math.isnan(row.mean_train_loss) else f"{row.mean_train_loss:.4f}"
+    return (
+        f"round {row.round:>3}/{rounds} | members {row.members_answered:>2} | train loss {loss}"
+        f" | test acc {row.test_accuracy:.3f} | macro-F1 {row.test_macro_f1:.3f}"
+        f" | {row.elapsed_s:6.1f} s"
+    )
+
+
+def format_summary(rows: Sequence[RoundRow]) -> str:
+    """The table printed at the end of a run."""
+    header = f"{'round':>5}  {'members':>7}  {'train loss':>10}  {'test acc':>8}  {'macro-F1':>8}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        loss = "-" if math.isnan(r.mean_train_loss) else f"{r.mean_train_loss:.4f}"
+        lines.append(
+            f"{r.round:>5}  {r.members_answered:>7}  {loss:>10}"
+            f"  {r.test_accuracy:>8.3f}  {r.test_macro_f1:>8.3f}"
+        )
+    return "\n".join(lines)

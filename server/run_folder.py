@@ -1,0 +1,106 @@
+"""The run folder: resolved config, metrics per round, plots and the final model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+from torch import nn
+
+from fractofl.core.checkpoint import Checkpoint, save_checkpoint
+from fractofl.core.factory import preprocessing_for
+from fractofl.core.run_config import RunConfig, config_digest
+from fractofl.core.training import EvalResult
+from fractofl.server.recorder import RoundRow
+from fractofl.server.reporting import (
+    ACCURACY_PLOT,
+    CONFUSION_PLOT,
+    METRICS_FILE,
+    format_round,
+    format_summary,
+    plot_accuracy,
+    plot_confusion,
+    write_metrics,
+)
+
+log = logging.getLogger("fractofl")
+
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.pt"
+SUMMARY_FILE = "summary.json"
+
+
+class RunFolder:
+    """Writes one run's artifacts under ``path``."""
+
+    def __init__(self, path: Path, cfg: RunConfig, run_id: str, kind: str) -> None:
+        self.path = path
+        self.cfg = cfg
+        self.run_id = run_id
+        self.kind = kind
+
+    @classmethod
+    def create(cls, cfg: RunConfig, run_id: str, kind: str) -> RunFolder:
+        """Make the folder ``output.root/output.name`` (a timestamped name by default)."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        name = cfg.output.name or f"{kind}-{stamp}-{run_id}"
+        path = Path(cfg.output.root) / name
+        path.mkdir(parents=True, exist_ok=True)
+        folder = cls(path, cfg, run_id, kind)
+        (path / CONFIG_FILE).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        return folder
+
+    def record_round(self, rows: Sequence[RoundRow], row: RoundRow) -> None:
+        """Append-by-rewrite the metrics file and print a progress line."""
+        write_metrics(rows, self.path / METRICS_FILE)
+        log.info("%s", format_round(row, self.cfg.federation.rounds))
+
+    def finish(self, model: nn.Module, rows: Sequence[RoundRow], last: EvalResult) -> Path:
+        """Write the final checkpoint, the plots and a JSON summary; return the model path."""
+        final = rows[-1]
+        metrics = {
+            "test_accuracy": final.test_accuracy,
+            "test_macro_f1": final.test_macro_f1,
+            "test_loss": final.test_loss,
+        }
+        checkpoint = Checkpoint(
+            architecture=self.cfg.model.name,
+            arch_args=dict(self.cfg.model.args),
+            classes=list(self.cfg.data.classes),
+            preprocessing=preprocessing_for(self.cfg),
+            state_dict=model.state_dict(),
+            round=final.round,
+            run_id=self.run_id,
+            metrics=metrics,
+        )
+        model_path = save_checkpoint(checkpoint, self.path / MODEL_FILE)
+        title = f"{self.kind} {self.cfg.model.name} ({self.cfg.strategy.name})"
+        if self.kind == "centralized":
+            title = f"centralized {self.cfg.model.name}"
+        plot_accuracy(rows, self.path / ACCURACY_PLOT, title)
+        plot_confusion(
+            last.confusion,
+            self.cfg.data.classes,
+            self.path / CONFUSION_PLOT,
+            f"round {final.round}: accuracy {final.test_accuracy:.3f}",
+        )
+        summary = {
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "config_digest": config_digest(self.cfg),
+            "rounds": final.round,
+            "final": {k: (None if math.isnan(v) else v) for k, v in metrics.items()},
+            "best_test_accuracy": max(r.test_accuracy for r in rows),
+            "confusion_matrix": last.confusion.tolist(),
+            "classes": list(self.cfg.data.classes),
+            "elapsed_s": final.elapsed_s,
+        }
+        (self.path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        log.info("%s run finished; run folder %s\n%s", self.kind, self.path, format_summary(rows))
+        return model_path

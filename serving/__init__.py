@@ -1,0 +1,1 @@
+"""fractofl.serving."""

@@ -1,0 +1,79 @@
+"""The ``fractofl`` command as a user types it: exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from tests.conftest import run_fractofl
+
+
+def test_cfg_prints_the_resolved_config_with_overrides(tmp_path: Path) -> None:
+    result = run_fractofl(
+        "simulate", "--cfg", "federation.rounds=20", "data.alpha=0.1", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert printed["federation"]["rounds"] == 20 and printed["data"]["alpha"] == 0.1
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_unknown_key_exits_2_naming_valid_keys(tmp_path: Path) -> None:
+    result = run_fractofl("simulate", "federation.roundz=3", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "did you mean 'rounds'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_synth_writes_members_and_test_set(tmp_path: Path) -> None:
+    out = tmp_path / "synthetic"
+    result = run_fractofl(
+        "synth",
+        str(out),
+        "--members",
+        "3",
+        "--alpha",
+        "0.5",
+        "--per-class",
+        "12",
+        "--test-per-class",
+        "2",
+        "--seed",
+        "4",
+        "+data.synth.style.image_size=32",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["counts"]) == [
+        "coordinator-test",
+        "members/member-00",
+        "members/member-01",
+        "members/member-02",
+    ]
+    assert manifest["spec"]["alpha"] == 0.5 and manifest["spec"]["seed"] == 4
+    assert len(list(out.rglob("*.png"))) == 4 * 12 + 4 * 2
+
+
+def test_data_check_reports_and_sets_the_exit_code(tmp_path: Path) -> None:
+    # Prepare: one usable image, a text file posing as PNG, an unknown class folder.
+    good = tmp_path / "member" / "fatigue"
+    good.mkdir(parents=True)
+    Image.fromarray(np.zeros((40, 40), dtype=np.uint8)).save(good / "a.png")
+    (good / "fake.png").write_text("hello")
+    (tmp_path / "member" / "Fatigue_old").mkdir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # Execute
+    ok = run_fractofl("data", "check", str(tmp_path / "member"), cwd=tmp_path)
+    as_json = run_fractofl("data", "check", str(tmp_path / "member"), "--json", cwd=tmp_path)
+    fatal = run_fractofl("data", "check", str(empty), cwd=tmp_path)
+    # Assert
+    assert ok.returncode == 0, ok.stderr
+    assert "fake.png" in ok.stdout and "Fatigue_old" in ok.stdout
+    assert json.loads(as_json.stdout)["class_counts"]["fatigue"] == 1
+    assert fatal.returncode == 1 and "FATAL" in fatal.stdout

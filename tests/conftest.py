@@ -1,0 +1,72 @@
+"""Shared fixtures: a small, easy synthetic data set made once per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+
+from fractofl.core.synth.dataset import SynthSpec, generate_dataset  # noqa: E402
+from fractofl.core.synth.style import SynthStyle  # noqa: E402
+from fractofl.core.taxonomy import DEFAULT_CLASSES  # noqa: E402
+
+# Easy settings: no blending, little noise, small images. Models learn these quickly,
+# so a short run must beat chance (25 %) by a clear margin.
+EASY_STYLE = {"image_size": 48, "mix_fraction": 0.0, "noise": 0.3, "charging_prob": 0.0}
+
+
+def easy_spec(members: int = 2, per_class: int = 48, seed: int = 3) -> SynthSpec:
+    """A small, easy synthetic set."""
+    return SynthSpec(
+        classes=DEFAULT_CLASSES,
+        members=members,
+        partition="dirichlet",
+        alpha=1.0,
+        per_class=per_class,
+        test_per_class=24,
+        seed=seed,
+        min_per_member=8,
+        style=SynthStyle(**EASY_STYLE),
+    )
+
+
+def easy_overrides(data_root: Path, output_root: Path) -> list[str]:
+    """Hydra overrides that describe exactly :func:`easy_spec` plus a short, fast run."""
+    spec = easy_spec()
+    style = [f"+data.synth.style.{k}={v}" for k, v in EASY_STYLE.items()]
+    return [
+        f"data.root={data_root}",
+        f"output.root={output_root}",
+        f"federation.members={spec.members}",
+        f"data.alpha={spec.alpha}",
+        f"data.synth.per_class={spec.per_class}",
+        f"data.synth.test_per_class={spec.test_per_class}",
+        f"data.synth.seed={spec.seed}",
+        f"data.min_per_member={spec.min_per_member}",
+        *style,
+        "model.image_size=32",
+        "model.args.width=16",
+        "federation.rounds=2",
+        "train.local_epochs=3",
+        "train.batch_size=16",
+    ]
+
+
+@pytest.fixture(scope="session")
+def easy_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An easy synthetic set for 2 members under a session-wide temporary folder."""
+    root = tmp_path_factory.mktemp("easy") / "data"
+    generate_dataset(root, easy_spec())
+    return root
+
+
+def run_fractofl(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``fractofl`` command as a user would, capturing its output."""
+    command = [str(Path(sys.executable).with_name("fractofl")), *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)

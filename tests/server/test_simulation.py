@@ -1,0 +1,90 @@
+"""A short federated run on Flower's Simulation Engine and the centralized baseline,
+both through the real ``fractofl`` command."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fractofl.core.checkpoint import load_checkpoint
+from fractofl.core.synth.dataset import MANIFEST
+from tests.conftest import easy_overrides, run_fractofl
+
+pytestmark = pytest.mark.slow
+
+RUN_FILES = {
+    "model.pt",
+    "metrics.csv",
+    "confusion_matrix.png",
+    "accuracy_per_round.png",
+    "config.yaml",
+    "summary.json",
+}
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _only_run(root: Path) -> Path:
+    runs = [p for p in root.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_federated_simulation_writes_a_complete_run_folder(
+    easy_dataset: Path, tmp_path: Path
+) -> None:
+    # Prepare
+    manifest_before = (easy_dataset / MANIFEST).read_text()
+    # Execute
+    result = run_fractofl(
+        "simulate", *easy_overrides(easy_dataset, tmp_path / "runs"), cwd=tmp_path
+    )
+    # Assert: it ran, reused the data, and showed progress round by round.
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reusing synthetic data set" in result.stderr
+    assert (easy_dataset / MANIFEST).read_text() == manifest_before
+    assert "round   2/2 | members  2" in result.stderr
+    run_dir = _only_run(tmp_path / "runs")
+    assert RUN_FILES <= {p.name for p in run_dir.iterdir()}
+    assert f"run folder: {run_dir}" in result.stdout
+
+    rows = _rows(run_dir)
+    assert [r["round"] for r in rows] == ["0", "1", "2"]
+    assert [r["members_answered"] for r in rows[1:]] == ["2", "2"]
+    assert all(r["config_mismatches"] == "0" for r in rows)  # members saw the run's config
+    assert all(float(r["mean_train_loss"]) > 0 for r in rows[1:])
+    final = float(rows[-1]["test_accuracy"])
+    assert final >= 0.5, f"easy data, chance is 0.25, got {final}"
+    assert float(rows[-1]["test_macro_f1"]) > 0.4
+
+    checkpoint = load_checkpoint(run_dir / "model.pt")
+    assert checkpoint.architecture == "small_cnn" and checkpoint.arch_args["width"] == 16
+    assert checkpoint.classes == ["fatigue", "ductile", "cleavage", "intergranular"]
+    assert checkpoint.preprocessing.image_size == 32 and checkpoint.round == 2
+    assert checkpoint.run_id and checkpoint.metrics["test_accuracy"] == pytest.approx(
+        final, abs=1e-5
+    )
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["federation"]["rounds"] == 2 and resolved["model"]["image_size"] == 32
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert sum(map(sum, summary["confusion_matrix"])) == 4 * 24
+
+
+def test_centralized_baseline_on_the_same_data(easy_dataset: Path, tmp_path: Path) -> None:
+    result = run_fractofl(
+        "centralized", *easy_overrides(easy_dataset, tmp_path / "runs"), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = _only_run(tmp_path / "runs")
+    assert RUN_FILES <= {p.name for p in run_dir.iterdir()}
+    rows = _rows(run_dir)
+    assert [r["round"] for r in rows] == ["0", "1", "2"]
+    assert float(rows[-1]["test_accuracy"]) >= 0.5
+    assert json.loads((run_dir / "summary.json").read_text())["kind"] == "centralized"
