@@ -1,0 +1,98 @@
+"""Invoking the real ``fractofl`` CLI and reading the run folder it writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proc import Finished, bench_env, run_logged
+
+
+def fractofl_executable() -> str:
+    """The ``fractofl`` script beside this interpreter (the project's venv), else on PATH."""
+    beside = Path(sys.executable).parent / "fractofl"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("fractofl")
+    if found is None:
+        raise FileNotFoundError("no `fractofl` executable beside this Python or on PATH")
+    return found
+
+
+@dataclass(frozen=True)
+class RunFolderResult:
+    """A fractofl run: how the process ended and what its run folder holds."""
+
+    finished: Finished
+    run_dir: Path
+    rows: list[dict[str, float]]
+    summary: dict[str, Any] | None
+
+    @property
+    def ok(self) -> bool:
+        """The process exited 0 and wrote summary.json."""
+        return self.finished.returncode == 0 and self.summary is not None
+
+    @property
+    def final_accuracy(self) -> float | None:
+        """Final test accuracy from summary.json."""
+        return self.summary["final"]["test_accuracy"] if self.summary else None
+
+    @property
+    def final_macro_f1(self) -> float | None:
+        """Final test macro-F1 from summary.json."""
+        return self.summary["final"]["test_macro_f1"] if self.summary else None
+
+    def seconds_per_round(self) -> float | None:
+        """(elapsed_s at the last round - elapsed_s at round 0) / rounds, from metrics.csv."""
+        if len(self.rows) < 2:
+            return None
+        first, last = self.rows[0], self.rows[-1]
+        rounds = last["round"] - first["round"]
+        return (last["elapsed_s"] - first["elapsed_s"]) / rounds if rounds > 0 else None
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """metrics.csv as a list of rows of floats (empty when the file is missing)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [
+            {k: float(v) if v not in ("", None) else math.nan for k, v in row.items()}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def run_fractofl(
+    subcommand: str,
+    overrides: Sequence[str],
+    output_root: Path,
+    name: str,
+    log_dir: Path,
+    timeout_s: float = 3600.0,
+) -> RunFolderResult:
+    """Run ``fractofl <subcommand> <overrides> output.root=... output.name=<name>``.
+
+    The run folder is removed first, so a stale summary.json can never pass for a result.
+    """
+    run_dir = output_root / name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    command = [
+        fractofl_executable(),
+        subcommand,
+        *overrides,
+        f"output.root={output_root}",
+        f"output.name={name}",
+    ]
+    finished = run_logged(command, log_dir / f"{name}.log", bench_env(), timeout_s)
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    return RunFolderResult(finished, run_dir, read_metrics(run_dir / "metrics.csv"), summary)
