@@ -50,13 +50,18 @@ class RunFolderResult:
         """Final test macro-F1 from summary.json."""
         return self.summary["final"]["test_macro_f1"] if self.summary else None
 
-    def seconds_per_round(self) -> float | None:
-        """(elapsed_s at the last round - elapsed_s at round 0) / rounds, from metrics.csv."""
-        if len(self.rows) < 2:
-            return None
-        first, last = self.rows[0], self.rows[-1]
-        rounds = last["round"] - first["round"]
-        return (last["elapsed_s"] - first["elapsed_s"]) / rounds if rounds > 0 else None
+    def seconds_per_round(self, start_round: int = 0) -> float | None:
+        """(elapsed_s at the last round - at ``start_round``) / rounds after it (metrics.csv).
+
+        ``start_round=1`` leaves out round 1, which pays for the workers' first imports
+        and image decoding.
+        """
+        return per_round([row["elapsed_s"] for row in self.rows if row["round"] >= start_round])
+
+
+def per_round(times: Sequence[float]) -> float | None:
+    """Mean interval between consecutive round-end times (None with fewer than two)."""
+    return (times[-1] - times[0]) / (len(times) - 1) if len(times) >= 2 else None
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:

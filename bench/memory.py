@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -78,10 +79,8 @@ def run_sampled(
                 samples += 1
             if time.monotonic() - started > timeout_s:
                 for process in reversed(tree):
-                    try:
+                    with contextlib.suppress(psutil.Error):
                         process.kill()
-                    except psutil.Error:
-                        pass
                 break
             time.sleep(interval_s)
         returncode = child.wait()

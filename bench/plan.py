@@ -34,7 +34,6 @@ class Plan:
     data_overrides: tuple[str, ...]
     accuracy_rounds: int | None
     cost_rounds: int
-    cost_members: int
     scale_members: int
     scale_overrides: tuple[str, ...]
     timeout_s: float
@@ -68,7 +67,6 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
             data_overrides=("data.synth.per_class=40", "data.synth.test_per_class=10"),
             accuracy_rounds=2,
             cost_rounds=2,
-            cost_members=4,
             scale_members=10,
             scale_overrides=SCALE_QUICK,
             timeout_s=900.0,
@@ -79,7 +77,6 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
         data_overrides=(),
         accuracy_rounds=None,
         cost_rounds=3,
-        cost_members=4,
         scale_members=50,
         scale_overrides=SCALE_FULL,
         timeout_s=3600.0,

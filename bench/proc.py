@@ -19,11 +19,13 @@ class Finished:
     returncode: int
     wall_s: float
     log_path: Path
+    shown_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def shell(self) -> str:
-        """The command as one would type it."""
-        return shlex.join(self.command)
+        """The command as one would type it (with the variables it was given)."""
+        prefix = [f"{key}={shlex.quote(value)}" for key, value in self.shown_env]
+        return " ".join([*prefix, shlex.join(self.command)])
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of the log (where a traceback ends)."""
@@ -54,10 +56,12 @@ def run_logged(
     env: Mapping[str, str] | None = None,
     timeout_s: float = 3600.0,
     cwd: Path | None = None,
+    shown_env: Mapping[str, str] | None = None,
 ) -> Finished:
     """Run ``command`` with stdout and stderr written to ``log_path``; never raises on failure.
 
     A command that runs past ``timeout_s`` is killed and reported with return code -9.
+    ``shown_env`` names the variables to show with the command in reports.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -74,4 +78,5 @@ def run_logged(
             ).returncode
         except subprocess.TimeoutExpired:
             code = -9
-    return Finished(tuple(command), code, time.monotonic() - started, log_path)
+    shown = tuple((shown_env or {}).items())
+    return Finished(tuple(command), code, time.monotonic() - started, log_path, shown)

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 # Offline by default: no telemetry, no update check (set before flwr is imported).
@@ -107,7 +107,7 @@ def _load(args: argparse.Namespace, extra: Sequence[str] = ()) -> tuple[RunConfi
 
 def _with_absolute_paths(cfg: RunConfig, kind: str) -> RunConfig:
     """Absolute paths (simulated members run in other processes) and a named run folder."""
-    name = cfg.output.name or f"{kind}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    name = cfg.output.name or _fresh_name(Path(cfg.output.root), kind)
     data = replace(
         cfg.data,
         root=str(Path(cfg.data.root).resolve()),
@@ -115,6 +115,15 @@ def _with_absolute_paths(cfg: RunConfig, kind: str) -> RunConfig:
     )
     output = replace(cfg.output, root=str(Path(cfg.output.root).resolve()), name=name)
     return replace(cfg, data=data, output=output)
+
+
+def _fresh_name(root: Path, kind: str) -> str:
+    stem = f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    name, suffix = stem, 1
+    while (root / name).exists():
+        suffix += 1
+        name = f"{stem}-{suffix}"
+    return name
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -48,9 +48,13 @@ class RunFolder:
     @classmethod
     def create(cls, cfg: RunConfig, run_id: str, kind: str) -> RunFolder:
         """Make the folder ``output.root/output.name`` (a timestamped name by default)."""
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         name = cfg.output.name or f"{kind}-{stamp}-{run_id}"
         path = Path(cfg.output.root) / name
+        if path.is_dir() and any(path.iterdir()):
+            raise FileExistsError(
+                f"run folder {path} already holds a run; choose another output.name"
+            )
         path.mkdir(parents=True, exist_ok=True)
         folder = cls(path, cfg, run_id, kind)
         (path / CONFIG_FILE).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))

@@ -14,9 +14,9 @@ from fractofl.core.synth.dataset import (
     MANIFEST,
     ForeignFolderError,
     generate_dataset,
+    holdout_dir,
     is_generated,
     member_dir,
-    holdout_dir,
 )
 from fractofl.core.taxonomy import DEFAULT_CLASSES
 from tests.conftest import easy_spec

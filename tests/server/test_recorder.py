@@ -1,0 +1,71 @@
+"""The per-round recorder and the run folder, without a simulation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+from fractofl.core.run_config import RunConfig
+from fractofl.core.training import EvalResult
+from fractofl.server.recorder import RoundRecorder, RoundRow
+from fractofl.server.reporting import read_metrics, write_metrics
+from fractofl.server.run_folder import RunFolder
+
+
+def _reply(examples: int, loss: float, crc: int) -> RecordDict:
+    return RecordDict(
+        {"metrics": MetricRecord({"num-examples": examples, "train-loss": loss, "config-crc": crc})}
+    )
+
+
+def _fixed_eval(accuracy: float) -> EvalResult:
+    return EvalResult(0.5, accuracy, accuracy, np.eye(2, dtype=np.int64), 2)
+
+
+def test_round_row_combines_member_and_coordinator_metrics() -> None:
+    # Prepare
+    rows_seen: list[RoundRow] = []
+    recorder = RoundRecorder(
+        evaluate_global=lambda _: _fixed_eval(0.75),
+        on_round=lambda row, _: rows_seen.append(row),
+        expected_config_crc=111,
+    )
+    # Execute: round 0, then a round with three replies, one of them on another config.
+    recorder.evaluate(0, ArrayRecord())
+    aggregated = recorder.aggregate_train_metrics(
+        [_reply(10, 1.0, 111), _reply(30, 2.0, 111), _reply(20, 4.0, 999)], "num-examples"
+    )
+    recorder.evaluate(1, ArrayRecord())
+    # Assert
+    assert "config-crc" not in aggregated
+    first, second = rows_seen
+    assert first.members_answered == 0 and math.isnan(first.mean_train_loss)
+    assert second.members_answered == 3
+    assert second.mean_train_loss == pytest.approx((10 * 1 + 30 * 2 + 20 * 4) / 60)
+    assert second.config_mismatches == 1
+    assert second.test_accuracy == 0.75
+
+
+def test_metrics_file_round_trips(tmp_path: Path) -> None:
+    rows = [
+        RoundRow(0, 0, math.nan, 0.25, 0.1, 1.4, math.nan, 0, 0.1),
+        RoundRow(1, 4, 0.9, 0.5, 0.45, 1.1, 0.55, 0, 3.2),
+    ]
+    write_metrics(rows, tmp_path / "metrics.csv")
+    back = read_metrics(tmp_path / "metrics.csv")
+    assert [r["round"] for r in back] == [0, 1]
+    assert math.isnan(back[0]["mean_train_loss"]) and back[1]["members_answered"] == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_run_folder_never_overwrites_an_earlier_run(tmp_path: Path) -> None:
+    cfg = RunConfig()
+    cfg.output.root, cfg.output.name = str(tmp_path), "run-a"
+    first = RunFolder.create(cfg, "id1", kind="federated")
+    assert (first.path / "config.yaml").is_file()
+    with pytest.raises(FileExistsError, match=r"choose another output\.name"):
+        RunFolder.create(cfg, "id2", kind="federated")
