@@ -126,30 +126,37 @@ def _fresh_name(root: Path, kind: str) -> str:
     return name
 
 
-def _simulate(args: argparse.Namespace) -> int:
+def _prepared_run(args: argparse.Namespace, kind: str) -> RunConfig | None:
+    """The run config with absolute paths and its synthetic data in place; ``None`` after
+    printing it for ``--cfg``."""
     from fractofl.cli.datasets import ensure_synthetic_data
-    from fractofl.cli.simulation import simulate
 
     cfg, text = _load(args)
     if args.cfg:
         print(text)
-        return EXIT_OK
-    cfg = _with_absolute_paths(cfg, "federated")
+        return None
+    cfg = _with_absolute_paths(cfg, kind)
     ensure_synthetic_data(cfg)
+    return cfg
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from fractofl.cli.simulation import simulate
+
+    cfg = _prepared_run(args, "federated")
+    if cfg is None:
+        return EXIT_OK
     simulate(cfg)
     return _report_run(Path(cfg.output.root) / cfg.output.name)
 
 
 def _centralized(args: argparse.Namespace) -> int:
-    from fractofl.cli.datasets import ensure_synthetic_data, simulated_member_dirs
+    from fractofl.cli.datasets import simulated_member_dirs
     from fractofl.server.centralized import run_centralized
 
-    cfg, text = _load(args)
-    if args.cfg:
-        print(text)
+    cfg = _prepared_run(args, "centralized")
+    if cfg is None:
         return EXIT_OK
-    cfg = _with_absolute_paths(cfg, "centralized")
-    ensure_synthetic_data(cfg)
     return _report_run(run_centralized(cfg, simulated_member_dirs(cfg)))
 
 

@@ -7,6 +7,7 @@ from typing import cast
 
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from torch import nn
 
 from fractofl.client.member import (
     evaluate_locally,
@@ -14,7 +15,7 @@ from fractofl.client.member import (
     train_locally,
 )
 from fractofl.core.factory import model_for
-from fractofl.core.member_data import load_member_data
+from fractofl.core.member_data import MemberData, load_member_data
 from fractofl.core.run_config import RunConfig, config_digest, from_flat
 
 ARRAYS_KEY = "arrays"
@@ -40,18 +41,24 @@ def _member_seed(cfg: RunConfig, context: Context, server_round: int) -> int:
     return (cfg.seed * 1_000_003 + server_round * 10_007 + member) % 2**31
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    """Train the received global model on this member's images; reply with the weights."""
+def _received_model(msg: Message, context: Context) -> tuple[RunConfig, MemberData, nn.Module]:
+    """The run config, this member's data, and the global model the message carries."""
     cfg = _run_config(context)
     data = load_member_data(resolve_data_dir(context.node_config, cfg), cfg)
     model = model_for(cfg)
     model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
+    return cfg, data, model
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the received global model on this member's images; reply with the weights."""
+    cfg, data, model = _received_model(msg, context)
     server_round = int(cast(int, msg.content.config_records[CONFIG_KEY].get("server-round", 0)))
     result = train_locally(model, data, cfg, seed=_member_seed(cfg, context, server_round))
     metrics = MetricRecord(
         {
-            "num-examples": result.examples // cfg.train.local_epochs,
+            "num-examples": len(data.train),
             "train-loss": result.loss,
             "train-accuracy": result.accuracy,
             "config-crc": _digest_metric(cfg),
@@ -64,10 +71,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on this member's validation split."""
-    cfg = _run_config(context)
-    data = load_member_data(resolve_data_dir(context.node_config, cfg), cfg)
-    model = model_for(cfg)
-    model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
+    cfg, data, model = _received_model(msg, context)
     result = evaluate_locally(model, data, cfg)
     # Same keys in every reply (Flower checks that), zero weight when there is no split.
     values: dict[str, int | float | list[int] | list[float]] = {

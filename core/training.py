@@ -16,7 +16,7 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Mean loss and accuracy over the last local epoch."""
+    """Mean loss and accuracy over the last local epoch, and that epoch's example count."""
 
     loss: float
     accuracy: float
