@@ -22,6 +22,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fractofl.client.attacks import ATTACKS
+from fractofl.core.compression import CompressionSpec
 from fractofl.core.models import build_model, get_spec, model_arguments
 from fractofl.core.partition import PARTITIONS
 from fractofl.core.run_config import RunConfig
@@ -85,7 +87,18 @@ def validate_run_config(cfg: RunConfig) -> None:
         raise ConfigError(f"data.synth.style: {exc}") from None
     if cfg.data.partition not in PARTITIONS:
         raise ConfigError(f"data.partition={cfg.data.partition!r}; valid: {', '.join(PARTITIONS)}")
+    try:
+        CompressionSpec(cfg.updates.compression, cfg.updates.topk_fraction)
+    except ValueError as exc:
+        raise ConfigError(f"updates: {exc}") from None
+    if cfg.updates.max_norm_multiple <= 0:
+        raise ConfigError(f"updates.max_norm_multiple={cfg.updates.max_norm_multiple} must be > 0")
     fed = cfg.federation
+    if fed.attack not in ATTACKS or not 0 <= fed.attackers <= fed.members:
+        raise ConfigError(
+            f"federation.attack={fed.attack!r} with attackers={fed.attackers}: the attack "
+            f"must be one of {', '.join(ATTACKS)} and attackers between 0 and {fed.members}"
+        )
     if fed.min_train_members > fed.members:
         raise ConfigError(
             f"federation.min_train_members={fed.min_train_members} exceeds "

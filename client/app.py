@@ -5,18 +5,25 @@ from __future__ import annotations
 import zlib
 from typing import cast
 
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
+from fractofl.client.attacks import corrupt_update
 from fractofl.client.member import (
+    PARTITION_KEY,
     evaluate_locally,
     resolve_data_dir,
+    state_as_numpy,
     train_locally,
+    weight_delta,
 )
+from fractofl.core.compression import encode_update
 from fractofl.core.factory import model_for
 from fractofl.core.member_data import MemberData, load_member_data
 from fractofl.core.run_config import RunConfig, config_digest, from_flat
+from fractofl.core.update_protocol import PROXIMAL_MU_KEY, spec_from_config
 
 ARRAYS_KEY = "arrays"
 METRICS_KEY = "metrics"
@@ -50,12 +57,30 @@ def _received_model(msg: Message, context: Context) -> tuple[RunConfig, MemberDa
     return cfg, data, model
 
 
+def _simulated_attack(
+    delta: dict[str, np.ndarray], cfg: RunConfig, context: Context, seed: int
+) -> dict[str, np.ndarray]:
+    # Only a simulated member (it has a partition id) may play a Byzantine one.
+    partition = context.node_config.get(PARTITION_KEY)
+    if partition is None or int(partition) >= cfg.federation.attackers:
+        return delta
+    fed = cfg.federation
+    return corrupt_update(delta, fed.attack, fed.attack_scale, np.random.default_rng(seed))
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train the received global model on this member's images; reply with the weights."""
+    """Train the received global model on this member's images; reply with the
+    compressed change of the weights. Only weights and metrics leave the member."""
     cfg, data, model = _received_model(msg, context)
-    server_round = int(cast(int, msg.content.config_records[CONFIG_KEY].get("server-round", 0)))
-    result = train_locally(model, data, cfg, seed=_member_seed(cfg, context, server_round))
+    config = msg.content.config_records[CONFIG_KEY]
+    server_round = int(cast(int, config.get("server-round", 0)))
+    seed = _member_seed(cfg, context, server_round)
+    start = state_as_numpy(model)
+    mu = float(cast(float, config.get(PROXIMAL_MU_KEY, 0.0)))
+    result = train_locally(model, data, cfg, seed=seed, proximal_mu=mu)
+    delta = _simulated_attack(weight_delta(state_as_numpy(model), start), cfg, context, seed)
+    payload = encode_update(delta, spec_from_config(config))
     metrics = MetricRecord(
         {
             "num-examples": len(data.train),
@@ -64,8 +89,8 @@ def train(msg: Message, context: Context) -> Message:
             "config-crc": _digest_metric(cfg),
         }
     )
-    content = RecordDict({ARRAYS_KEY: ArrayRecord(model.state_dict()), METRICS_KEY: metrics})
-    return Message(content=content, reply_to=msg)
+    update = ArrayRecord({key: Array(value) for key, value in payload.items()})
+    return Message(content=RecordDict({ARRAYS_KEY: update, METRICS_KEY: metrics}), reply_to=msg)
 
 
 @app.evaluate()

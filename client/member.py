@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,8 +42,11 @@ def resolve_data_dir(node_config: Mapping[str, Any], cfg: RunConfig) -> Path:
     )
 
 
-def train_locally(model: nn.Module, data: MemberData, cfg: RunConfig, seed: int) -> TrainResult:
-    """Run the configured local epochs on the member's training split."""
+def train_locally(
+    model: nn.Module, data: MemberData, cfg: RunConfig, seed: int, proximal_mu: float = 0.0
+) -> TrainResult:
+    """Run the configured local epochs on the member's training split (``proximal_mu``:
+    FedProx's term, sent by the coordinator)."""
     torch.set_num_threads(max(1, cfg.train.threads))
     torch.manual_seed(seed)
     loader = make_loader(data.train, cfg.train.batch_size, True, cfg.train.augment, seed)
@@ -54,7 +58,28 @@ def train_locally(model: nn.Module, data: MemberData, cfg: RunConfig, seed: int)
         momentum=cfg.train.momentum,
         weight_decay=cfg.train.weight_decay,
         device=resolve_device(cfg.train.device),
+        proximal_mu=proximal_mu,
     )
+
+
+def state_as_numpy(model: nn.Module) -> dict[str, np.ndarray]:
+    """The model's state_dict as numpy arrays (CPU copies)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def weight_delta(
+    trained: dict[str, np.ndarray], start: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Trained minus starting weights: float tensors as float32, counters exactly."""
+    # np.asarray: arithmetic on 0-d arrays returns numpy scalars, which Flower refuses.
+    return {
+        key: np.asarray(
+            trained[key].astype(np.float32) - start[key].astype(np.float32)
+            if np.issubdtype(start[key].dtype, np.floating)
+            else trained[key] - start[key]
+        )
+        for key in start
+    }
 
 
 def evaluate_locally(model: nn.Module, data: MemberData, cfg: RunConfig) -> EvalResult | None:

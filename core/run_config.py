@@ -86,6 +86,18 @@ class FederationConfig:
     round_timeout: float = 600.0
     member_cpus: float = 1.0
     member_gpus: float = 0.0
+    attackers: int = 0
+    attack: str = "none"
+    attack_scale: float = 10.0
+
+
+@dataclass
+class UpdatesConfig:
+    """How members compress their updates and when the coordinator refuses one."""
+
+    compression: str = "none"
+    topk_fraction: float = 1.0
+    max_norm_multiple: float = 5.0
 
 
 @dataclass
@@ -114,6 +126,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    updates: UpdatesConfig = field(default_factory=UpdatesConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 

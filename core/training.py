@@ -42,11 +42,17 @@ def train(
     momentum: float,
     weight_decay: float,
     device: torch.device,
+    proximal_mu: float = 0.0,
 ) -> TrainResult:
-    """Train ``model`` in place with SGD for ``epochs`` passes over ``loader``."""
+    """Train ``model`` in place with SGD for ``epochs`` passes over ``loader``.
+
+    With ``proximal_mu > 0`` the loss gets FedProx's term ``mu/2 * ||w - w_start||^2``,
+    ``w_start`` being the weights the model had on entry (the global model).
+    """
     if epochs < 1:
         raise ValueError(f"train.local_epochs={epochs} must be at least 1")
     model.to(device).train()
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
     optimizer = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
@@ -59,7 +65,13 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             logits = model(images)
             loss = criterion(logits, labels)
-            loss.backward()
+            objective = loss
+            if anchor:
+                drift = sum(
+                    torch.sum((p - a) ** 2) for p, a in zip(model.parameters(), anchor, strict=True)
+                )
+                objective = loss + 0.5 * proximal_mu * drift
+            objective.backward()
             optimizer.step()
             loss_sum += float(loss.item()) * labels.shape[0]
             correct += int((logits.argmax(dim=1) == labels).sum().item())

@@ -73,6 +73,8 @@ def run_centralized(cfg: RunConfig, member_dirs: Sequence[Path]) -> Path:
                 test_loss=last.loss,
                 member_val_accuracy=math.nan,
                 config_mismatches=0,
+                refused_updates=0,
+                bytes_per_member=math.nan,
                 elapsed_s=time.monotonic() - started,
             )
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
+from fractofl.core.compression import CompressionSpec
 from fractofl.core.device import seed_everything
 from fractofl.core.factory import model_for
 from fractofl.core.run_config import RunConfig, config_digest
@@ -51,6 +52,12 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
             evaluate_metrics_aggr_fn=recorder.aggregate_evaluate_metrics,
         ),
         dict(cfg.strategy.args),
+        compression=CompressionSpec(cfg.updates.compression, cfg.updates.topk_fraction),
+        max_norm_multiple=cfg.updates.max_norm_multiple,
+        listener=lambda server_round, verdicts: (
+            recorder.record_updates(server_round, verdicts),
+            folder.record_updates(server_round, verdicts),
+        ),
     )
     result = strategy.start(
         grid=grid,

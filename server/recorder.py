@@ -18,6 +18,7 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fractofl.core.training import EvalResult
+from fractofl.strategies.guard import UpdateVerdict
 
 log = logging.getLogger("fractofl")
 
@@ -36,6 +37,8 @@ class RoundRow:
     test_loss: float
     member_val_accuracy: float
     config_mismatches: int
+    refused_updates: int
+    bytes_per_member: float
     elapsed_s: float
 
     @staticmethod
@@ -59,6 +62,7 @@ class RoundRecorder:
         self._started = time.monotonic()
         self._train: dict[str, float] = {}
         self._members_eval: dict[str, float] = {}
+        self._verdicts: list[UpdateVerdict] = []
         self.rows: list[RoundRow] = []
         self.last_eval: EvalResult | None = None
 
@@ -80,6 +84,10 @@ class RoundRecorder:
         aggregated["config-mismatches"] = mismatches
         self._train = {k: float(v) for k, v in aggregated.items()}  # type: ignore[arg-type]
         return aggregated
+
+    def record_updates(self, server_round: int, verdicts: list[UpdateVerdict]) -> None:
+        """Keep the round's update verdicts (refusals, bytes sent) for its row."""
+        self._verdicts = list(verdicts)
 
     def aggregate_evaluate_metrics(
         self, records: list[RecordDict], weight_key: str
@@ -103,9 +111,15 @@ class RoundRecorder:
                 self._members_eval.get("val-accuracy", math.nan) if server_round else math.nan
             ),
             config_mismatches=int(self._train.get("config-mismatches", 0)) if server_round else 0,
+            refused_updates=sum(not v.accepted for v in self._verdicts),
+            bytes_per_member=(
+                sum(v.bytes_sent for v in self._verdicts) / len(self._verdicts)
+                if self._verdicts
+                else math.nan
+            ),
             elapsed_s=time.monotonic() - self._started,
         )
-        self._train, self._members_eval = {}, {}
+        self._train, self._members_eval, self._verdicts = {}, {}, []
         self.rows.append(row)
         self.last_eval = result
         self._on_round(row, result)

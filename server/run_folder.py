@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
@@ -28,12 +29,14 @@ from fractofl.server.reporting import (
     plot_confusion,
     write_metrics,
 )
+from fractofl.strategies.guard import UpdateVerdict
 
 log = logging.getLogger("fractofl")
 
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.pt"
 SUMMARY_FILE = "summary.json"
+UPDATES_FILE = "updates.csv"
 
 
 class RunFolder:
@@ -64,6 +67,26 @@ class RunFolder:
         """Append-by-rewrite the metrics file and print a progress line."""
         write_metrics(rows, self.path / METRICS_FILE)
         log.info("%s", format_round(row, self.cfg.federation.rounds))
+
+    def record_updates(self, server_round: int, verdicts: list[UpdateVerdict]) -> None:
+        """Append one line per member update: bytes sent, accepted or refused and why."""
+        path = self.path / UPDATES_FILE
+        new = not path.exists()
+        with open(path, "a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["round", "node_id", "bytes_sent", "accepted", "norm", "reason"])
+            for v in verdicts:
+                writer.writerow(
+                    [
+                        server_round,
+                        v.node_id,
+                        v.bytes_sent,
+                        int(v.accepted),
+                        f"{v.norm:.6g}",
+                        v.reason,
+                    ]
+                )
 
     def finish(self, model: nn.Module, rows: Sequence[RoundRow], last: EvalResult) -> Path:
         """Write the final checkpoint, the plots and a JSON summary; return the model path."""

@@ -1,18 +1,32 @@
-"""Strategy registry: aggregation strategies selected by name (``strategy=<name>``)."""
+"""Strategy registry: aggregation strategies selected by name (``strategy=<name>``).
+
+Every strategy is one of Flower's, configured in its own module, and wrapped in the
+:class:`~fractofl.strategies.guard.UpdateGuard` that decodes and screens member updates.
+"""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import Strategy
 
+from fractofl.core.compression import CompressionSpec
+from fractofl.strategies.bulyan import build_bulyan
+from fractofl.strategies.common import CommonStrategyArgs
+from fractofl.strategies.fedadagrad import build_fedadagrad
+from fractofl.strategies.fedadam import build_fedadam
 from fractofl.strategies.fedavg import build_fedavg
+from fractofl.strategies.fedmedian import build_fedmedian
+from fractofl.strategies.fedprox import build_fedprox
+from fractofl.strategies.fedtrimmedavg import build_fedtrimmedavg
+from fractofl.strategies.fedyogi import build_fedyogi
+from fractofl.strategies.guard import ScreenListener, UpdateGuard
+from fractofl.strategies.krum import build_krum
+from fractofl.strategies.multikrum import build_multikrum
 
-MetricsAggregation = Callable[[list[RecordDict], str], MetricRecord]
+__all__ = ["STRATEGY_REGISTRY", "CommonStrategyArgs", "build_strategy", "strategy_arguments"]
 
 
 class UnknownStrategyError(KeyError):
@@ -22,23 +36,19 @@ class UnknownStrategyError(KeyError):
         return str(self.args[0])
 
 
-@dataclass(frozen=True)
-class CommonStrategyArgs:
-    """What every strategy gets from the federation config and the coordinator."""
-
-    fraction_train: float
-    fraction_evaluate: float
-    min_train_nodes: int
-    min_evaluate_nodes: int
-    min_available_nodes: int
-    train_metrics_aggr_fn: MetricsAggregation
-    evaluate_metrics_aggr_fn: MetricsAggregation
-
-
 StrategyFactory = Callable[..., Strategy]
 
 STRATEGY_REGISTRY: dict[str, StrategyFactory] = {
     "fedavg": build_fedavg,
+    "fedprox": build_fedprox,
+    "fedadam": build_fedadam,
+    "fedyogi": build_fedyogi,
+    "fedadagrad": build_fedadagrad,
+    "fedmedian": build_fedmedian,
+    "fedtrimmedavg": build_fedtrimmedavg,
+    "krum": build_krum,
+    "multikrum": build_multikrum,
+    "bulyan": build_bulyan,
 }
 
 
@@ -48,8 +58,15 @@ def strategy_arguments(name: str) -> list[str]:
     return [p for p in params if p != "common"]
 
 
-def build_strategy(name: str, common: CommonStrategyArgs, args: dict[str, Any]) -> Strategy:
-    """Build the named strategy; unknown names or arguments fail with the valid ones."""
+def build_strategy(
+    name: str,
+    common: CommonStrategyArgs,
+    args: dict[str, Any],
+    compression: CompressionSpec,
+    max_norm_multiple: float,
+    listener: ScreenListener | None = None,
+) -> UpdateGuard:
+    """The named strategy behind the update guard; unknown names or arguments fail."""
     valid = strategy_arguments(name)
     unknown = sorted(set(args) - set(valid))
     if unknown:
@@ -57,7 +74,8 @@ def build_strategy(name: str, common: CommonStrategyArgs, args: dict[str, Any]) 
             f"strategy {name!r} does not take {unknown} (strategy.args); "
             f"it takes: {', '.join(valid) or 'none'}"
         )
-    return _factory(name)(common, **args)
+    inner = _factory(name)(common, **args)
+    return UpdateGuard(inner, compression, max_norm_multiple, listener)
 
 
 def _factory(name: str) -> StrategyFactory:

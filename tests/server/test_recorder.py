@@ -52,13 +52,14 @@ def test_round_row_combines_member_and_coordinator_metrics() -> None:
 
 def test_metrics_file_round_trips(tmp_path: Path) -> None:
     rows = [
-        RoundRow(0, 0, math.nan, 0.25, 0.1, 1.4, math.nan, 0, 0.1),
-        RoundRow(1, 4, 0.9, 0.5, 0.45, 1.1, 0.55, 0, 3.2),
+        RoundRow(0, 0, math.nan, 0.25, 0.1, 1.4, math.nan, 0, 0, math.nan, 0.1),
+        RoundRow(1, 4, 0.9, 0.5, 0.45, 1.1, 0.55, 0, 1, 1234.0, 3.2),
     ]
     write_metrics(rows, tmp_path / "metrics.csv")
     back = read_metrics(tmp_path / "metrics.csv")
     assert [r["round"] for r in back] == [0, 1]
     assert math.isnan(back[0]["mean_train_loss"]) and back[1]["members_answered"] == 4
+    assert back[1]["refused_updates"] == 1 and back[1]["bytes_per_member"] == 1234.0
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
 
 

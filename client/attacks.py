@@ -1,0 +1,40 @@
+"""Simulated Byzantine members: corrupt an update, for robustness experiments.
+
+Only a *simulated* member (one with a ``partition-id``) whose partition is below
+``federation.attackers`` ever calls :func:`corrupt_update`; a real member never does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ATTACKS = ("none", "sign_flip", "noise", "nan")
+
+
+def corrupt_update(
+    delta: dict[str, np.ndarray], attack: str, scale: float, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """The update an attacker sends instead of its honest ``delta``.
+
+    ``sign_flip`` sends ``-scale * delta``; ``noise`` sends Gaussian noise whose norm is
+    ``scale`` times the honest update's; ``nan`` sends the honest update with NaN in its
+    first floating-point tensor.
+    """
+    if attack not in ATTACKS:
+        raise ValueError(f"federation.attack={attack!r}; valid: {', '.join(ATTACKS)}")
+    floats = [k for k, v in delta.items() if np.issubdtype(v.dtype, np.floating)]
+    out = dict(delta)
+    if attack == "sign_flip":
+        for key in floats:
+            out[key] = (-scale * delta[key]).astype(np.float32)
+    elif attack == "noise":
+        honest = np.sqrt(sum(float(np.sum(delta[k] ** 2)) for k in floats))
+        numel = sum(delta[k].size for k in floats)
+        sigma = scale * honest / np.sqrt(max(numel, 1))
+        for key in floats:
+            out[key] = rng.normal(0.0, sigma, delta[key].shape).astype(np.float32)
+    elif attack == "nan" and floats:
+        poisoned = delta[floats[0]].copy()
+        poisoned.flat[0] = np.nan
+        out[floats[0]] = poisoned
+    return out

@@ -1,0 +1,29 @@
+"""What the coordinator tells members about the update they send back.
+
+The coordinator's train config carries the compression to apply; members reply with the
+compressed change of the weights (see :mod:`fractofl.core.compression`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fractofl.core.compression import CompressionSpec
+
+COMPRESSION_MODE_KEY = "compression-mode"
+COMPRESSION_TOPK_KEY = "compression-topk"
+PROXIMAL_MU_KEY = "proximal-mu"  # set by Flower's FedProx
+
+
+def spec_from_config(config: Mapping[str, object]) -> CompressionSpec:
+    """The compression a member must apply, as the coordinator's train config says."""
+    topk = config.get(COMPRESSION_TOPK_KEY, 1.0)
+    return CompressionSpec(
+        mode=str(config.get(COMPRESSION_MODE_KEY, "none")),
+        topk_fraction=float(topk) if isinstance(topk, int | float) else 1.0,
+    )
+
+
+def spec_to_config(spec: CompressionSpec) -> dict[str, str | float]:
+    """The train-config entries that make members apply ``spec``."""
+    return {COMPRESSION_MODE_KEY: spec.mode, COMPRESSION_TOPK_KEY: spec.topk_fraction}

@@ -1,0 +1,64 @@
+"""Checks on decoded member updates, in plain numpy (no networking, no Flower).
+
+An update is refused when it is malformed (keys, shapes or dtypes other than the global
+model's), holds NaN or Inf, or changes the model far more than the other members' updates
+of the round: an L2 norm above ``max_norm_multiple`` times the round's median norm. The
+norm test is a common defence against scaled (model-replacement) updates, e.g. Bagdasaryan
+et al., 2020, "How To Backdoor Federated Learning"; it needs at least three updates to
+have a meaningful median.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+Arrays = Mapping[str, np.ndarray]
+
+MIN_UPDATES_FOR_NORM_TEST = 3
+
+
+def structural_problem(delta: Arrays, reference: Arrays) -> str | None:
+    """Why ``delta`` cannot be applied to ``reference`` (None when it can)."""
+    missing = sorted(set(reference) - set(delta))
+    extra = sorted(set(delta) - set(reference))
+    if missing or extra:
+        return f"keys differ from the global model (missing {missing[:3]}, extra {extra[:3]})"
+    for key, ref in reference.items():
+        value = delta[key]
+        if value.shape != ref.shape:
+            return f"{key}: shape {value.shape} instead of {ref.shape}"
+        expected = np.float32 if np.issubdtype(ref.dtype, np.floating) else ref.dtype
+        if value.dtype != expected:
+            return f"{key}: dtype {value.dtype} instead of {np.dtype(expected)}"
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            return f"{key}: holds NaN or Inf"
+    return None
+
+
+def update_norm(delta: Arrays) -> float:
+    """L2 norm of the floating-point part of an update (counters left out)."""
+    total = 0.0
+    for value in delta.values():
+        if np.issubdtype(value.dtype, np.floating):
+            flat = value.ravel()
+            total += float(np.dot(flat, flat))
+    return float(np.sqrt(total))
+
+
+def norm_outliers(norms: Sequence[float], max_norm_multiple: float) -> list[int]:
+    """Positions whose norm exceeds ``max_norm_multiple`` x the median norm.
+
+    With fewer than :data:`MIN_UPDATES_FOR_NORM_TEST` norms, or a zero median, no
+    position is flagged: there is no reliable reference to compare with.
+    """
+    if max_norm_multiple <= 0:
+        raise ValueError(f"updates.max_norm_multiple={max_norm_multiple} must be positive")
+    if len(norms) < MIN_UPDATES_FOR_NORM_TEST:
+        return []
+    median = float(np.median(np.asarray(norms, dtype=np.float64)))
+    if median <= 0.0:
+        return []
+    limit = max_norm_multiple * median
+    return [i for i, norm in enumerate(norms) if norm > limit]
