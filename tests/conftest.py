@@ -36,9 +36,11 @@ def easy_spec(members: int = 2, per_class: int = 48, seed: int = 3) -> SynthSpec
     )
 
 
-def easy_overrides(data_root: Path, output_root: Path) -> list[str]:
+def easy_overrides(
+    data_root: Path, output_root: Path, members: int = 2, per_class: int = 48
+) -> list[str]:
     """Hydra overrides that describe exactly :func:`easy_spec` plus a short, fast run."""
-    spec = easy_spec()
+    spec = easy_spec(members=members, per_class=per_class)
     style = [f"+data.synth.style.{k}={v}" for k, v in EASY_STYLE.items()]
     return [
         f"data.root={data_root}",
@@ -63,6 +65,17 @@ def easy_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An easy synthetic set for 2 members under a session-wide temporary folder."""
     root = tmp_path_factory.mktemp("easy") / "data"
     generate_dataset(root, easy_spec())
+    return root
+
+
+FIVE_MEMBERS_PER_CLASS = 80
+
+
+@pytest.fixture(scope="session")
+def easy_dataset_5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The easy synthetic set split across 5 members."""
+    root = tmp_path_factory.mktemp("easy5") / "data"
+    generate_dataset(root, easy_spec(members=5, per_class=FIVE_MEMBERS_PER_CLASS))
     return root
 
 
