@@ -10,9 +10,14 @@ from report import Row
 
 @dataclass
 class PartOutcome:
-    """Table rows, the subprocesses run (label, how they ended), failures and notes."""
+    """Table rows, the subprocesses run (label, how they ended), failures and notes.
+
+    ``tables`` holds whole Markdown tables (with their heading) for reports whose parts
+    have tables of their own (``run_strategies.py``); ``run.py`` uses ``rows``.
+    """
 
     rows: list[Row] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
     commands: list[tuple[str, Finished]] = field(default_factory=list)
     failures: list[tuple[str, Finished]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -27,6 +32,7 @@ class PartOutcome:
     def extend(self, other: PartOutcome) -> None:
         """Append another part's outcome to this one."""
         self.rows += other.rows
+        self.tables += other.tables
         self.commands += other.commands
         self.failures += other.failures
         self.notes += other.notes

@@ -67,16 +67,20 @@ def status(finished: Finished, ok: bool) -> str:
     return "FAILED: no results written"
 
 
+def markdown_grid(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Headers and rows of already formatted cells as a GitHub Markdown table."""
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+    ]
+    for cells in rows:
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(rows: Sequence[Row]) -> str:
     """The rows as a GitHub Markdown table."""
-    lines = [
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "|".join("---" for _ in HEADERS) + "|",
-    ]
-    for row in rows:
-        cells = [str(getattr(row, f.name)).replace("|", "\\|") for f in fields(row)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_grid(HEADERS, [[getattr(row, f.name) for f in fields(row)] for row in rows])
 
 
 def results_section(
@@ -105,10 +109,19 @@ def results_section(
         *(f"- {note}" for note in notes),
         "",
     ]
+    parts += [*subprocess_lines(commands, failures), END]
+    return "\n".join(parts) + "\n"
+
+
+def subprocess_lines(
+    commands: Sequence[tuple[str, Finished]], failures: Sequence[tuple[str, Finished]]
+) -> list[str]:
+    """Markdown lines: each failure with its command and log tail, then every command run."""
+    lines: list[str] = []
     if failures:
-        parts += ["### Failures", ""]
+        lines += ["### Failures", ""]
         for label, finished in failures:
-            parts += [
+            lines += [
                 f"**{label}** (exit {finished.returncode}): `{finished.shell}`",
                 "",
                 "```text",
@@ -116,20 +129,22 @@ def results_section(
                 "```",
                 "",
             ]
-    parts += ["<details><summary>Subprocesses run</summary>", ""]
-    parts += [
+    lines += ["<details><summary>Subprocesses run</summary>", ""]
+    lines += [
         f"- {label} ({finished.wall_s:.0f} s): `{finished.shell}`" for label, finished in commands
     ]
-    parts += ["", "</details>", END]
-    return "\n".join(parts) + "\n"
+    lines += ["", "</details>"]
+    return lines
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the benchmark's section of ``path`` (append it, or create the file)."""
+def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the section of ``path`` between ``begin`` and ``end`` (append it, or create
+    the file); other sections of the file are left as they are."""
     text = path.read_text() if path.is_file() else "# fractofl benchmark results\n\n"
-    start, stop = text.find(BEGIN), text.find(END)
+    start = text.find(begin)
+    stop = text.find(end, start + 1) if start != -1 else -1
     if start != -1 and stop > start:
-        text = text[:start] + section.rstrip("\n") + text[stop + len(END) :]
+        text = text[:start] + section.rstrip("\n") + text[stop + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)

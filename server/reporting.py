@@ -48,7 +48,7 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
 
 def _cell(value: float | int) -> str:
     if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
+        return "" if math.isnan(value) else f"{value:.10g}"
     return str(value)
 
 
