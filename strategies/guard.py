@@ -14,15 +14,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
+from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 
 from fractofl.core.compression import CompressionError, CompressionSpec, decode_update
 from fractofl.core.update_protocol import spec_to_config
-from fractofl.strategies.validation import norm_outliers, structural_problem, update_norm
+from fractofl.strategies.mean import weighted_mean_update
+from fractofl.strategies.validation import measure_update, norm_outliers, structural_problem
 
 log = logging.getLogger("fractofl")
 
@@ -39,6 +41,52 @@ class UpdateVerdict:
 
 
 ScreenListener = Callable[[int, list[UpdateVerdict]], None]
+
+# Strategies whose aggregate is exactly the weighted mean of the member weights.
+PLAIN_MEANS = (FedAvg, FedProx)
+
+
+def _weight(content: RecordDict, key: str) -> float:
+    """The positive weight (``num-examples``) a reply carries, or ValueError saying why."""
+    records = list(content.metric_records.values())
+    value = records[0].get(key) if len(records) == 1 else None
+    if not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"the reply needs one MetricRecord with a positive '{key}'")
+    return float(value)
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _npy_data_offset(data: bytes) -> int:
+    """Where the values start in ``.npy`` bytes (-1 when the bytes are not ``.npy``)."""
+    if len(data) < 12 or not data.startswith(_NPY_MAGIC):
+        return -1
+    if data[6] == 1:  # format 1.0: 2-byte header length
+        return 10 + int.from_bytes(data[8:10], "little")
+    return 12 + int.from_bytes(data[8:12], "little")  # formats 2.0 and 3.0
+
+
+def array_view(array: Array) -> np.ndarray:
+    """A read-only numpy view of an Array's ``.npy`` bytes, without the copy (and the
+    header parsing) of ``Array.numpy()``: updates are large, every pass over them counts.
+
+    The values are read with the dtype and shape the Array declares, and must fill the
+    bytes after the ``.npy`` header exactly; a sender that misdeclares them only garbles its
+    own update, which validation then judges like any other.
+    """
+    try:
+        dtype = np.dtype(array.dtype)
+        shape = tuple(int(n) for n in array.shape)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"array declares dtype {array.dtype!r}, shape {array.shape!r}") from exc
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    offset = len(array.data) - size
+    if dtype.hasobject or _npy_data_offset(array.data) != offset:
+        raise ValueError(f"array bytes do not hold a {array.dtype} array of shape {shape}")
+    return np.frombuffer(
+        array.data, dtype=dtype, count=size // dtype.itemsize, offset=offset
+    ).reshape(shape)
 
 
 class UpdateGuard(Strategy):
@@ -85,8 +133,33 @@ class UpdateGuard(Strategy):
         accepted, verdicts = self._screen(server_round, [m for m in replies if not m.has_error()])
         if self.listener is not None:
             self.listener(server_round, verdicts)
-        arrays, metrics = self.inner.aggregate_train(server_round, accepted + failed)
+        if type(self.inner) in PLAIN_MEANS:
+            return self._mean_of_deltas(accepted, failed)
+        for msg, delta in accepted:
+            msg.content = self._with_weights(msg.content, delta)
+        messages = [msg for msg, _ in accepted] + failed
+        arrays, metrics = self.inner.aggregate_train(server_round, messages)
         return (None if arrays is None else self._with_model_dtypes(arrays)), metrics
+
+    def _mean_of_deltas(
+        self, accepted: list[tuple[Message, dict[str, np.ndarray]]], failed: list[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """FedAvg's (and FedProx's) weighted mean, computed from the decoded deltas in one
+        fused pass each instead of re-serialising full weights for Flower to decode again.
+        ``tests/strategies`` checks that the result equals Flower's own."""
+        inner = cast(FedAvg, self.inner)
+        log.info("aggregate_train: %d updates accepted, %d failures", len(accepted), len(failed))
+        for msg in failed:
+            log.info(
+                "\t> error in reply from node %d: %s", msg.metadata.src_node_id, msg.error.reason
+            )
+        if not accepted:
+            return None, None
+        contents = [msg.content for msg, _ in accepted]
+        weights = [_weight(content, inner.weighted_by_key) for content in contents]
+        merged = weighted_mean_update(self._reference, [d for _, d in accepted], weights)
+        metrics = inner.train_metrics_aggr_fn(contents, inner.weighted_by_key)
+        return ArrayRecord({key: Array(value) for key, value in merged.items()}), metrics
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -102,7 +175,7 @@ class UpdateGuard(Strategy):
 
     def _screen(
         self, server_round: int, replies: list[Message]
-    ) -> tuple[list[Message], list[UpdateVerdict]]:
+    ) -> tuple[list[tuple[Message, dict[str, np.ndarray]]], list[UpdateVerdict]]:
         candidates: list[tuple[Message, dict[str, np.ndarray], int, float]] = []
         verdicts: list[UpdateVerdict] = []
         for msg in replies:
@@ -111,11 +184,15 @@ class UpdateGuard(Strategy):
             if isinstance(delta_or_reason, str):
                 verdicts.append(self._refuse(server_round, node, sent, delta_or_reason))
                 continue
-            candidates.append((msg, delta_or_reason, sent, update_norm(delta_or_reason)))
+            norm, problem = measure_update(delta_or_reason)
+            if problem is not None:
+                verdicts.append(self._refuse(server_round, node, sent, problem))
+                continue
+            candidates.append((msg, delta_or_reason, sent, norm))
 
         outliers = set(norm_outliers([c[3] for c in candidates], self.max_norm_multiple))
         median = float(np.median([c[3] for c in candidates])) if candidates else 0.0
-        accepted: list[Message] = []
+        accepted: list[tuple[Message, dict[str, np.ndarray]]] = []
         for position, (msg, delta, sent, norm) in enumerate(candidates):
             node = msg.metadata.src_node_id
             if position in outliers:
@@ -125,8 +202,7 @@ class UpdateGuard(Strategy):
                 )
                 verdicts.append(self._refuse(server_round, node, sent, reason, norm))
                 continue
-            msg.content = self._with_weights(msg.content, delta)
-            accepted.append(msg)
+            accepted.append((msg, delta))
             verdicts.append(UpdateVerdict(node, sent, True, norm=norm))
         return accepted, verdicts
 
@@ -134,10 +210,15 @@ class UpdateGuard(Strategy):
         records = msg.content.array_records
         if len(records) != 1:
             return 0, f"expected one ArrayRecord, got {len(records)}"
+        weight_key = getattr(self.inner, "weighted_by_key", "num-examples")
+        try:
+            _weight(msg.content, weight_key)
+        except ValueError as exc:
+            return 0, str(exc)
         record = next(iter(records.values()))
         sent = sum(len(array.data) for array in record.values())
         try:
-            payload = {key: array.numpy() for key, array in record.items()}
+            payload = {key: array_view(array) for key, array in record.items()}
             delta = decode_update(payload, self._reference, self.compression)
         except (CompressionError, ValueError) as exc:
             return sent, f"undecodable update: {exc}"

@@ -20,7 +20,11 @@ MIN_UPDATES_FOR_NORM_TEST = 3
 
 
 def structural_problem(delta: Arrays, reference: Arrays) -> str | None:
-    """Why ``delta`` cannot be applied to ``reference`` (None when it can)."""
+    """Why ``delta`` does not fit ``reference``: keys, shapes, dtypes (None when it fits).
+
+    Reads no values: :func:`measure_update` finds NaN and Inf in the same pass that
+    computes the norm.
+    """
     missing = sorted(set(reference) - set(delta))
     extra = sorted(set(delta) - set(reference))
     if missing or extra:
@@ -32,19 +36,30 @@ def structural_problem(delta: Arrays, reference: Arrays) -> str | None:
         expected = np.float32 if np.issubdtype(ref.dtype, np.floating) else ref.dtype
         if value.dtype != expected:
             return f"{key}: dtype {value.dtype} instead of {np.dtype(expected)}"
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            return f"{key}: holds NaN or Inf"
     return None
 
 
-def update_norm(delta: Arrays) -> float:
-    """L2 norm of the floating-point part of an update (counters left out)."""
+def measure_update(delta: Arrays) -> tuple[float, str | None]:
+    """L2 norm of the floating-point part of an update (counters left out), and a
+    problem when a tensor holds NaN or Inf (its sum of squares is then not finite).
+
+    One pass over the values: the sum of squares is NaN or Inf exactly when a value is,
+    or when values are so large (above ~1e19) that no honest update comes near.
+    """
     total = 0.0
-    for value in delta.values():
+    for key, value in delta.items():
         if np.issubdtype(value.dtype, np.floating):
             flat = value.ravel()
-            total += float(np.dot(flat, flat))
-    return float(np.sqrt(total))
+            squares = float(np.dot(flat, flat))
+            if not np.isfinite(squares):
+                return float("nan"), f"{key}: holds NaN or Inf (or values beyond 1e19)"
+            total += squares
+    return float(np.sqrt(total)), None
+
+
+def update_norm(delta: Arrays) -> float:
+    """L2 norm of the floating-point part of an update (NaN when it holds NaN or Inf)."""
+    return measure_update(delta)[0]
 
 
 def norm_outliers(norms: Sequence[float], max_norm_multiple: float) -> list[int]:

@@ -10,9 +10,14 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.app.error import Error
 
 from fractofl.core.compression import CompressionSpec, encode_update
-from fractofl.strategies.guard import UpdateVerdict
+from fractofl.strategies.guard import UpdateVerdict, array_view
 from fractofl.strategies.registry import build_strategy
-from fractofl.strategies.validation import norm_outliers, structural_problem, update_norm
+from fractofl.strategies.validation import (
+    measure_update,
+    norm_outliers,
+    structural_problem,
+    update_norm,
+)
 from tests.strategies.flower_grid import grid_with_nodes
 from tests.strategies.test_strategies import (
     EXAMPLES,
@@ -129,3 +134,38 @@ def test_validation_functions_by_hand() -> None:
     assert norm_outliers([1.0, 1.1, 0.9, 10.0], 5.0) == [3]
     assert norm_outliers([1.0, 100.0], 5.0) == []  # too few updates for a median
     assert norm_outliers([0.0, 0.0, 3.0], 5.0) == []  # zero median: no reference
+    assert measure_update({"w": np.array([1.0, np.inf], np.float32)})[1] == (
+        "w: holds NaN or Inf (or values beyond 1e19)"
+    )
+
+
+def test_array_view_reads_flower_arrays_without_copying() -> None:
+    # Prepare
+    values = np.arange(12, dtype=np.float32).reshape(3, 4)
+    array = Array(values)
+    # Execute
+    view = array_view(array)
+    # Assert: same values as Flower's own decoding, backed by the message's bytes.
+    np.testing.assert_array_equal(view, array.numpy())
+    assert view.dtype == np.float32 and not view.flags.writeable
+    assert np.shares_memory(view, np.frombuffer(array.data, dtype=np.uint8))
+
+
+def test_truncated_array_bytes_are_refused_not_raised() -> None:
+    spec = CompressionSpec("none")
+    payloads = [encode_update(d, spec) for d in member_deltas()]
+    verdicts: list[UpdateVerdict] = []
+    strategy = build_strategy(
+        "fedavg", common_args(), {}, spec, 5.0, listener=lambda _, v: verdicts.extend(v)
+    )
+    grid, _ = grid_with_nodes(MEMBERS)
+    start = ArrayRecord({k: Array(v) for k, v in global_model().items()})
+    instructions = list(strategy.configure_train(1, start, ConfigRecord(), grid))
+    messages = replies(instructions, payloads)
+    record = messages[0].content.array_records["arrays"]
+    broken = record["conv.weight"]
+    record["conv.weight"] = Array(broken.dtype, broken.shape, broken.stype, broken.data[:-8])
+    arrays, _ = strategy.aggregate_train(1, messages)
+    assert arrays is not None
+    assert [v.accepted for v in verdicts].count(False) == 1
+    assert "undecodable" in next(v.reason for v in verdicts if not v.accepted)
