@@ -102,11 +102,16 @@ def timed(run: Callable[[], object]) -> float:
 # Cumulative times nest (e.g. _with_weights includes Array serialisation).
 PROFILE_CATEGORIES: tuple[tuple[str, str, str], ...] = (
     ("whole UpdateGuard.aggregate_train", "guard.py", "aggregate_train"),
-    ("Array(ndarray) serialisation (np.save to bytes)", "array.py", "from_numpy_ndarray"),
+    ("guard: _screen (decode + validate every reply)", "guard.py", "_screen"),
+    ("guard: _decode", "guard.py", "_decode"),
+    ("guard: array_view (zero-copy view of Array bytes)", "guard.py", "array_view"),
     ("Array.numpy() deserialisation (np.load)", "array.py", "numpy"),
-    ("guard: decode_update", "compression.py", "decode_update"),
-    ("guard: structural_problem (shapes, isfinite)", "validation.py", "structural_problem"),
-    ("guard: update_norm", "validation.py", "update_norm"),
+    ("compression: decode_update", "compression.py", "decode_update"),
+    ("validation: structural_problem", "validation.py", "structural_problem"),
+    ("validation: measure_update (norm + finiteness)", "validation.py", "measure_update"),
+    ("validation: update_norm", "validation.py", "update_norm"),
+    ("guard: _mean_of_deltas (FedAvg fast path)", "guard.py", "_mean_of_deltas"),
+    ("mean: weighted_mean_update", "mean.py", "weighted_mean_update"),
     ("guard: _with_weights (ref + delta, new Arrays)", "guard.py", "_with_weights"),
     (
         "Flower: aggregate_arrayrecords (weighted mean)",
@@ -114,6 +119,7 @@ PROFILE_CATEGORIES: tuple[tuple[str, str, str], ...] = (
         "aggregate_arrayrecords",
     ),
     ("guard: _with_model_dtypes (new Arrays)", "guard.py", "_with_model_dtypes"),
+    ("Array(ndarray) serialisation (np.save to bytes)", "array.py", "from_numpy_ndarray"),
 )
 
 

@@ -15,6 +15,7 @@ from strategy_plan import StrategyPlan
 
 SCRIPT = Path(__file__).with_name("aggregation.py")
 TARGET_RATIO = 2.0
+TOP_ENTRIES = 12
 
 
 def _tables(result: dict[str, Any]) -> str:
@@ -30,6 +31,15 @@ def _tables(result: dict[str, Any]) -> str:
         [entry["what"], str(entry["calls"]), fmt(entry["cumtime_s"], 3)]
         for entry in result["profile_categories"]
     ]
+    top_rows = [
+        [
+            entry["function"],
+            str(entry["calls"]),
+            fmt(entry["tottime_s"], 3),
+            fmt(entry["cumtime_s"], 3),
+        ]
+        for entry in result["profile_guard_fedavg"][1 : TOP_ENTRIES + 1]
+    ]
     return (
         f"### (d) Aggregating {result['updates']} updates of ResNet-18 size "
         f"({result['parameters_float'] / 1e6:.2f} M float parameters, "
@@ -41,6 +51,8 @@ def _tables(result: dict[str, Any]) -> str:
         "\n\nWhere (1) spends its time (one cProfile run; cumulative times nest, and "
         "profiling inflates them):\n\n"
         + markdown_grid(["Function", "Calls", "Cumulative s"], profile_rows)
+        + f"\n\nTop {TOP_ENTRIES} cProfile entries of (1) by cumulative time:\n\n"
+        + markdown_grid(["Function", "Calls", "Own s", "Cumulative s"], top_rows)
     )
 
 

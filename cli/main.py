@@ -17,9 +17,14 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 from fractofl.cli.config import ConfigError, compose_config, to_run_config, to_yaml
+from fractofl.core.data import NoUsableImagesError
+from fractofl.core.partition import PartitionError
 from fractofl.core.run_config import RunConfig
+from fractofl.core.synth.dataset import ForeignFolderError
 
 log = logging.getLogger("fractofl")
+
+USER_ERRORS = (PartitionError, ForeignFolderError, NoUsableImagesError, FileExistsError)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -41,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fractofl: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except USER_ERRORS as exc:
+        # Problems the user can fix from the message alone: no traceback.
+        print(f"fractofl: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _log_to_stderr() -> None:

@@ -77,3 +77,17 @@ def test_data_check_reports_and_sets_the_exit_code(tmp_path: Path) -> None:
     assert "fake.png" in ok.stdout and "Fatigue_old" in ok.stdout
     assert json.loads(as_json.stdout)["class_counts"]["fatigue"] == 1
     assert fatal.returncode == 1 and "FATAL" in fatal.stdout
+
+
+def test_impossible_split_and_foreign_folder_fail_without_traceback(tmp_path: Path) -> None:
+    too_small = run_fractofl(
+        "synth", str(tmp_path / "a"), "--members", "50", "--per-class", "4", cwd=tmp_path
+    )
+    foreign = tmp_path / "real-images"
+    (foreign / "fatigue").mkdir(parents=True)
+    (foreign / "fatigue" / "part-17.png").write_bytes(b"confidential")
+    overwrite = run_fractofl("synth", str(foreign), "--per-class", "4", cwd=tmp_path)
+    assert too_small.returncode == 1 and "data.min_per_member" in too_small.stderr
+    assert overwrite.returncode == 1 and "not written by `fractofl synth`" in overwrite.stderr
+    assert "Traceback" not in too_small.stderr + overwrite.stderr
+    assert (foreign / "fatigue" / "part-17.png").read_bytes() == b"confidential"
