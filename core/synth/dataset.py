@@ -113,13 +113,13 @@ def generate_dataset(
 
     Returns the manifest: spec, digest and images per member and class.
     """
+    _refuse_foreign_folder(root)
     validate_classes(spec.classes)
     train_labels = pool_labels(spec.classes, spec.per_class)
     test_labels = pool_labels(spec.classes, spec.test_per_class)
     parts = partition_indices(
         train_labels, spec.members, spec.partition, spec.alpha, spec.seed, spec.min_per_member
     )
-    _refuse_foreign_folder(root)
     for stale in (root / MEMBERS_DIR, root / TEST_DIR, root / MANIFEST):
         if stale.is_dir():
             shutil.rmtree(stale)
