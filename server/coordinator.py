@@ -58,6 +58,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
             recorder.record_updates(server_round, verdicts),
             folder.record_updates(server_round, verdicts),
         ),
+        statistics_keys=frozenset(name for name, _ in model.named_buffers()),
     )
     result = strategy.start(
         grid=grid,

@@ -20,6 +20,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy.fedopt import FedOpt
 
 from fractofl.core.compression import CompressionError, CompressionSpec, decode_update
 from fractofl.core.update_protocol import spec_to_config
@@ -98,11 +99,13 @@ class UpdateGuard(Strategy):
         compression: CompressionSpec,
         max_norm_multiple: float,
         listener: ScreenListener | None = None,
+        statistics_keys: frozenset[str] = frozenset(),
     ) -> None:
         self.inner = inner
         self.compression = compression
         self.max_norm_multiple = max_norm_multiple
         self.listener = listener
+        self.statistics_keys = statistics_keys
         self._reference: dict[str, np.ndarray] = {}
 
     def summary(self) -> None:
@@ -139,7 +142,25 @@ class UpdateGuard(Strategy):
             msg.content = self._with_weights(msg.content, delta)
         messages = [msg for msg, _ in accepted] + failed
         arrays, metrics = self.inner.aggregate_train(server_round, messages)
-        return (None if arrays is None else self._with_model_dtypes(arrays)), metrics
+        if arrays is None:
+            return None, metrics
+        return self._finish(arrays, self._averaged_statistics(accepted)), metrics
+
+    def _averaged_statistics(
+        self, accepted: list[tuple[Message, dict[str, np.ndarray]]]
+    ) -> dict[str, np.ndarray]:
+        """Running statistics (BatchNorm's mean and variance) as the members' weighted mean
+        when the wrapped strategy is a server optimiser: an Adam or Adagrad step on a
+        running variance is meaningless, can make it negative, and breaks evaluation."""
+        keys = self.statistics_keys & set(self._reference)
+        if not isinstance(self.inner, FedOpt) or not keys or not accepted:
+            return {}
+        weights = [_weight(msg.content, self.inner.weighted_by_key) for msg, _ in accepted]
+        return weighted_mean_update(
+            {k: self._reference[k] for k in keys},
+            [{k: delta[k] for k in keys} for _, delta in accepted],
+            weights,
+        )
 
     def _mean_of_deltas(
         self, accepted: list[tuple[Message, dict[str, np.ndarray]]], failed: list[Message]
@@ -225,12 +246,13 @@ class UpdateGuard(Strategy):
         problem = structural_problem(delta, self._reference)
         return sent, problem if problem is not None else delta
 
-    def _with_model_dtypes(self, arrays: ArrayRecord) -> ArrayRecord:
-        """Averaging turns integer buffers (BatchNorm's counters) into floats; give every
-        array back the dtype of the model, so the next round's updates match it."""
+    def _finish(self, arrays: ArrayRecord, replaced: dict[str, np.ndarray]) -> ArrayRecord:
+        """The aggregate with ``replaced`` arrays swapped in, and every array back in the
+        model's dtype: averaging turns integer buffers (BatchNorm's counters) into floats,
+        and the next round's updates must match the model."""
         restored = {}
         for key, array in arrays.items():
-            value = array.numpy()
+            value = replaced[key] if key in replaced else array.numpy()
             target = self._reference[key].dtype if key in self._reference else value.dtype
             if value.dtype != target and not np.issubdtype(target, np.floating):
                 value = np.rint(value)

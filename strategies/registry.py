@@ -65,8 +65,13 @@ def build_strategy(
     compression: CompressionSpec,
     max_norm_multiple: float,
     listener: ScreenListener | None = None,
+    statistics_keys: frozenset[str] = frozenset(),
 ) -> UpdateGuard:
-    """The named strategy behind the update guard; unknown names or arguments fail."""
+    """The named strategy behind the update guard; unknown names or arguments fail.
+
+    ``statistics_keys`` names the model's running statistics (BatchNorm buffers), which
+    server optimisers leave to plain averaging.
+    """
     valid = strategy_arguments(name)
     unknown = sorted(set(args) - set(valid))
     if unknown:
@@ -75,7 +80,7 @@ def build_strategy(
             f"it takes: {', '.join(valid) or 'none'}"
         )
     inner = _factory(name)(common, **args)
-    return UpdateGuard(inner, compression, max_norm_multiple, listener)
+    return UpdateGuard(inner, compression, max_norm_multiple, listener, statistics_keys)
 
 
 def _factory(name: str) -> StrategyFactory:

@@ -65,6 +65,7 @@ def global_model() -> dict[str, np.ndarray]:
     return {
         "conv.weight": rng.normal(size=(4, 1, 3, 3)).astype(np.float32),
         "conv.bias": rng.normal(size=(4,)).astype(np.float32),
+        "bn.running_var": np.ones(4, dtype=np.float32),
         "bn.num_batches_tracked": np.array(7, dtype=np.int64),
     }
 
@@ -75,6 +76,7 @@ def member_deltas() -> list[dict[str, np.ndarray]]:
         {
             "conv.weight": rng.normal(0, 0.1, (4, 1, 3, 3)).astype(np.float32),
             "conv.bias": rng.normal(0, 0.1, (4,)).astype(np.float32),
+            "bn.running_var": rng.normal(0, 0.1, (4,)).astype(np.float32),
             "bn.num_batches_tracked": np.array(3, dtype=np.int64),
         }
         for _ in range(MEMBERS)
@@ -133,7 +135,7 @@ def test_strategy_matches_flower_on_the_same_updates(name: str) -> None:
     # Assert: same aggregate; integer buffers keep the model's dtype (Flower returns the
     # counter as a float, e.g. 7.05 after a server Adam step: we round it).
     assert set(got) == set(expected)
-    for key in ("conv.weight", "conv.bias"):
+    for key in ("conv.weight", "conv.bias", "bn.running_var"):
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, atol=1e-6)
     counter = got["bn.num_batches_tracked"]
     assert counter.dtype == np.int64
@@ -150,6 +152,27 @@ def test_fedavg_and_fedmedian_give_the_known_answers() -> None:
     stacked = np.stack([reference["conv.weight"] + d["conv.weight"] for d in deltas])
     np.testing.assert_allclose(avg["conv.weight"], np.tensordot(weights, stacked, 1), atol=1e-6)
     np.testing.assert_allclose(med["conv.weight"], np.median(stacked, axis=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fedadam", "fedyogi", "fedadagrad"])
+def test_server_optimisers_average_running_statistics(name: str) -> None:
+    # Prepare
+    spec = CompressionSpec("none")
+    deltas = member_deltas()
+    payloads = [encode_update(d, spec) for d in deltas]
+    plain = build_strategy(name, common_args(), {}, spec, 100)
+    keyed = build_strategy(
+        name, common_args(), {}, spec, 100, statistics_keys=frozenset({"bn.running_var"})
+    )
+    # Execute
+    optimised, _ = run_round(plain, payloads)
+    averaged, _ = run_round(keyed, [encode_update(d, spec) for d in deltas])
+    # Assert: the running variance is the weighted mean; the weights still get the step.
+    weights = np.array(EXAMPLES, dtype=np.float64) / sum(EXAMPLES)
+    mean_var = 1.0 + np.tensordot(weights, np.stack([d["bn.running_var"] for d in deltas]), 1)
+    np.testing.assert_allclose(averaged["bn.running_var"], mean_var, atol=1e-6)
+    assert not np.allclose(optimised["bn.running_var"], mean_var, atol=1e-4)
+    np.testing.assert_allclose(averaged["conv.weight"], optimised["conv.weight"], atol=1e-7)
 
 
 def test_fedprox_sends_mu_and_guard_sends_compression() -> None:
