@@ -25,7 +25,12 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 from fractofl.core.compression import CompressionError, CompressionSpec, decode_update
 from fractofl.core.update_protocol import spec_to_config
 from fractofl.strategies.mean import weighted_mean_update
-from fractofl.strategies.validation import measure_update, norm_outliers, structural_problem
+from fractofl.strategies.validation import (
+    measure_update,
+    norm_outliers,
+    statistics_problem,
+    structural_problem,
+)
 
 log = logging.getLogger("fractofl")
 
@@ -205,7 +210,10 @@ class UpdateGuard(Strategy):
             if isinstance(delta_or_reason, str):
                 verdicts.append(self._refuse(server_round, node, sent, delta_or_reason))
                 continue
-            norm, problem = measure_update(delta_or_reason)
+            norm, problem = measure_update(delta_or_reason, self.statistics_keys)
+            problem = problem or statistics_problem(
+                delta_or_reason, self._reference, self.statistics_keys
+            )
             if problem is not None:
                 verdicts.append(self._refuse(server_round, node, sent, problem))
                 continue

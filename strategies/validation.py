@@ -39,10 +39,14 @@ def structural_problem(delta: Arrays, reference: Arrays) -> str | None:
     return None
 
 
-def measure_update(delta: Arrays) -> tuple[float, str | None]:
-    """L2 norm of the floating-point part of an update (counters left out), and a
-    problem when a tensor holds NaN or Inf (its sum of squares is then not finite).
+def measure_update(
+    delta: Arrays, statistics: frozenset[str] = frozenset()
+) -> tuple[float, str | None]:
+    """L2 norm of the floating-point parameters of an update, and a problem when a
+    tensor holds NaN or Inf (its sum of squares is then not finite).
 
+    Counters and the ``statistics`` keys (BatchNorm running means and variances, whose
+    changes dwarf and vary more than the weights') are checked but left out of the norm.
     One pass over the values: the sum of squares is NaN or Inf exactly when a value is,
     or when values are so large (above ~1e19) that no honest update comes near.
     """
@@ -53,8 +57,21 @@ def measure_update(delta: Arrays) -> tuple[float, str | None]:
             squares = float(np.dot(flat, flat))
             if not np.isfinite(squares):
                 return float("nan"), f"{key}: holds NaN or Inf (or values beyond 1e19)"
-            total += squares
+            if key not in statistics:
+                total += squares
     return float(np.sqrt(total)), None
+
+
+def statistics_problem(delta: Arrays, reference: Arrays, statistics: frozenset[str]) -> str | None:
+    """Why an update's running statistics are impossible (None when they are not): a
+    statistic that is non-negative in the global model (a variance) must stay so."""
+    for key in sorted(statistics & set(reference)):
+        ref = reference[key]
+        if not np.issubdtype(ref.dtype, np.floating) or not (ref >= 0).all():
+            continue
+        if ((ref + delta[key]) < 0).any():
+            return f"{key}: a non-negative running statistic would turn negative"
+    return None
 
 
 def update_norm(delta: Arrays) -> float:

@@ -15,6 +15,7 @@ from fractofl.strategies.registry import build_strategy
 from fractofl.strategies.validation import (
     measure_update,
     norm_outliers,
+    statistics_problem,
     structural_problem,
     update_norm,
 )
@@ -137,6 +138,44 @@ def test_validation_functions_by_hand() -> None:
     assert measure_update({"w": np.array([1.0, np.inf], np.float32)})[1] == (
         "w: holds NaN or Inf (or values beyond 1e19)"
     )
+
+
+def test_running_statistics_stay_out_of_the_norm_and_variances_stay_positive() -> None:
+    stats = frozenset({"bn.running_var"})
+    delta = {"w": np.array([3.0, 4.0], np.float32), "bn.running_var": np.full(2, 100, np.float32)}
+    reference = {"w": np.zeros(2, np.float32), "bn.running_var": np.ones(2, np.float32)}
+    assert measure_update(delta, stats) == (5.0, None)
+    assert measure_update(delta)[0] > 100
+    assert statistics_problem(delta, reference, stats) is None
+    flipped = {**delta, "bn.running_var": np.full(2, -10, np.float32)}
+    assert statistics_problem(flipped, reference, stats) == (
+        "bn.running_var: a non-negative running statistic would turn negative"
+    )
+
+
+def test_guard_refuses_an_update_that_makes_a_variance_negative() -> None:
+    spec = CompressionSpec("none")
+    deltas = member_deltas()
+    deltas[3]["bn.running_var"] = np.full(4, -5.0, np.float32)  # reference variance is 1
+    verdicts: list[UpdateVerdict] = []
+    strategy = build_strategy(
+        "fedavg",
+        common_args(),
+        {},
+        spec,
+        5.0,
+        lambda _, v: verdicts.extend(v),
+        statistics_keys=frozenset({"bn.running_var"}),
+    )
+    grid, _ = grid_with_nodes(MEMBERS)
+    start = ArrayRecord({k: Array(v) for k, v in global_model().items()})
+    instructions = list(strategy.configure_train(1, start, ConfigRecord(), grid))
+    messages = replies(instructions, [encode_update(d, spec) for d in deltas])
+    arrays, _ = strategy.aggregate_train(1, messages)
+    refused = [v for v in verdicts if not v.accepted]
+    assert arrays is not None
+    assert [v.node_id for v in refused] == [messages[3].metadata.src_node_id]
+    assert "running statistic would turn negative" in refused[0].reason
 
 
 def test_array_view_reads_flower_arrays_without_copying() -> None:
