@@ -149,8 +149,11 @@ def test_running_statistics_stay_out_of_the_norm_and_variances_stay_positive() -
     assert statistics_problem(delta, reference, stats) is None
     flipped = {**delta, "bn.running_var": np.full(2, -10, np.float32)}
     assert statistics_problem(flipped, reference, stats) == (
-        "bn.running_var: a non-negative running statistic would turn negative"
+        "bn.running_var: a running variance would turn negative"
     )
+    means = frozenset({"bn.running_mean"})  # a mean may well turn negative
+    shifted = {"bn.running_mean": np.full(2, -3, np.float32)}
+    assert statistics_problem(shifted, {"bn.running_mean": np.zeros(2, np.float32)}, means) is None
 
 
 def test_guard_refuses_an_update_that_makes_a_variance_negative() -> None:
@@ -175,7 +178,7 @@ def test_guard_refuses_an_update_that_makes_a_variance_negative() -> None:
     refused = [v for v in verdicts if not v.accepted]
     assert arrays is not None
     assert [v.node_id for v in refused] == [messages[3].metadata.src_node_id]
-    assert "running statistic would turn negative" in refused[0].reason
+    assert "running variance would turn negative" in refused[0].reason
 
 
 def test_array_view_reads_flower_arrays_without_copying() -> None:
