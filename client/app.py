@@ -58,14 +58,16 @@ def _received_model(msg: Message, context: Context) -> tuple[RunConfig, MemberDa
 
 
 def _simulated_attack(
-    delta: dict[str, np.ndarray], cfg: RunConfig, context: Context, seed: int
+    delta: dict[str, np.ndarray], cfg: RunConfig, context: Context, seed: int, model: nn.Module
 ) -> dict[str, np.ndarray]:
     # Only a simulated member (it has a partition id) may play a Byzantine one.
     partition = context.node_config.get(PARTITION_KEY)
     if partition is None or int(partition) >= cfg.federation.attackers:
         return delta
     fed = cfg.federation
-    return corrupt_update(delta, fed.attack, fed.attack_scale, np.random.default_rng(seed))
+    statistics = frozenset(name for name, _ in model.named_buffers())
+    rng = np.random.default_rng(seed)
+    return corrupt_update(delta, fed.attack, fed.attack_scale, rng, keep=statistics)
 
 
 @app.train()
@@ -79,7 +81,8 @@ def train(msg: Message, context: Context) -> Message:
     start = state_as_numpy(model)
     mu = float(cast(float, config.get(PROXIMAL_MU_KEY, 0.0)))
     result = train_locally(model, data, cfg, seed=seed, proximal_mu=mu)
-    delta = _simulated_attack(weight_delta(state_as_numpy(model), start), cfg, context, seed)
+    delta = weight_delta(state_as_numpy(model), start)
+    delta = _simulated_attack(delta, cfg, context, seed, model)
     payload = encode_update(delta, spec_from_config(config))
     metrics = MetricRecord(
         {

@@ -12,17 +12,22 @@ ATTACKS = ("none", "sign_flip", "noise", "nan")
 
 
 def corrupt_update(
-    delta: dict[str, np.ndarray], attack: str, scale: float, rng: np.random.Generator
+    delta: dict[str, np.ndarray],
+    attack: str,
+    scale: float,
+    rng: np.random.Generator,
+    keep: frozenset[str] = frozenset(),
 ) -> dict[str, np.ndarray]:
     """The update an attacker sends instead of its honest ``delta``.
 
     ``sign_flip`` sends ``-scale * delta``; ``noise`` sends Gaussian noise whose norm is
     ``scale`` times the honest update's; ``nan`` sends the honest update with NaN in its
-    first floating-point tensor.
+    first floating-point tensor. Tensors named in ``keep`` (running statistics) are sent
+    honestly, as an attacker that wants to pass validation would.
     """
     if attack not in ATTACKS:
         raise ValueError(f"federation.attack={attack!r}; valid: {', '.join(ATTACKS)}")
-    floats = [k for k, v in delta.items() if np.issubdtype(v.dtype, np.floating)]
+    floats = [k for k, v in delta.items() if np.issubdtype(v.dtype, np.floating) and k not in keep]
     out = dict(delta)
     if attack == "sign_flip":
         for key in floats:

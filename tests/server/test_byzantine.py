@@ -4,6 +4,7 @@ refuses what it must, and robust aggregation survives what the guard lets throug
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,11 @@ def clean_accuracy(easy_dataset_5: Path, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.mark.parametrize(
     ("attack", "reason"),
-    [("sign_flip", "above 5 x the median"), ("noise", "above 5 x the median"), ("nan", "NaN")],
+    [
+        ("sign_flip", "above 5 x the median"),
+        ("noise", "above 5 x the median"),
+        ("nan", "NaN"),
+    ],
 )
 def test_guard_refuses_the_attacker_every_round(
     attack: str, reason: str, easy_dataset_5: Path, tmp_path: Path, clean_accuracy: float
@@ -63,7 +68,7 @@ def test_guard_refuses_the_attacker_every_round(
     assert [r["members_answered"] for r in rows[1:]] == ["4"] * ROUNDS
     refused = [u for u in _updates(out) if u["accepted"] == "0"]
     assert len(refused) == ROUNDS and len({u["node_id"] for u in refused}) == 1
-    assert all(reason in u["reason"] for u in refused)
+    assert all(re.search(reason, u["reason"]) for u in refused)
     # Refusing the attacker also loses its (non-IID) data, hence some slack.
     assert _accuracy(rows) >= max(0.5, clean_accuracy - 0.2)
 
