@@ -31,11 +31,19 @@ from tests.strategies.test_strategies import (
 
 
 def _screen(
-    spec: CompressionSpec, payloads: list[dict[str, np.ndarray]]
+    spec: CompressionSpec,
+    payloads: list[dict[str, np.ndarray]],
+    statistics_keys: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, np.ndarray] | None, list[UpdateVerdict], list[Message]]:
     verdicts: list[UpdateVerdict] = []
     strategy = build_strategy(
-        "fedavg", common_args(), {}, spec, 5.0, listener=lambda _, v: verdicts.extend(v)
+        "fedavg",
+        common_args(),
+        {},
+        spec,
+        5.0,
+        listener=lambda _, v: verdicts.extend(v),
+        statistics_keys=statistics_keys,
     )
     grid, _ = grid_with_nodes(MEMBERS)
     start = ArrayRecord({k: Array(v) for k, v in global_model().items()})
@@ -160,21 +168,8 @@ def test_guard_refuses_an_update_that_makes_a_variance_negative() -> None:
     spec = CompressionSpec("none")
     deltas = member_deltas()
     deltas[3]["bn.running_var"] = np.full(4, -5.0, np.float32)  # reference variance is 1
-    verdicts: list[UpdateVerdict] = []
-    strategy = build_strategy(
-        "fedavg",
-        common_args(),
-        {},
-        spec,
-        5.0,
-        lambda _, v: verdicts.extend(v),
-        statistics_keys=frozenset({"bn.running_var"}),
-    )
-    grid, _ = grid_with_nodes(MEMBERS)
-    start = ArrayRecord({k: Array(v) for k, v in global_model().items()})
-    instructions = list(strategy.configure_train(1, start, ConfigRecord(), grid))
-    messages = replies(instructions, [encode_update(d, spec) for d in deltas])
-    arrays, _ = strategy.aggregate_train(1, messages)
+    payloads = [encode_update(d, spec) for d in deltas]
+    arrays, verdicts, messages = _screen(spec, payloads, frozenset({"bn.running_var"}))
     refused = [v for v in verdicts if not v.accepted]
     assert arrays is not None
     assert [v.node_id for v in refused] == [messages[3].metadata.src_node_id]
