@@ -15,9 +15,9 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 from accuracy import run_accuracy
+from cli_args import BENCH_DIR, bench_parser, selected_parts
 from cost import run_cost
 from machine import describe_machine
 from outcome import PartOutcome
@@ -25,7 +25,6 @@ from plan import Plan, make_plan
 from report import markdown_table, results_section, write_section
 from scale import run_scale
 
-BENCH_DIR = Path(__file__).resolve().parent
 PARTS: dict[str, tuple[str, Callable[[Plan], PartOutcome]]] = {
     "a": ("accuracy: federated vs centralized", run_accuracy),
     "b": ("framework cost: fractofl vs plain Flower round", run_cost),
@@ -34,32 +33,21 @@ PARTS: dict[str, tuple[str, Callable[[Plan], PartOutcome]]] = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny data, 2 rounds, 10 members: a smoke test"
+    return bench_parser(
+        __doc__.splitlines()[0],
+        list(PARTS),
+        "tiny data, 2 rounds, 10 members: a smoke test",
+        "Markdown file to write the results section into (default: bench/RESULTS.md for a "
+        "full run, "
+        "<work>/quick/RESULTS.md with --quick)",
     )
-    parser.add_argument(
-        "--work", type=Path, default=BENCH_DIR / "out", help="work folder (default bench/out)"
-    )
-    parser.add_argument(
-        "--parts", default="a,b,c", help="comma-separated subset of a,b,c (default all)"
-    )
-    parser.add_argument(
-        "--results",
-        type=Path,
-        help="Markdown file to write the results section into "
-        "(default: bench/RESULTS.md for a full run, <work>/quick/RESULTS.md with --quick)",
-    )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen parts, print the table, write RESULTS.md; exit 1 if anything failed."""
     args = _parser().parse_args(argv)
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = sorted(set(parts) - set(PARTS))
-    if unknown:
-        print(f"unknown part(s) {unknown}; choose from {sorted(PARTS)}", file=sys.stderr)
+    parts = selected_parts(args.parts, list(PARTS))
+    if parts is None:
         return 2
     plan = make_plan(args.quick, args.work)
     plan.work.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,9 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 from aggregation_part import run_aggregation
+from cli_args import BENCH_DIR, bench_parser, selected_parts
 from compression_runs import run_compression
 from machine import describe_machine
 from outcome import PartOutcome
@@ -28,7 +28,6 @@ from strategy_plan import StrategyPlan, make_strategy_plan
 from strategy_report import BEGIN, END, strategies_section
 from strategy_runs import run_accuracy, run_byzantine
 
-BENCH_DIR = Path(__file__).resolve().parent
 Part = Callable[[StrategyPlan, dict[str, object]], PartOutcome]
 PARTS: dict[str, tuple[str, Part]] = {
     "a": ("strategies vs centralized", run_accuracy),
@@ -39,32 +38,20 @@ PARTS: dict[str, tuple[str, Part]] = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="small data, 2 rounds, 3 strategies: a smoke test"
+    return bench_parser(
+        __doc__.splitlines()[0],
+        list(PARTS),
+        "small data, 2 rounds, 3 strategies: a smoke test",
+        "Markdown file to write the section into (default: bench/RESULTS.md for a full run, "
+        "<work>/strategies-quick/RESULTS.md with --quick)",
     )
-    parser.add_argument(
-        "--work", type=Path, default=BENCH_DIR / "out", help="work folder (default bench/out)"
-    )
-    parser.add_argument(
-        "--parts", default="a,b,c,d", help="comma-separated subset of a,b,c,d (default all)"
-    )
-    parser.add_argument(
-        "--results",
-        type=Path,
-        help="Markdown file to write the section into (default: bench/RESULTS.md for a full "
-        "run, <work>/strategies-quick/RESULTS.md with --quick)",
-    )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen parts, print the tables, write RESULTS.md; exit 1 if anything failed."""
     args = _parser().parse_args(argv)
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = sorted(set(parts) - set(PARTS))
-    if unknown:
-        print(f"unknown part(s) {unknown}; choose from {sorted(PARTS)}", file=sys.stderr)
+    parts = selected_parts(args.parts, list(PARTS))
+    if parts is None:
         return 2
     plan = make_strategy_plan(args.quick, args.work)
     plan.work.mkdir(parents=True, exist_ok=True)
