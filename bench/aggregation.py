@@ -2,8 +2,11 @@
 FedAvg, and a plain numpy copy of the same bytes (the memory-bandwidth floor).
 
 Run by hand: ``.venv/bin/python bench/aggregation.py [--updates 10] [--repeats 7]
-[--json FILE]``. Everything is measured in this one process; each figure is the median
-of ``--repeats`` repetitions. (1) is profiled once more with cProfile.
+[--retain-freed-mb MB] [--json FILE]``. ``--retain-freed-mb`` applies the coordinator's
+``updates.retain_freed_mb`` malloc setting to this process first (default: the
+coordinator's default; 0: malloc's own defaults). Everything is measured in this one
+process; each figure is the median of ``--repeats`` repetitions. (1) is profiled once
+more with cProfile.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fractofl.core.compression import CompressionSpec, encode_update
 from fractofl.core.models import build_model
+from fractofl.core.run_config import UpdatesConfig
+from fractofl.server.heap import retain_freed_memory
 from fractofl.strategies.registry import CommonStrategyArgs, build_strategy
 
 State = dict[str, np.ndarray]
@@ -104,7 +109,7 @@ PROFILE_CATEGORIES: tuple[tuple[str, str, str], ...] = (
     ("whole UpdateGuard.aggregate_train", "guard.py", "aggregate_train"),
     ("guard: _screen (decode + validate every reply)", "guard.py", "_screen"),
     ("guard: _decode", "guard.py", "_decode"),
-    ("guard: array_view (zero-copy view of Array bytes)", "guard.py", "array_view"),
+    ("npy_arrays: array_view (zero-copy view of Array bytes)", "npy_arrays.py", "array_view"),
     ("Array.numpy() deserialisation (np.load)", "array.py", "numpy"),
     ("compression: decode_update", "compression.py", "decode_update"),
     ("validation: structural_problem", "validation.py", "structural_problem"),
@@ -120,6 +125,7 @@ PROFILE_CATEGORIES: tuple[tuple[str, str, str], ...] = (
     ),
     ("guard: _with_model_dtypes (new Arrays)", "guard.py", "_with_model_dtypes"),
     ("Array(ndarray) serialisation (np.save to bytes)", "array.py", "from_numpy_ndarray"),
+    ("npy_arrays: array_of (header + one copy)", "npy_arrays.py", "array_of"),
 )
 
 
@@ -215,12 +221,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--retain-freed-mb", type=int, default=UpdatesConfig().retain_freed_mb)
     parser.add_argument("--json", type=Path, help="write the measurements here")
     args = parser.parse_args(argv)
+    applied = retain_freed_memory(args.retain_freed_mb)
     result = measure(args.updates, args.repeats)
+    result["retain_freed_mb"] = args.retain_freed_mb if applied else 0
     print(
         f"{args.updates} updates of {result['parameters_float'] / 1e6:.2f} M parameters "
-        f"({result['bytes_per_update'] / 1e6:.1f} MB each), median of {args.repeats}:\n"
+        f"({result['bytes_per_update'] / 1e6:.1f} MB each), median of {args.repeats}, "
+        f"retain_freed_mb={result['retain_freed_mb']}:\n"
         f"  (1) UpdateGuard.aggregate_train (fedavg) {result['guard_fedavg_s']:.3f} s "
         f"= {result['ratio_guard_to_copy']:.1f} x copy\n"
         f"  (2) Flower FedAvg.aggregate_train        {result['flower_fedavg_s']:.3f} s "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from outcome import PartOutcome
 from proc import bench_env, run_logged
@@ -18,14 +18,35 @@ TARGET_RATIO = 2.0
 TOP_ENTRIES = 12
 
 
-def _tables(result: dict[str, Any]) -> str:
-    times = [
-        ["(1) fractofl: UpdateGuard.aggregate_train (fedavg, compression none)", "guard_fedavg_s"],
-        ["(2) Flower: FedAvg.aggregate_train on full weights", "flower_fedavg_s"],
-        ["(3) floor: np.copyto of the same bytes into preallocated buffers", "numpy_copy_s"],
+def _tables(result: dict[str, Any], malloc_default: dict[str, Any]) -> str:
+    times: list[tuple[str, dict[str, Any], str]] = [
+        (
+            "(1) fractofl: UpdateGuard.aggregate_train (fedavg, compression none), "
+            f"updates.retain_freed_mb={result['retain_freed_mb']} (the default)",
+            result,
+            "guard_fedavg_s",
+        ),
+        (
+            "(2) Flower: FedAvg.aggregate_train on full weights, same process",
+            result,
+            "flower_fedavg_s",
+        ),
+        (
+            "(3) floor: np.copyto of the same bytes into preallocated buffers",
+            result,
+            "numpy_copy_s",
+        ),
+        (
+            "(1') as (1) with updates.retain_freed_mb=0 (malloc's defaults; own process, "
+            "against its own floor)",
+            malloc_default,
+            "guard_fedavg_s",
+        ),
     ]
-    floor = result["numpy_copy_s"]
-    rows = [[label, fmt(result[key], 3), f"{result[key] / floor:.1f}x"] for label, key in times]
+    rows = [
+        [label, fmt(run[key], 3), f"{run[key] / run['numpy_copy_s']:.1f}x"]
+        for label, run, key in times
+    ]
     met = "met" if result["ratio_guard_to_copy"] <= TARGET_RATIO else "NOT met"
     profile_rows = [
         [entry["what"], str(entry["calls"]), fmt(entry["cumtime_s"], 3)]
@@ -56,10 +77,11 @@ def _tables(result: dict[str, Any]) -> str:
     )
 
 
-def run_aggregation(plan: StrategyPlan, shared: dict[str, object]) -> PartOutcome:
-    """Time (1) the coordinator path, (2) Flower's FedAvg, (3) a numpy copy, in one process."""
-    out = PartOutcome()
-    json_path = plan.work / "aggregation.json"
+def _measure(
+    plan: StrategyPlan, out: PartOutcome, name: str, retain_freed_mb: int | None
+) -> dict[str, Any] | None:
+    """Run ``aggregation.py`` once in its own process; its JSON result, or None."""
+    json_path = plan.work / f"{name}.json"
     json_path.unlink(missing_ok=True)
     command = [
         sys.executable,
@@ -68,22 +90,40 @@ def run_aggregation(plan: StrategyPlan, shared: dict[str, object]) -> PartOutcom
         f"--repeats={plan.aggregation_repeats}",
         f"--json={json_path}",
     ]
-    finished = run_logged(command, plan.logs_dir / "aggregation.log", bench_env(), plan.timeout_s)
+    if retain_freed_mb is not None:
+        command.append(f"--retain-freed-mb={retain_freed_mb}")
+    finished = run_logged(command, plan.logs_dir / f"{name}.log", bench_env(), plan.timeout_s)
     ok = finished.returncode == 0 and json_path.is_file()
-    out.record("(d) aggregation time", finished, ok)
-    print(f"    (d) aggregation: exit {finished.returncode} in {finished.wall_s:.0f} s")
+    out.record(f"(d) {name}", finished, ok)
+    print(f"    (d) {name}: exit {finished.returncode} in {finished.wall_s:.0f} s")
     if not ok:
-        out.tables.append(f"### (d) Aggregation time\n\n{status(finished, ok)}")
+        out.tables.append(f"### (d) Aggregation time ({name})\n\n{status(finished, ok)}")
+        return None
+    return cast(dict[str, Any], json.loads(json_path.read_text()))
+
+
+def run_aggregation(plan: StrategyPlan, shared: dict[str, object]) -> PartOutcome:
+    """Time (1) the coordinator path, (2) Flower's FedAvg, (3) a numpy copy, in one
+    process with the coordinator's default malloc setting; and (1) once more in a process
+    with malloc's defaults, to show what the setting buys."""
+    out = PartOutcome()
+    result = _measure(plan, out, "aggregation", None)
+    malloc_default = _measure(plan, out, "aggregation-malloc-defaults", 0)
+    if result is None or malloc_default is None:
         return out
-    result = json.loads(json_path.read_text())
-    out.tables.append(_tables(result))
+    out.tables.append(_tables(result, malloc_default))
     out.data["d"] = {k: v for k, v in result.items() if k != "samples"}
+    out.data["d_malloc_defaults"] = {
+        k: v for k, v in malloc_default.items() if k.endswith("_s") or k.startswith("ratio")
+    }
     out.notes.append(
         f"(d) median of {result['repeats']} repetitions after one untimed warm-up of each "
         "path, all in one process (`bench/aggregation.py`); random float32 deltas "
         "(std 0.01) on a fresh `build_model('resnet18', 4)`; (1) gets encoded deltas "
         "(`encode_update`, compression none) after `configure_train` on a real in-memory "
         "Grid of 10 nodes, (2) gets the same updates as full weights, (3) copies the same "
-        "bytes (10 updates) with `np.copyto`."
+        "bytes (10 updates) with `np.copyto`. (1') repeats (1) in a second process with "
+        "`--retain-freed-mb=0`: without the coordinator's malloc setting every round "
+        "faults the pages of its fresh output buffers in again (`server/heap.py`)."
     )
     return out

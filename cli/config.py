@@ -29,6 +29,7 @@ from fractofl.core.partition import PARTITIONS
 from fractofl.core.run_config import RunConfig
 from fractofl.core.synth.style import SynthStyle
 from fractofl.core.taxonomy import validate_classes
+from fractofl.server.heap import MAX_RETAIN_MB
 from fractofl.strategies.registry import strategy_arguments
 
 CONFIG_MODULE = "fractofl.conf"
@@ -93,6 +94,11 @@ def validate_run_config(cfg: RunConfig) -> None:
         raise ConfigError(f"updates: {exc}") from None
     if cfg.updates.max_norm_multiple <= 0:
         raise ConfigError(f"updates.max_norm_multiple={cfg.updates.max_norm_multiple} must be > 0")
+    if not 0 <= cfg.updates.retain_freed_mb <= MAX_RETAIN_MB:
+        raise ConfigError(
+            f"updates.retain_freed_mb={cfg.updates.retain_freed_mb} must be between 0 "
+            f"(malloc's defaults) and {MAX_RETAIN_MB} (glibc's limit)"
+        )
     fed = cfg.federation
     if fed.attack not in ATTACKS or not 0 <= fed.attackers <= fed.members:
         raise ConfigError(

@@ -98,6 +98,7 @@ class UpdatesConfig:
     compression: str = "none"
     topk_fraction: float = 1.0
     max_norm_multiple: float = 5.0
+    retain_freed_mb: int = 32
 
 
 @dataclass

@@ -14,6 +14,7 @@ from fractofl.core.device import seed_everything
 from fractofl.core.factory import model_for
 from fractofl.core.run_config import RunConfig, config_digest
 from fractofl.server.evaluation import CoordinatorEvaluator
+from fractofl.server.heap import retain_freed_memory
 from fractofl.server.recorder import RoundRecorder
 from fractofl.server.run_folder import RunFolder
 from fractofl.strategies.registry import CommonStrategyArgs, build_strategy
@@ -28,6 +29,7 @@ class NoRoundCompletedError(RuntimeError):
 def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
     """Run ``federation.rounds`` rounds and write the run folder; return its path."""
     seed_everything(cfg.seed)
+    retain_freed_memory(cfg.updates.retain_freed_mb)
     model = model_for(cfg)
     initial = ArrayRecord(model.state_dict())
     evaluator = CoordinatorEvaluator(cfg, model_for(cfg))

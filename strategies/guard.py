@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
@@ -25,6 +25,7 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 from fractofl.core.compression import CompressionError, CompressionSpec, decode_update
 from fractofl.core.update_protocol import spec_to_config
 from fractofl.strategies.mean import weighted_mean_update
+from fractofl.strategies.npy_arrays import array_of, array_view
 from fractofl.strategies.validation import (
     measure_update,
     norm_outliers,
@@ -59,40 +60,6 @@ def _weight(content: RecordDict, key: str) -> float:
     if not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"the reply needs one MetricRecord with a positive '{key}'")
     return float(value)
-
-
-_NPY_MAGIC = b"\x93NUMPY"
-
-
-def _npy_data_offset(data: bytes) -> int:
-    """Where the values start in ``.npy`` bytes (-1 when the bytes are not ``.npy``)."""
-    if len(data) < 12 or not data.startswith(_NPY_MAGIC):
-        return -1
-    if data[6] == 1:  # format 1.0: 2-byte header length
-        return 10 + int.from_bytes(data[8:10], "little")
-    return 12 + int.from_bytes(data[8:12], "little")  # formats 2.0 and 3.0
-
-
-def array_view(array: Array) -> np.ndarray:
-    """A read-only numpy view of an Array's ``.npy`` bytes, without the copy (and the
-    header parsing) of ``Array.numpy()``: updates are large, every pass over them counts.
-
-    The values are read with the dtype and shape the Array declares, and must fill the
-    bytes after the ``.npy`` header exactly; a sender that misdeclares them only garbles its
-    own update, which validation then judges like any other.
-    """
-    try:
-        dtype = np.dtype(array.dtype)
-        shape = tuple(int(n) for n in array.shape)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"array declares dtype {array.dtype!r}, shape {array.shape!r}") from exc
-    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    offset = len(array.data) - size
-    if dtype.hasobject or _npy_data_offset(array.data) != offset:
-        raise ValueError(f"array bytes do not hold a {array.dtype} array of shape {shape}")
-    return np.frombuffer(
-        array.data, dtype=dtype, count=size // dtype.itemsize, offset=offset
-    ).reshape(shape)
 
 
 class UpdateGuard(Strategy):
@@ -185,7 +152,7 @@ class UpdateGuard(Strategy):
         weights = [_weight(content, inner.weighted_by_key) for content in contents]
         merged = weighted_mean_update(self._reference, [d for _, d in accepted], weights)
         metrics = inner.train_metrics_aggr_fn(contents, inner.weighted_by_key)
-        return ArrayRecord({key: Array(value) for key, value in merged.items()}), metrics
+        return ArrayRecord({key: array_of(value) for key, value in merged.items()}), metrics
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -264,13 +231,13 @@ class UpdateGuard(Strategy):
             target = self._reference[key].dtype if key in self._reference else value.dtype
             if value.dtype != target and not np.issubdtype(target, np.floating):
                 value = np.rint(value)
-            restored[key] = Array(np.asarray(value, dtype=target))
+            restored[key] = array_of(np.asarray(value, dtype=target))
         return ArrayRecord(restored)
 
     def _with_weights(self, content: RecordDict, delta: dict[str, np.ndarray]) -> RecordDict:
         """The reply with its delta replaced by the full weights the strategy expects."""
         weights = {
-            key: Array(np.asarray(ref + delta[key], dtype=ref.dtype))
+            key: array_of(np.asarray(ref + delta[key], dtype=ref.dtype))
             for key, ref in self._reference.items()
         }
         record_key = next(iter(content.array_records))

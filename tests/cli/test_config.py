@@ -59,6 +59,7 @@ def test_overrides_and_group_choice() -> None:
         ("data.partition=kmeans", r"valid: dirichlet, iid"),
         ("federation.rounds=many", r"federation.rounds"),
         ("federation.min_train_members=9", r"exceeds federation.members=4"),
+        ("updates.retain_freed_mb=64", r"updates.retain_freed_mb=64 must be between 0"),
     ],
 )
 def test_bad_config_fails_with_the_valid_choices(override: str, message: str) -> None:

@@ -10,7 +10,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.app.error import Error
 
 from fractofl.core.compression import CompressionSpec, encode_update
-from fractofl.strategies.guard import UpdateVerdict, array_view
+from fractofl.strategies.guard import UpdateVerdict
 from fractofl.strategies.registry import build_strategy
 from fractofl.strategies.validation import (
     measure_update,
@@ -174,18 +174,6 @@ def test_guard_refuses_an_update_that_makes_a_variance_negative() -> None:
     assert arrays is not None
     assert [v.node_id for v in refused] == [messages[3].metadata.src_node_id]
     assert "running variance would turn negative" in refused[0].reason
-
-
-def test_array_view_reads_flower_arrays_without_copying() -> None:
-    # Prepare
-    values = np.arange(12, dtype=np.float32).reshape(3, 4)
-    array = Array(values)
-    # Execute
-    view = array_view(array)
-    # Assert: same values as Flower's own decoding, backed by the message's bytes.
-    np.testing.assert_array_equal(view, array.numpy())
-    assert view.dtype == np.float32 and not view.flags.writeable
-    assert np.shares_memory(view, np.frombuffer(array.data, dtype=np.uint8))
 
 
 def test_truncated_array_bytes_are_refused_not_raised() -> None:
