@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fractofl.client.attacks import ATTACKS
+from fractofl.client.faults import FAULTS, fault_rounds
 from fractofl.core.compression import CompressionSpec
 from fractofl.core.models import build_model, get_spec, model_arguments
 from fractofl.core.partition import PARTITIONS
@@ -104,6 +105,21 @@ def validate_run_config(cfg: RunConfig) -> None:
         raise ConfigError(
             f"federation.attack={fed.attack!r} with attackers={fed.attackers}: the attack "
             f"must be one of {', '.join(ATTACKS)} and attackers between 0 and {fed.members}"
+        )
+    if fed.fault not in FAULTS or not 0 <= fed.attackers + fed.faulty_members <= fed.members:
+        raise ConfigError(
+            f"federation.fault={fed.fault!r} with faulty_members={fed.faulty_members}: the "
+            f"fault must be one of {', '.join(FAULTS)}, and attackers + faulty_members at "
+            f"most federation.members={fed.members}"
+        )
+    try:
+        fault_rounds(fed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if fed.round_retries < 0 or fed.round_timeout <= 0:
+        raise ConfigError(
+            f"federation.round_retries={fed.round_retries} must be >= 0 and "
+            f"federation.round_timeout={fed.round_timeout} > 0"
         )
     if fed.min_train_members > fed.members:
         raise ConfigError(

@@ -16,15 +16,28 @@ from pathlib import Path
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
+from fractofl.cli import coordinator_cmd, keys_cmd, models_cmd
 from fractofl.cli.config import ConfigError, compose_config, to_run_config, to_yaml
 from fractofl.core.data import NoUsableImagesError
 from fractofl.core.partition import PartitionError
+from fractofl.core.registry import RegistryError
 from fractofl.core.run_config import RunConfig
+from fractofl.core.signing import SigningKeyError
 from fractofl.core.synth.dataset import ForeignFolderError
+from fractofl.server.errors import RoundStateError, RunFolderError
 
 log = logging.getLogger("fractofl")
 
-USER_ERRORS = (PartitionError, ForeignFolderError, NoUsableImagesError, FileExistsError)
+USER_ERRORS = (
+    PartitionError,
+    ForeignFolderError,
+    NoUsableImagesError,
+    FileExistsError,
+    RunFolderError,
+    RoundStateError,
+    SigningKeyError,
+    RegistryError,  # and ModelVerificationError, its subclass
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -106,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("overrides", nargs="*", help="Hydra overrides (e.g. data.classes=[a,b])")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(handler=_data_check, cfg=False)
+    coordinator_cmd.register(sub)
+    keys_cmd.register(sub)
+    models_cmd.register(sub)
     return parser
 
 
@@ -123,7 +139,15 @@ def _with_absolute_paths(cfg: RunConfig, kind: str) -> RunConfig:
         test_dir=str(Path(cfg.data.test_dir).resolve()) if cfg.data.test_dir else "",
     )
     output = replace(cfg.output, root=str(Path(cfg.output.root).resolve()), name=name)
-    return replace(cfg, data=data, output=output)
+    reg = cfg.registry
+    registry = replace(
+        reg,
+        root=str(Path(reg.root).resolve()),
+        private_key=str(Path(reg.private_key).resolve()),
+        public_key=str(Path(reg.public_key).resolve()),
+        trusted_public_key=str(Path(reg.trusted_public_key).resolve()),
+    )
+    return replace(cfg, data=data, output=output, registry=registry)
 
 
 def _fresh_name(root: Path, kind: str) -> str:
@@ -156,7 +180,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_OK
     simulate(cfg)
-    return _report_run(Path(cfg.output.root) / cfg.output.name)
+    return report_run(Path(cfg.output.root) / cfg.output.name)
 
 
 def _centralized(args: argparse.Namespace) -> int:
@@ -166,10 +190,11 @@ def _centralized(args: argparse.Namespace) -> int:
     cfg = _prepared_run(args, "centralized")
     if cfg is None:
         return EXIT_OK
-    return _report_run(run_centralized(cfg, simulated_member_dirs(cfg)))
+    return report_run(run_centralized(cfg, simulated_member_dirs(cfg)))
 
 
-def _report_run(run_dir: Path) -> int:
+def report_run(run_dir: Path) -> int:
+    """Print a finished run's folder and final accuracy; exit code 1 if it did not finish."""
     from fractofl.server.run_folder import SUMMARY_FILE
 
     summary_path = run_dir / SUMMARY_FILE

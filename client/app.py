@@ -11,14 +11,15 @@ from flwr.clientapp import ClientApp
 from torch import nn
 
 from fractofl.client.attacks import corrupt_update
+from fractofl.client.faults import inject_fault
 from fractofl.client.member import (
-    PARTITION_KEY,
     evaluate_locally,
     resolve_data_dir,
     state_as_numpy,
     train_locally,
     weight_delta,
 )
+from fractofl.client.node_config import PARTITION_KEY
 from fractofl.core.compression import encode_update
 from fractofl.core.factory import model_for
 from fractofl.core.member_data import MemberData, load_member_data
@@ -77,6 +78,7 @@ def train(msg: Message, context: Context) -> Message:
     cfg, data, model = _received_model(msg, context)
     config = msg.content.config_records[CONFIG_KEY]
     server_round = int(cast(int, config.get("server-round", 0)))
+    inject_fault(cfg.federation, context.node_config, server_round)
     seed = _member_seed(cfg, context, server_round)
     start = state_as_numpy(model)
     mu = float(cast(float, config.get(PROXIMAL_MU_KEY, 0.0)))

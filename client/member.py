@@ -15,15 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from fractofl.client.node_config import DATA_DIR_KEY, PARTITION_KEY
 from fractofl.core.data import make_loader
 from fractofl.core.device import resolve_device
 from fractofl.core.member_data import MemberData
 from fractofl.core.run_config import RunConfig
 from fractofl.core.synth.dataset import member_dir
 from fractofl.core.training import EvalResult, TrainResult, evaluate, train
-
-DATA_DIR_KEY = "data-dir"
-PARTITION_KEY = "partition-id"
 
 
 class MemberConfigError(ValueError):

@@ -9,8 +9,7 @@ It is a plain ``torch.save`` dictionary of tensors and primitives, loadable with
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fractofl.core.atomic import atomic_write
 from fractofl.core.models import build_model
 from fractofl.core.preprocessing import Preprocessing
 
@@ -69,30 +69,28 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path) -> Path:
         "created": checkpoint.created,
         "state_dict": {k: v.detach().cpu() for k, v in checkpoint.state_dict.items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint` (no code is unpickled)."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    return load_checkpoint_bytes(path.read_bytes(), str(path))
+
+
+def load_checkpoint_bytes(data: bytes, source: str) -> Checkpoint:
+    """A checkpoint from bytes already read (e.g. the very bytes whose hash was checked
+    against a signature, so the file cannot change in between); ``source`` names them
+    in errors."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from exc
+        raise CheckpointError(f"checkpoint {source} is unreadable: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a fractofl checkpoint of format {CHECKPOINT_FORMAT}")
+        raise CheckpointError(
+            f"{source} is not a fractofl checkpoint of format {CHECKPOINT_FORMAT}"
+        )
     return Checkpoint(
         architecture=payload["architecture"],
         arch_args=payload["arch_args"],

@@ -84,11 +84,15 @@ class FederationConfig:
     min_train_members: int = 2
     min_evaluate_members: int = 2
     round_timeout: float = 600.0
+    round_retries: int = 2
     member_cpus: float = 1.0
     member_gpus: float = 0.0
     attackers: int = 0
     attack: str = "none"
     attack_scale: float = 10.0
+    faulty_members: int = 0
+    fault: str = "none"
+    fault_rounds: str = ""
 
 
 @dataclass
@@ -110,11 +114,24 @@ class StrategyConfig:
 
 
 @dataclass
+class RegistryConfig:
+    """Where published model versions live and which keys sign and verify them."""
+
+    root: str = "registry"
+    private_key: str = "keys/coordinator.key"
+    public_key: str = "keys/coordinator.pub"
+    trusted_public_key: str = "keys/coordinator.pub"
+    passphrase_env: str = "FRACTOFL_KEY_PASSPHRASE"
+    create_key_if_missing: bool = True
+
+
+@dataclass
 class OutputConfig:
-    """Where run folders are written."""
+    """Where run folders are written; ``resume`` continues the run already there."""
 
     root: str = "runs"
     name: str = ""
+    resume: bool = False
 
 
 @dataclass
@@ -128,6 +145,7 @@ class RunConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     updates: UpdatesConfig = field(default_factory=UpdatesConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
@@ -167,6 +185,12 @@ def from_flat(flat: Mapping[str, Any]) -> RunConfig:
                 raise RunConfigError(f"run config key {key!r} nests under a scalar")
         node[leaf] = value
     return typing.cast(RunConfig, _build(RunConfig, nested, ""))
+
+
+def from_nested(values: Mapping[str, Any]) -> RunConfig:
+    """Rebuild a :class:`RunConfig` from nested mappings (e.g. a run folder's
+    ``config.yaml``); absent keys keep their defaults, unknown keys fail."""
+    return typing.cast(RunConfig, _build(RunConfig, values, ""))
 
 
 def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
@@ -213,7 +237,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     raise RunConfigError(f"{key}={value!r} should be of type {getattr(hint, '__name__', hint)}")
 
 
+UNHASHED_GROUPS = ("output.", "registry.")
+
+
 def config_digest(config: RunConfig) -> str:
-    """Short stable hash of a run config, to show that two processes saw the same one."""
-    payload = json.dumps(to_flat(config), sort_keys=True).encode()
+    """Short stable hash of what a run trains (the ``output`` and ``registry`` places and
+    the resume switch are left out), to show that two processes saw the same config."""
+    flat = {k: v for k, v in to_flat(config).items() if not k.startswith(UNHASHED_GROUPS)}
+    payload = json.dumps(flat, sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()[:12]

@@ -1,23 +1,37 @@
-"""The coordinator's federated run, Flower's ``Strategy.start()`` with our hooks."""
+"""The coordinator's federated run: new or resumed, checkpointed and published every round."""
 
 from __future__ import annotations
 
 import logging
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
 from fractofl.core.compression import CompressionSpec
 from fractofl.core.device import seed_everything
 from fractofl.core.factory import model_for
 from fractofl.core.run_config import RunConfig, config_digest
+from fractofl.core.training import EvalResult
 from fractofl.server.evaluation import CoordinatorEvaluator
 from fractofl.server.heap import retain_freed_memory
-from fractofl.server.recorder import RoundRecorder
+from fractofl.server.progress import RoundProgress
+from fractofl.server.publishing import RoundPublisher
+from fractofl.server.recorder import RoundRecorder, RoundRow
+from fractofl.server.round_state import (
+    RandomState,
+    RoundState,
+    load_round_state,
+    save_round_state,
+)
+from fractofl.server.rounds import Participation, RoundPolicy, run_rounds
 from fractofl.server.run_folder import RunFolder
+from fractofl.strategies.npy_arrays import array_of
 from fractofl.strategies.registry import CommonStrategyArgs, build_strategy
+from fractofl.strategies.state import restore_strategy_state, strategy_state
 
 log = logging.getLogger("fractofl")
 
@@ -26,23 +40,39 @@ class NoRoundCompletedError(RuntimeError):
     """Every round failed: no member update was ever aggregated."""
 
 
-def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
-    """Run ``federation.rounds`` rounds and write the run folder; return its path."""
-    seed_everything(cfg.seed)
-    retain_freed_memory(cfg.updates.retain_freed_mb)
-    model = model_for(cfg)
-    initial = ArrayRecord(model.state_dict())
-    evaluator = CoordinatorEvaluator(cfg, model_for(cfg))
-    folder = RunFolder.create(cfg, run_id, kind="federated")
-    log.info("run folder %s; coordinator test set: %d images", folder.path, len(evaluator.data))
+@dataclass
+class _Start:
+    """Where a run begins: a fresh folder at round 1, or a checkpoint's next round."""
 
-    recorder: RoundRecorder = RoundRecorder(
-        evaluate_global=evaluator.evaluate_arrays,
-        on_round=lambda row, _: folder.record_round(recorder.rows, row),
-        expected_config_crc=zlib.crc32(config_digest(cfg).encode()),
+    folder: RunFolder
+    arrays: ArrayRecord
+    run_id: str
+    state: RoundState | None
+
+
+def _start(cfg: RunConfig, run_id: str, initial: ArrayRecord) -> _Start:
+    if not cfg.output.resume:
+        return _Start(RunFolder.create(cfg, run_id, kind="federated"), initial, run_id, None)
+    folder = RunFolder.reopen(cfg, run_id, kind="federated")
+    state = load_round_state(folder.path)
+    folder.rewind(state.rows)
+    folder.run_id = state.run_id
+    arrays = ArrayRecord({key: array_of(value) for key, value in state.arrays.items()})
+    log.info(
+        "resuming run %s in %s after round %d of %d",
+        state.run_id,
+        folder.path,
+        state.round,
+        cfg.federation.rounds,
     )
+    return _Start(folder, arrays, state.run_id, state)
+
+
+def _strategy(
+    cfg: RunConfig, recorder: RoundRecorder, folder: RunFolder, buffers: frozenset[str]
+) -> Strategy:
     fed = cfg.federation
-    strategy = build_strategy(
+    return build_strategy(
         cfg.strategy.name,
         CommonStrategyArgs(
             fraction_train=fed.fraction_train,
@@ -60,20 +90,88 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
             recorder.record_updates(server_round, verdicts),
             folder.record_updates(server_round, verdicts),
         ),
-        statistics_keys=frozenset(name for name, _ in model.named_buffers()),
+        statistics_keys=buffers,
     )
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=initial,
-        num_rounds=fed.rounds,
-        timeout=fed.round_timeout,
-        evaluate_fn=recorder.evaluate,
+
+
+def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
+    """Run (or, with ``output.resume``, continue) ``federation.rounds`` rounds; after each
+    completed round checkpoint the run and publish the global model as a signed version.
+    Returns the final model's path in the run folder."""
+    seed_everything(cfg.seed)
+    retain_freed_memory(cfg.updates.retain_freed_mb)
+    model = model_for(cfg)
+    start = _start(cfg, run_id, ArrayRecord(model.state_dict()))
+    folder, state = start.folder, start.state
+    evaluator = CoordinatorEvaluator(cfg, model_for(cfg))
+    log.info("run folder %s; coordinator test set: %d images", folder.path, len(evaluator.data))
+    fed = cfg.federation
+    progress = RoundProgress(fed.rounds, done=state.round if state else 0)
+
+    def on_round(row: RoundRow, _: EvalResult) -> None:
+        folder.record_round(recorder.rows, row)
+        progress.round_done(row)
+
+    recorder = RoundRecorder(
+        evaluate_global=evaluator.evaluate_arrays,
+        on_round=on_round,
+        expected_config_crc=zlib.crc32(config_digest(cfg).encode()),
+        rows=state.rows if state else None,
     )
-    if not result.train_metrics_clientapp:
+    buffers = frozenset(name for name, _ in model.named_buffers())
+    strategy = _strategy(cfg, recorder, folder, buffers)
+    publisher = RoundPublisher(cfg, start.run_id, model)
+    if state is not None:
+        restore_strategy_state(strategy, state.strategy)
+        state.random_state.restore()
+        publisher.ensure_published(state.round, start.arrays, state.rows[-1])
+
+    def on_participation(seen: Participation) -> None:
+        recorder.record_participation(seen)
+        folder.record_participation(seen)
+
+    def on_round_end(server_round: int, arrays: ArrayRecord, _: Participation) -> None:
+        # The checkpoint is the commit point of a round; publishing comes after it and is
+        # redone on resume if the coordinator stopped in between.
+        save_round_state(
+            RoundState(
+                round=server_round,
+                run_id=start.run_id,
+                config_digest=config_digest(cfg),
+                arrays={key: array.numpy() for key, array in arrays.items()},
+                rows=list(recorder.rows),
+                random_state=RandomState.capture(),
+                strategy=strategy_state(strategy),
+                elapsed_s=recorder.elapsed_s(),
+            ),
+            folder.path,
+        )
+        publisher.publish(server_round, arrays, recorder.rows[-1])
+
+    first = state.round + 1 if state else 1
+    try:
+        final = run_rounds(
+            strategy,
+            grid,
+            start.arrays,
+            range(first, fed.rounds + 1),
+            RoundPolicy(
+                timeout_s=fed.round_timeout,
+                retries=fed.round_retries,
+                min_train_members=fed.min_train_members,
+                min_available_members=max(fed.min_train_members, fed.min_evaluate_members),
+            ),
+            evaluate_fn=recorder.evaluate,
+            on_participation=on_participation,
+            on_round_end=on_round_end,
+        )
+    finally:
+        progress.close()
+    if not any(row.members_answered for row in recorder.rows):
         raise NoRoundCompletedError(
             f"no round of {fed.rounds} got a usable training reply from any member; "
             "the members' errors are in the log above"
         )
-    model.load_state_dict(result.arrays.to_torch_state_dict())
-    assert recorder.last_eval is not None  # evaluate_fn ran at least for round 0
-    return folder.finish(model, recorder.rows, recorder.last_eval)
+    model.load_state_dict(final.to_torch_state_dict())
+    last = recorder.last_eval or evaluator.evaluate_arrays(final)
+    return folder.finish(model, recorder.rows, last)

@@ -1,9 +1,11 @@
-"""Per-round bookkeeping hooked into a Flower strategy's callbacks (no copy of ``start()``).
+"""Per-round bookkeeping hooked into a Flower strategy's callbacks.
 
 The strategy calls :meth:`RoundRecorder.aggregate_train_metrics` and
-:meth:`RoundRecorder.aggregate_evaluate_metrics` when it aggregates member replies,
-and :meth:`RoundRecorder.evaluate` (its ``evaluate_fn``) after every round: that is
-where the coordinator test set is scored and the round's row is completed.
+:meth:`RoundRecorder.aggregate_evaluate_metrics` when it aggregates member replies, the
+round loop (:mod:`fractofl.server.rounds`) reports who answered with
+:meth:`RoundRecorder.record_participation`, and :meth:`RoundRecorder.evaluate` (the
+``evaluate_fn``) runs after every round: that is where the coordinator test set is
+scored and the round's row is completed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fractofl.core.training import EvalResult
+from fractofl.server.rounds import Participation
 from fractofl.strategies.guard import UpdateVerdict
 
 log = logging.getLogger("fractofl")
@@ -40,6 +43,10 @@ class RoundRow:
     refused_updates: int
     bytes_per_member: float
     elapsed_s: float
+    members_sampled: int = 0
+    members_failed: int = 0
+    stragglers: int = 0
+    attempts: int = 0
 
     @staticmethod
     def columns() -> list[str]:
@@ -55,16 +62,24 @@ class RoundRecorder:
         evaluate_global: Callable[[ArrayRecord], EvalResult],
         on_round: Callable[[RoundRow, EvalResult], None],
         expected_config_crc: int,
+        rows: list[RoundRow] | None = None,
     ) -> None:
         self._evaluate_global = evaluate_global
         self._on_round = on_round
         self._expected_crc = expected_config_crc
-        self._started = time.monotonic()
+        self.rows: list[RoundRow] = list(rows or [])
+        # A resumed run's clock continues from its last completed round.
+        offset = self.rows[-1].elapsed_s if self.rows else 0.0
+        self._started = time.monotonic() - offset
         self._train: dict[str, float] = {}
         self._members_eval: dict[str, float] = {}
         self._verdicts: list[UpdateVerdict] = []
-        self.rows: list[RoundRow] = []
+        self._participation: Participation | None = None
         self.last_eval: EvalResult | None = None
+
+    def elapsed_s(self) -> float:
+        """Seconds since the run started (across a resume)."""
+        return time.monotonic() - self._started
 
     def aggregate_train_metrics(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
         """Weighted mean of member train metrics, plus how many members answered."""
@@ -88,6 +103,10 @@ class RoundRecorder:
     def record_updates(self, server_round: int, verdicts: list[UpdateVerdict]) -> None:
         """Keep the round's update verdicts (refusals, bytes sent) for its row."""
         self._verdicts = list(verdicts)
+
+    def record_participation(self, participation: Participation) -> None:
+        """Keep who was asked, answered, failed and was late, for the round's row."""
+        self._participation = participation
 
     def aggregate_evaluate_metrics(
         self, records: list[RecordDict], weight_key: str
@@ -117,9 +136,16 @@ class RoundRecorder:
                 if self._verdicts
                 else math.nan
             ),
-            elapsed_s=time.monotonic() - self._started,
+            elapsed_s=self.elapsed_s(),
         )
+        if self._participation is not None and server_round:
+            seen = self._participation
+            row.members_sampled = len(seen.sampled)
+            row.members_failed = len(seen.failed)
+            row.stragglers = len(seen.stragglers)
+            row.attempts = seen.attempts
         self._train, self._members_eval, self._verdicts = {}, {}, []
+        self._participation = None
         self.rows.append(row)
         self.last_eval = result
         self._on_round(row, result)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +14,7 @@ matplotlib.use("Agg")  # files only: coordinators run headless
 import matplotlib.pyplot as plt
 import numpy as np
 
+from fractofl.core.atomic import atomic_write_bytes
 from fractofl.server.recorder import RoundRow
 
 METRICS_FILE = "metrics.csv"
@@ -29,12 +29,7 @@ def write_metrics(rows: Sequence[RoundRow], path: Path) -> None:
     writer.writerow(RoundRow.columns())
     for row in rows:
         writer.writerow([_cell(getattr(row, name)) for name in RoundRow.columns()])
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        handle.write(buffer.getvalue())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:

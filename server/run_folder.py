@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -14,21 +15,23 @@ from pathlib import Path
 import yaml
 from torch import nn
 
+from fractofl.core.atomic import atomic_write_bytes, remove_stale_temporaries
 from fractofl.core.checkpoint import Checkpoint, save_checkpoint
 from fractofl.core.factory import preprocessing_for
-from fractofl.core.run_config import RunConfig, config_digest
+from fractofl.core.run_config import RunConfig, config_digest, from_nested
 from fractofl.core.training import EvalResult
+from fractofl.server.errors import RunFolderError
 from fractofl.server.recorder import RoundRow
 from fractofl.server.reporting import (
     ACCURACY_PLOT,
     CONFUSION_PLOT,
     METRICS_FILE,
-    format_round,
     format_summary,
     plot_accuracy,
     plot_confusion,
     write_metrics,
 )
+from fractofl.server.rounds import Participation
 from fractofl.strategies.guard import UpdateVerdict
 
 log = logging.getLogger("fractofl")
@@ -37,6 +40,8 @@ CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.pt"
 SUMMARY_FILE = "summary.json"
 UPDATES_FILE = "updates.csv"
+MEMBERS_FILE = "members.csv"
+MEMBERS_COLUMNS = ["round", "attempt", "node_id", "status", "detail"]
 
 
 class RunFolder:
@@ -63,10 +68,61 @@ class RunFolder:
         (path / CONFIG_FILE).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
         return folder
 
-    def record_round(self, rows: Sequence[RoundRow], row: RoundRow) -> None:
-        """Append-by-rewrite the metrics file and print a progress line."""
+    @classmethod
+    def reopen(cls, cfg: RunConfig, run_id: str, kind: str) -> RunFolder:
+        """The existing folder ``output.root/output.name`` of a run to resume; refuses a
+        folder whose recorded configuration trains something else."""
+        path = Path(cfg.output.root) / cfg.output.name
+        config_path = path / CONFIG_FILE
+        if not config_path.is_file():
+            raise RunFolderError(f"{path} holds no run to resume ({CONFIG_FILE} is missing)")
+        recorded = from_nested(yaml.safe_load(config_path.read_text()))
+        if config_digest(recorded) != config_digest(cfg):
+            raise RunFolderError(
+                f"{config_path} records another configuration (digest "
+                f"{config_digest(recorded)}, now {config_digest(cfg)}); resume with the "
+                "run's own configuration: `fractofl coordinator resume RUN_DIR`"
+            )
+        removed = remove_stale_temporaries(path)
+        if removed:
+            log.info("removed %d file(s) half-written when the run stopped", len(removed))
+        return cls(path, cfg, run_id, kind)
+
+    def rewind(self, rows: Sequence[RoundRow]) -> None:
+        """Make the folder's files describe exactly the checkpointed rounds ``rows``:
+        lines of rounds that were under way when the run stopped are dropped."""
+        last = rows[-1].round if rows else -1
         write_metrics(rows, self.path / METRICS_FILE)
-        log.info("%s", format_round(row, self.cfg.federation.rounds))
+        for name in (UPDATES_FILE, MEMBERS_FILE):
+            path = self.path / name
+            if not path.is_file():
+                continue
+            with open(path, newline="") as handle:
+                lines = list(csv.reader(handle))
+            kept = [lines[0]] + [line for line in lines[1:] if line and int(line[0]) <= last]
+            buffer = io.StringIO()
+            csv.writer(buffer).writerows(kept)
+            atomic_write_bytes(path, buffer.getvalue().encode())
+
+    def record_participation(self, seen: Participation) -> None:
+        """Append who failed or did not answer in time (members.csv), per attempt."""
+        events = [(node, "failed", reason) for node, reason in seen.failed.items()]
+        events += [
+            (node, "straggler", "no reply before the round timeout") for node in seen.stragglers
+        ]
+        events += [(node, "answered", "") for node in seen.answered]
+        path = self.path / MEMBERS_FILE
+        new = not path.exists()
+        with open(path, "a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(MEMBERS_COLUMNS)
+            for node, status, detail in sorted(events):
+                writer.writerow([seen.round, seen.attempts, node, status, detail])
+
+    def record_round(self, rows: Sequence[RoundRow], row: RoundRow) -> None:
+        """Rewrite the metrics file with ``rows`` (``row`` is the newest)."""
+        write_metrics(rows, self.path / METRICS_FILE)
 
     def record_updates(self, server_round: int, verdicts: list[UpdateVerdict]) -> None:
         """Append one line per member update: bytes sent, accepted or refused and why."""

@@ -11,6 +11,7 @@ strategy the same way), so ``Strategy.start()`` is used unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -60,6 +61,23 @@ def _weight(content: RecordDict, key: str) -> float:
     if not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"the reply needs one MetricRecord with a positive '{key}'")
     return float(value)
+
+
+def _content_order(msg: Message) -> bytes:
+    """A sort key that depends on what a reply holds, not on who sent it.
+
+    Floating-point sums depend on their order, and Flower's node ids (and so the reply
+    order) differ from run to run; aggregating in content order makes two runs with the
+    same seed and the same member updates produce the same bits.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for arrays in msg.content.array_records.values():
+        for key, array in arrays.items():
+            digest.update(key.encode())
+            digest.update(array.data[:4096])
+    for metrics in msg.content.metric_records.values():
+        digest.update(repr(sorted(metrics.items())).encode())
+    return digest.digest()
 
 
 class UpdateGuard(Strategy):
@@ -200,6 +218,7 @@ class UpdateGuard(Strategy):
                 continue
             accepted.append((msg, delta))
             verdicts.append(UpdateVerdict(node, sent, True, norm=norm))
+        accepted.sort(key=lambda item: _content_order(item[0]))
         return accepted, verdicts
 
     def _decode(self, msg: Message) -> tuple[int, dict[str, np.ndarray] | str]:

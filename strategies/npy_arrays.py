@@ -58,5 +58,5 @@ def array_of(value: np.ndarray) -> Array:
         raise ValueError(f"cannot serialise an array of dtype {value.dtype}")
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(value))
-    data = b"".join((header.getvalue(), memoryview(value.reshape(-1)).cast("B")))
+    data = b"".join((header.getvalue(), value.reshape(-1).view(np.uint8).data))
     return Array(dtype=str(value.dtype), shape=tuple(value.shape), stype=_NUMPY_STYPE, data=data)

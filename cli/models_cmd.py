@@ -1,0 +1,172 @@
+"""``fractofl models list | show | verify | export``: the signed model registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fractofl.cli.config import compose_config, to_run_config
+from fractofl.core.registry import (
+    ModelRegistry,
+    ModelVerificationError,
+    RegistryError,
+    version_name,
+)
+from fractofl.core.signing import SigningKeyError, fingerprint, load_public_key
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``models list | show | verify | export`` to the ``fractofl`` command."""
+    models = sub.add_parser("models", help="list, show, verify and export published models")
+    actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = actions.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("--registry", type=Path, metavar="DIR", help="default: registry.root")
+        cmd.add_argument(
+            "--public-key",
+            type=Path,
+            metavar="FILE",
+            help="trusted public key (default: registry.trusted_public_key)",
+        )
+        cmd.set_defaults(cfg=False)
+        return cmd
+
+    listing = action("list", "one line per version, with whether its signature verifies")
+    listing.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
+    listing.set_defaults(handler=_list)
+    show = action("show", "print a version's metadata as JSON (its verification on stderr)")
+    show.add_argument("version", help="number, vNNNNNN or latest")
+    show.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
+    show.set_defaults(handler=_show)
+    verify = action("verify", "check signatures and weights; exit 1 if any version fails")
+    verify.add_argument(
+        "targets",
+        nargs="*",
+        metavar="VERSION",
+        help="versions to check (default: latest); Hydra overrides key=value may follow",
+    )
+    verify.add_argument("--all", action="store_true", help="check every version")
+    verify.set_defaults(handler=_verify, overrides=[])
+    export = action("export", "verify a version and copy it, with the public key, to OUT")
+    export.add_argument("version", help="number, vNNNNNN or latest")
+    export.add_argument("out", type=Path, help="output folder")
+    export.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
+    export.set_defaults(handler=_export)
+
+
+def _open(args: argparse.Namespace, overrides: list[str]) -> tuple[ModelRegistry, Path]:
+    """The registry and the trusted key's path, from the config and the options."""
+    registry = to_run_config(compose_config(overrides)).registry
+    root = args.registry or Path(registry.root)
+    return ModelRegistry(root), args.public_key or Path(registry.trusted_public_key)
+
+
+def _list(args: argparse.Namespace) -> int:
+    registry, key_path = _open(args, args.overrides)
+    numbers = registry.version_numbers()
+    if not numbers:
+        print(f"registry {registry.root} has no versions")
+        return 0
+    trusted = _trusted_or_none(key_path)
+    header = ["version", "round", "run id", "created", "test acc", "verified"]
+    rows, problems = [], []
+    for number in numbers:
+        row, problem = _row(registry, number, trusted)
+        rows.append(row)
+        problems += [problem] if problem else []
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    for problem in problems:
+        print(f"fractofl: {problem}", file=sys.stderr)
+    return 0
+
+
+def _row(
+    registry: ModelRegistry, number: int, trusted: Ed25519PublicKey | None
+) -> tuple[list[str], str]:
+    """One table row and, when the version fails, why."""
+    problem, verified = "", "-"
+    if trusted is not None:
+        try:
+            registry.verify(number, trusted)
+            verified = "yes"
+        except RegistryError as exc:
+            problem, verified = str(exc), "NO"
+    try:
+        meta = registry.metadata(number)
+    except RegistryError as exc:
+        return [version_name(number), "?", "?", "?", "?", "NO"], problem or str(exc)
+    accuracy = meta.metrics.get("test_accuracy")
+    shown = "-" if accuracy is None else f"{accuracy:.3f}"
+    return [
+        version_name(number),
+        str(meta.round),
+        meta.run_id,
+        meta.created,
+        shown,
+        verified,
+    ], problem
+
+
+def _trusted_or_none(key_path: Path) -> Ed25519PublicKey | None:
+    try:
+        return load_public_key(key_path)
+    except SigningKeyError as exc:
+        print(f"fractofl: not verifying: {exc}", file=sys.stderr)
+        return None
+
+
+def _show(args: argparse.Namespace) -> int:
+    registry, key_path = _open(args, args.overrides)
+    meta = registry.metadata(args.version)
+    print(json.dumps(meta.to_dict(), indent=2, sort_keys=True))
+    trusted = _trusted_or_none(key_path)
+    if trusted is not None:
+        try:
+            registry.verify(meta.version, trusted)
+            print(f"verified: yes, signed by {fingerprint(trusted)}", file=sys.stderr)
+        except ModelVerificationError as exc:
+            print(f"verified: NO: {exc}", file=sys.stderr)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    versions = [t for t in args.targets if "=" not in t]
+    overrides = [*(t for t in args.targets if "=" in t), *args.overrides]
+    if args.all and versions:
+        print("fractofl: error: give VERSION(s) or --all, not both", file=sys.stderr)
+        return 2
+    registry, key_path = _open(args, overrides)
+    trusted = load_public_key(key_path)
+    targets: list[int | str] = list(versions) or ["latest"]
+    if args.all:
+        targets = list(registry.version_numbers())
+        if not targets:
+            print(f"registry {registry.root} has no versions")
+            return 0
+    failed = 0
+    for target in targets:
+        try:
+            meta = registry.verify(target, trusted)
+        except ModelVerificationError as exc:
+            print(f"fractofl: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{meta.name}: ok (round {meta.round}, run {meta.run_id}, signed by {meta.signer})")
+    return 1 if failed else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    registry, key_path = _open(args, args.overrides)
+    name = registry.folder(args.version).name
+    out = registry.export(name, args.out, load_public_key(key_path))
+    print(f"exported {name} to {out}")
+    return 0

@@ -1,0 +1,171 @@
+"""The coordinator's round loop: Flower's ``Strategy.start()`` loop, made resumable and
+tolerant of members that fail, hang or disappear.
+
+It calls the strategy exactly as ``Strategy.start()`` does (``configure_train``,
+``send_and_receive``, ``aggregate_train``, the same for evaluation, then ``evaluate_fn``),
+with what ``start()`` lacks: it begins at any round (resuming a checkpointed run), bounds
+the wait for members (Flower's node sampling otherwise waits forever), re-sends a round
+that got fewer than ``min_train_members`` replies, logs failed and late members by node
+id, and hands every completed round to a callback (checkpoint, registry, progress).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+log = logging.getLogger("fractofl")
+
+POLL_S = 1.0
+
+
+class NotEnoughMembersError(RuntimeError):
+    """A round could not get ``min_train_members`` replies within its retries."""
+
+
+@dataclass(frozen=True)
+class RoundPolicy:
+    """How long a round waits and how often it is re-sent (``federation.*``)."""
+
+    timeout_s: float
+    retries: int
+    min_train_members: int
+    min_available_members: int
+
+
+@dataclass
+class Participation:
+    """Who was asked, who answered, who failed (with the reason) and who was late."""
+
+    round: int
+    attempts: int = 0
+    sampled: list[int] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    stragglers: list[int] = field(default_factory=list)
+
+
+RoundEnd = Callable[[int, ArrayRecord, Participation], None]
+
+
+def _wait_for_members(grid: Grid, needed: int, timeout_s: float) -> int:
+    """Wait up to ``timeout_s`` for ``needed`` connected members; how many there are."""
+    deadline = time.monotonic() + timeout_s
+    while (count := len(list(grid.get_node_ids()))) < needed and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    return count
+
+
+def _train_attempt(
+    strategy: Strategy,
+    grid: Grid,
+    server_round: int,
+    arrays: ArrayRecord,
+    policy: RoundPolicy,
+    seen: Participation,
+) -> list[Message]:
+    """Send one round of training and collect what comes back within the timeout."""
+    available = _wait_for_members(grid, policy.min_available_members, policy.timeout_s)
+    if available < policy.min_available_members:
+        log.warning(
+            "round %d: %d member(s) connected after %.0f s, %d needed",
+            server_round,
+            available,
+            policy.timeout_s,
+            policy.min_available_members,
+        )
+        return []
+    messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
+    sampled = [msg.metadata.dst_node_id for msg in messages]
+    replies = list(grid.send_and_receive(messages, timeout=policy.timeout_s))
+    replied = {msg.metadata.src_node_id for msg in replies}
+    seen.sampled = sampled
+    seen.failed = {
+        msg.metadata.src_node_id: str(msg.error.reason) for msg in replies if msg.has_error()
+    }
+    seen.answered = [msg.metadata.src_node_id for msg in replies if not msg.has_error()]
+    seen.stragglers = [node for node in sampled if node not in replied]
+    for node, reason in seen.failed.items():
+        log.warning("round %d: member node %d failed: %s", server_round, node, reason)
+    for node in seen.stragglers:
+        log.warning(
+            "round %d: member node %d did not answer within %.0f s (straggler)",
+            server_round,
+            node,
+            policy.timeout_s,
+        )
+    return replies
+
+
+def _train(
+    strategy: Strategy, grid: Grid, server_round: int, arrays: ArrayRecord, policy: RoundPolicy
+) -> tuple[list[Message], Participation]:
+    """Training replies from at least ``min_train_members``, re-sending up to ``retries``
+    times; NotEnoughMembersError when even the last attempt falls short."""
+    seen = Participation(server_round)
+    for attempt in range(1, policy.retries + 2):
+        seen.attempts = attempt
+        replies = _train_attempt(strategy, grid, server_round, arrays, policy, seen)
+        if len(seen.answered) >= policy.min_train_members:
+            return replies, seen
+        log.warning(
+            "round %d, attempt %d of %d: %d usable replies, federation.min_train_members=%d",
+            server_round,
+            attempt,
+            policy.retries + 1,
+            len(seen.answered),
+            policy.min_train_members,
+        )
+    raise NotEnoughMembersError(
+        f"round {server_round}: fewer than federation.min_train_members="
+        f"{policy.min_train_members} members answered in {policy.retries + 1} attempts of "
+        f"{policy.timeout_s:.0f} s each (federation.round_retries, federation.round_timeout)"
+    )
+
+
+def _evaluate_members(
+    strategy: Strategy, grid: Grid, server_round: int, arrays: ArrayRecord, timeout_s: float
+) -> None:
+    """Members' validation of the new global model; failures only reduce the average."""
+    messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
+    replies: Iterable[Message] = grid.send_and_receive(messages, timeout=timeout_s)
+    strategy.aggregate_evaluate(server_round, replies)
+
+
+def run_rounds(
+    strategy: Strategy,
+    grid: Grid,
+    arrays: ArrayRecord,
+    rounds: range,
+    policy: RoundPolicy,
+    evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None],
+    on_participation: Callable[[Participation], None],
+    on_round_end: RoundEnd,
+) -> ArrayRecord:
+    """Run ``rounds`` (e.g. ``range(4, 11)`` to resume after round 3) from ``arrays``;
+    return the final global arrays. ``evaluate_fn(0, arrays)`` runs first when the
+    range starts at round 1, as in ``Strategy.start()``."""
+    strategy.summary()
+    if rounds.start == 1:
+        evaluate_fn(0, arrays)
+    for server_round in rounds:
+        log.info("[ROUND %d/%d]", server_round, rounds.stop - 1)
+        replies, participation = _train(strategy, grid, server_round, arrays, policy)
+        on_participation(participation)
+        aggregated, _ = strategy.aggregate_train(server_round, replies)
+        if aggregated is None:
+            log.warning(
+                "round %d: no update was accepted; the global model is unchanged", server_round
+            )
+        else:
+            arrays = aggregated
+        _evaluate_members(strategy, grid, server_round, arrays, policy.timeout_s)
+        evaluate_fn(server_round, arrays)
+        on_round_end(server_round, arrays, participation)
+    return arrays
