@@ -121,6 +121,11 @@ def validate_run_config(cfg: RunConfig) -> None:
             f"federation.round_retries={fed.round_retries} must be >= 0 and "
             f"federation.round_timeout={fed.round_timeout} > 0"
         )
+    if cfg.output.resume and not cfg.output.name:
+        raise ConfigError(
+            "output.resume=true needs output.name (the run folder to continue); or use "
+            "`fractofl coordinator resume runs/<name>`"
+        )
     if fed.min_train_members > fed.members:
         raise ConfigError(
             f"federation.min_train_members={fed.min_train_members} exceeds "

@@ -16,8 +16,9 @@ from pathlib import Path
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
-from fractofl.cli import coordinator_cmd, keys_cmd, models_cmd
+from fractofl.cli import coordinator_cmd, keys_cmd, models_cmd, report_cmd
 from fractofl.cli.config import ConfigError, compose_config, to_run_config, to_yaml
+from fractofl.core.checkpoint import CheckpointError
 from fractofl.core.data import NoUsableImagesError
 from fractofl.core.partition import PartitionError
 from fractofl.core.registry import RegistryError
@@ -37,6 +38,7 @@ USER_ERRORS = (
     RoundStateError,
     SigningKeyError,
     RegistryError,  # and ModelVerificationError, its subclass
+    CheckpointError,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -120,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(handler=_data_check, cfg=False)
     coordinator_cmd.register(sub)
+    report_cmd.register(sub)
     keys_cmd.register(sub)
     models_cmd.register(sub)
     return parser

@@ -30,7 +30,9 @@ log = logging.getLogger("fractofl")
 class RoundProgress:
     """Shows rounds ``first..total`` as they complete."""
 
-    def __init__(self, total: int, done: int = 0, live: bool | None = None) -> None:
+    def __init__(
+        self, total: int, done: int = 0, live: bool | None = None, console: Console | None = None
+    ) -> None:
         self.total = total
         self.live = sys.stderr.isatty() if live is None else live
         self._progress: Progress | None = None
@@ -42,7 +44,7 @@ class RoundProgress:
                 TextColumn("{task.fields[status]}"),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
-                console=Console(stderr=True),
+                console=console or Console(stderr=True),
                 transient=False,
             )
             self._task = self._progress.add_task(

@@ -60,6 +60,9 @@ def test_overrides_and_group_choice() -> None:
         ("federation.rounds=many", r"federation.rounds"),
         ("federation.min_train_members=9", r"exceeds federation.members=4"),
         ("updates.retain_freed_mb=64", r"updates.retain_freed_mb=64 must be between 0"),
+        ("output.resume=true", r"output.resume=true needs output.name"),
+        ("federation.fault=explode", r"the fault must be one of none, raise, hang"),
+        ("federation.fault_rounds=two", r"comma-separated round numbers"),
     ],
 )
 def test_bad_config_fails_with_the_valid_choices(override: str, message: str) -> None:

@@ -13,6 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fractofl.core.registry import ModelRegistry
+from fractofl.core.signing import load_public_key
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,6 +59,9 @@ def test_flwr_run_uses_the_pyproject_apps_and_run_config(
             f'data.root="{easy_dataset}"',
             f'output.root="{runs}"',
             'output.name="via-flwr-run"',
+            f'registry.root="{tmp_path / "registry"}"',
+            f'registry.private_key="{tmp_path / "keys" / "coordinator.key"}"',
+            f'registry.public_key="{tmp_path / "keys" / "coordinator.pub"}"',
             "federation.rounds=1",
             "train.local_epochs=1",
             "model.image_size=32",
@@ -89,3 +95,8 @@ def test_flwr_run_uses_the_pyproject_apps_and_run_config(
         rows = list(csv.DictReader(handle))
     assert [r["round"] for r in rows] == ["0", "1"]
     assert rows[1]["members_answered"] == "2" and rows[1]["config_mismatches"] == "0"
+    # ... and published round 1's model, signed with the key it created.
+    trusted = load_public_key(tmp_path / "keys" / "coordinator.pub")
+    registry = ModelRegistry(tmp_path / "registry")
+    assert [m.round for m in registry.versions()] == [1]
+    registry.verify(1, trusted)

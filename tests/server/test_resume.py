@@ -38,7 +38,13 @@ def _overrides(data: Path, runs: Path, name: str) -> list[str]:
         for o in easy_overrides(data, runs)
         if not o.startswith(("federation.rounds=", "train.local_epochs="))
     ]
-    return [*base, f"federation.rounds={ROUNDS}", "train.local_epochs=1", f"output.name={name}"]
+    return [
+        *base,
+        f"federation.rounds={ROUNDS}",
+        "train.local_epochs=1",
+        "strategy=fedadam",  # its moments must survive the crash for the same final model
+        f"output.name={name}",
+    ]
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:

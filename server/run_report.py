@@ -1,0 +1,178 @@
+"""``fractofl report``: a run's curves, and one model version scored class by class.
+
+From a run folder it renders accuracy and loss per round (``metrics.csv``), and for one
+model (a registry version, verified against the trusted key, or the run's own
+``model.pt``) the confusion matrix and per-class precision and recall on the run's
+coordinator test set, as PNG files and a short Markdown summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from fractofl.core.checkpoint import Checkpoint
+from fractofl.core.metrics import precision_recall_f1
+from fractofl.core.run_config import RunConfig
+from fractofl.core.training import EvalResult
+from fractofl.server.evaluation import CoordinatorEvaluator
+from fractofl.server.reporting import METRICS_FILE, plot_confusion, read_metrics
+
+REPORT_FILE = "report.md"
+CURVES_PLOT = "metrics_per_round.png"
+
+
+@dataclass(frozen=True)
+class ScoredModel:
+    """The model a report describes, where it came from, and its scores."""
+
+    label: str  # e.g. "v000004" or "model.pt"
+    provenance: str  # one line: registry version and signer, or the run folder file
+    round: int
+    result: EvalResult
+
+
+def score_checkpoint(cfg: RunConfig, checkpoint: Checkpoint) -> EvalResult:
+    """``checkpoint``'s loss, accuracy and confusion matrix on the run's coordinator
+    test set (the same images the run scored every round on)."""
+    evaluator = CoordinatorEvaluator(cfg, checkpoint.build_model())
+    return evaluator.evaluate_state(checkpoint.state_dict)
+
+
+def plot_curves(rows: Sequence[dict[str, float]], path: Path, title: str) -> None:
+    """Test accuracy and macro-F1 (left), test and mean member train loss (right)."""
+    rounds = [int(r["round"]) for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(rounds, [r["test_accuracy"] for r in rows], marker="o", label="test accuracy")
+    left.plot(rounds, [r["test_macro_f1"] for r in rows], marker="s", label="test macro-F1")
+    left.set_ylim(0, 1)
+    left.set_ylabel("score")
+    right.plot(rounds, [r["test_loss"] for r in rows], marker="o", label="test loss")
+    right.plot(rounds, [r["mean_train_loss"] for r in rows], marker="s", label="member train loss")
+    right.set_ylabel("cross-entropy")
+    for ax in (left, right):
+        ax.set_xlabel("round")
+        ax.set_xticks(rounds)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_per_class(
+    precision: np.ndarray, recall: np.ndarray, classes: Sequence[str], path: Path, title: str
+) -> None:
+    """Per-class precision and recall as grouped bars."""
+    positions = np.arange(len(classes))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(positions - 0.2, precision, width=0.4, label="precision")
+    ax.bar(positions + 0.2, recall, width=0.4, label="recall")
+    ax.set_xticks(positions, classes, rotation=20, ha="right")
+    ax.set_ylim(0, 1)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _cell(value: float, digits: int = 3) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _rounds_table(rows: Sequence[dict[str, float]]) -> list[str]:
+    columns = [
+        ("round", "round", 0),
+        ("answered", "members_answered", 0),
+        ("failed", "members_failed", 0),
+        ("stragglers", "stragglers", 0),
+        ("refused", "refused_updates", 0),
+        ("train loss", "mean_train_loss", 4),
+        ("test loss", "test_loss", 4),
+        ("test acc", "test_accuracy", 3),
+        ("macro-F1", "test_macro_f1", 3),
+    ]
+    present = [c for c in columns if c[1] in rows[0]]
+    lines = ["| " + " | ".join(c[0] for c in present) + " |"]
+    lines.append("|" + "---|" * len(present))
+    for row in rows:
+        cells = [
+            str(int(row[key]))
+            if digits == 0 and not math.isnan(row[key])
+            else _cell(row[key], digits)
+            for _, key, digits in present
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(run_dir: Path, cfg: RunConfig, model: ScoredModel, out_dir: Path) -> Path:
+    """Render the run's curves and ``model``'s class-by-class scores into ``out_dir``;
+    return the Markdown summary's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = read_metrics(run_dir / METRICS_FILE)
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    kind = summary.get("kind", "federated")
+    title = f"{run_dir.name}: {kind} {cfg.model.name}" + (
+        f" ({cfg.strategy.name})" if kind == "federated" else ""
+    )
+    plot_curves(rows, out_dir / CURVES_PLOT, title)
+    classes = list(cfg.data.classes)
+    matrix = model.result.confusion
+    precision, recall, f1 = precision_recall_f1(matrix)
+    confusion_png = f"confusion_{model.label}.png"
+    per_class_png = f"per_class_{model.label}.png"
+    caption = f"{model.label} (round {model.round}): accuracy {model.result.accuracy:.3f}"
+    plot_confusion(matrix, classes, out_dir / confusion_png, caption)
+    plot_per_class(precision, recall, classes, out_dir / per_class_png, caption)
+
+    lines = [
+        f"# Report: {run_dir.name}",
+        "",
+        f"- run: {kind}, model `{cfg.model.name}`, strategy `{cfg.strategy.name}`, "
+        f"{cfg.federation.members} members, {len(rows) - 1} of {cfg.federation.rounds} rounds"
+        + ("" if summary else " (unfinished: no summary.json)"),
+        f"- run id: `{summary.get('run_id', '?')}`, "
+        f"config digest `{summary.get('config_digest', '?')}`",
+        f"- coordinator test set: {model.result.examples} images",
+        "",
+        "## Per round",
+        "",
+        f"![accuracy and loss per round]({CURVES_PLOT})",
+        "",
+        *_rounds_table(rows),
+        "",
+        f"## Model {model.label}",
+        "",
+        f"- {model.provenance}",
+        f"- accuracy {model.result.accuracy:.3f}, macro-F1 {model.result.macro_f1:.3f}, "
+        f"loss {model.result.loss:.4f}",
+        "",
+        "| class | precision | recall | F1 | test images |",
+        "|---|---|---|---|---|",
+    ]
+    for index, name in enumerate(classes):
+        lines.append(
+            f"| {name} | {precision[index]:.3f} | {recall[index]:.3f} | {f1[index]:.3f} "
+            f"| {int(matrix[index].sum())} |"
+        )
+    lines += [
+        "",
+        f"![confusion matrix]({confusion_png})",
+        "",
+        f"![precision and recall]({per_class_png})",
+        "",
+    ]
+    path = out_dir / REPORT_FILE
+    path.write_text("\n".join(lines))
+    return path
