@@ -126,6 +126,37 @@ class RegistryConfig:
 
 
 @dataclass
+class ServingConfig:
+    """How a model version is packaged, served locally and deployed on SageMaker."""
+
+    # Packaging and the local endpoint (SageMaker's container contract).
+    artifacts: str = "artifacts"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    endpoint_name: str = "fractofl"
+    max_payload_mb: float = 6.0
+    max_concurrent: int = 8
+    api_key_env: str = "FRACTOFL_API_KEY"
+    # SageMaker (deploy, update, delete).
+    region: str = "eu-central-1"
+    bucket: str = ""
+    prefix: str = "fractofl/models"
+    role_arn: str = ""
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    framework_version: str = "2.6"
+    py_version: str = "py312"
+    kms_key_id: str = ""
+    subnets: list[str] = field(default_factory=list)
+    security_groups: list[str] = field(default_factory=list)
+    data_capture: bool = False
+    data_capture_s3_uri: str = ""
+    data_capture_percent: int = 100
+    wait_timeout_s: float = 1800.0
+    multipart_threshold_mb: int = 64
+
+
+@dataclass
 class OutputConfig:
     """Where run folders are written; ``resume`` continues the run already there."""
 
@@ -146,6 +177,7 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     updates: UpdatesConfig = field(default_factory=UpdatesConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
@@ -237,12 +269,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     raise RunConfigError(f"{key}={value!r} should be of type {getattr(hint, '__name__', hint)}")
 
 
-UNHASHED_GROUPS = ("output.", "registry.")
+UNHASHED_GROUPS = ("output.", "registry.", "serving.")
 
 
 def config_digest(config: RunConfig) -> str:
-    """Short stable hash of what a run trains (the ``output`` and ``registry`` places and
-    the resume switch are left out), to show that two processes saw the same config."""
+    """Short stable hash of what a run trains (the ``output``, ``registry`` and
+    ``serving`` groups are left out), to show that two processes saw the same config."""
     flat = {k: v for k, v in to_flat(config).items() if not k.startswith(UNHASHED_GROUPS)}
     payload = json.dumps(flat, sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()[:12]
