@@ -25,7 +25,7 @@ from fractofl.core.registry import RegistryError
 from fractofl.core.run_config import RunConfig
 from fractofl.core.signing import SigningKeyError
 from fractofl.core.synth.dataset import ForeignFolderError
-from fractofl.server.errors import RoundStateError, RunFolderError
+from fractofl.server.errors import NotEnoughMembersError, RoundStateError, RunFolderError
 
 log = logging.getLogger("fractofl")
 
@@ -39,6 +39,7 @@ USER_ERRORS = (
     SigningKeyError,
     RegistryError,  # and ModelVerificationError, its subclass
     CheckpointError,
+    NotEnoughMembersError,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

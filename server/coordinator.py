@@ -16,6 +16,7 @@ from fractofl.core.device import seed_everything
 from fractofl.core.factory import model_for
 from fractofl.core.run_config import RunConfig, config_digest
 from fractofl.core.training import EvalResult
+from fractofl.server.errors import NotEnoughMembersError
 from fractofl.server.evaluation import CoordinatorEvaluator
 from fractofl.server.heap import retain_freed_memory
 from fractofl.server.progress import RoundProgress
@@ -165,6 +166,15 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
             on_participation=on_participation,
             on_round_end=on_round_end,
         )
+    except NotEnoughMembersError as exc:
+        done = recorder.rows[-1].round if recorder.rows else 0
+        then = (
+            f"the run stopped after round {done}; `fractofl coordinator resume {folder.path}` "
+            "continues it when enough members are back"
+            if done
+            else "no round completed; start the run again when enough members are connected"
+        )
+        raise NotEnoughMembersError(f"{exc}. {then[0].upper()}{then[1:]}") from None
     finally:
         progress.close()
     if not any(row.members_answered for row in recorder.rows):

@@ -10,3 +10,7 @@ class RunFolderError(ValueError):
 
 class RoundStateError(ValueError):
     """A run folder has no usable checkpoint to resume from."""
+
+
+class NotEnoughMembersError(RuntimeError):
+    """A round could not get ``min_train_members`` replies within its retries."""

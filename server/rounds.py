@@ -20,13 +20,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fractofl.server.errors import NotEnoughMembersError
+
 log = logging.getLogger("fractofl")
 
 POLL_S = 1.0
-
-
-class NotEnoughMembersError(RuntimeError):
-    """A round could not get ``min_train_members`` replies within its retries."""
 
 
 @dataclass(frozen=True)
