@@ -6,8 +6,8 @@ STAMP := $(VENV)/.fractofl-installed
 
 .PHONY: run setup test lint bench clean
 
-run: setup  ## generate the synthetic set, run the federated simulation, write runs/
-	FLWR_TELEMETRY_ENABLED=0 $(BIN)/fractofl simulate
+run: setup  ## synthetic set, federated simulation (runs/, registry/), then a local endpoint queried
+	FLWR_TELEMETRY_ENABLED=0 $(BIN)/fractofl demo
 
 setup: $(STAMP)  ## virtual environment with fractofl and its pinned dependencies
 
@@ -21,7 +21,7 @@ test: setup  ## the whole test suite (what CI runs)
 	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy core client server strategies cli
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy core client server strategies cli serving
 
 bench: setup  ## benchmarks; results go to bench/RESULTS.md
 	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python bench/run.py

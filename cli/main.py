@@ -16,7 +16,7 @@ from pathlib import Path
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
-from fractofl.cli import coordinator_cmd, keys_cmd, models_cmd, report_cmd
+from fractofl.cli import coordinator_cmd, keys_cmd, models_cmd, predict_cmd, report_cmd, serve_cmd
 from fractofl.cli.config import ConfigError, compose_config, to_run_config, to_yaml
 from fractofl.core.checkpoint import CheckpointError
 from fractofl.core.data import NoUsableImagesError
@@ -96,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
         "simulate", "generate the synthetic set if needed and run a federated simulation"
     ).set_defaults(handler=_simulate)
     job(
+        "demo",
+        "the main job: simulate, then serve the final model on a local endpoint and query it",
+    ).set_defaults(handler=_demo)
+    job(
         "centralized", "train the same model on the union of the members' data (baseline)"
     ).set_defaults(handler=_centralized)
     job("config", "print the resolved config (--toml: as Flower's run config)").add_argument(
@@ -126,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     report_cmd.register(sub)
     keys_cmd.register(sub)
     models_cmd.register(sub)
+    serve_cmd.register(sub)
+    predict_cmd.register(sub)
     return parser
 
 
@@ -185,6 +191,22 @@ def _simulate(args: argparse.Namespace) -> int:
         return EXIT_OK
     simulate(cfg)
     return report_run(Path(cfg.output.root) / cfg.output.name)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fractofl.cli.simulation import simulate
+    from fractofl.cli.try_endpoint import query_local_endpoint
+    from fractofl.server.evaluation import coordinator_test_dir
+
+    cfg = _prepared_run(args, "federated")
+    if cfg is None:
+        return EXIT_OK
+    simulate(cfg)
+    run_dir = Path(cfg.output.root) / cfg.output.name
+    status = report_run(run_dir)
+    if status != EXIT_OK:
+        return status
+    return query_local_endpoint(cfg, run_dir, coordinator_test_dir(cfg))
 
 
 def _centralized(args: argparse.Namespace) -> int:

@@ -1,5 +1,8 @@
 """Safe reading of fracture-surface images: header probing, grayscale decoding, hashing.
 
+Files (training), bytes (a served request) and pixel arrays all go through the same
+grayscale rules, so a served model sees an image as it was trained on it.
+
 Every failure to open or decode a file is raised as :class:`UnreadableImageError`, so a
 caller scanning a member's folder can report bad files one by one instead of crashing.
 PIL's process-wide settings (``Image.MAX_IMAGE_PIXELS``, ``ImageFile.LOAD_TRUNCATED_IMAGES``)
@@ -9,11 +12,13 @@ are never changed here; the pixel limit is enforced per call through ``max_pixel
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -162,17 +167,98 @@ def read_grayscale(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
     """
     path = Path(path)
     with _open(path, max_pixels) as im:
-        try:
-            im.load()
-            gray = _to_unit_gray(im)
-        except UnreadableImageError:
-            raise
-        except Exception as exc:
-            # PIL plugins raise OSError, SyntaxError, ValueError, struct.error, zlib.error
-            # and more for corrupt data; all of them mean the same thing to the caller.
-            raise UnreadableImageError(path, f"cannot decode pixels ({_describe(exc)})") from exc
+        return _decode(im, path)
+
+
+def decode_grayscale(
+    data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Decode image bytes (e.g. a request body) exactly as :func:`read_grayscale` reads a file.
+
+    ``source`` names the bytes in errors; the other rules, return value and errors are
+    those of :func:`read_grayscale`.
+    """
+    if not data:
+        raise UnreadableImageError(source, "no image data (0 bytes)")
+    with _open_stream(source, io.BytesIO(data), max_pixels) as im:
+        return _decode(im, source)
+
+
+def grayscale_from_array(
+    values: np.ndarray, source: str = "<array>", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Turn a pixel array (H x W, or H x W x C) into float32 grayscale in [0, 1].
+
+    The rules follow :func:`read_grayscale`: ``uint8`` is divided by 255 and ``uint16``
+    by 65535; other integers within 0..65535 are divided by 65535 and any others are
+    rescaled by their minimum and maximum, as are floats outside [0, 1]; booleans become
+    0 and 1. With C = 1 or 2 the first channel is the gray level (2: gray + alpha); with
+    C = 3 or 4 it is the BT.601 luminance of the first three (alpha ignored).
+
+    Raises
+    ------
+    UnreadableImageError
+        If the array is not numeric, not 2-D or H x W x C with C in 1..4, empty, larger
+        than ``max_pixels``, or holds NaN or infinite values.
+    """
+    if values.dtype.kind not in "biuf":
+        raise UnreadableImageError(
+            source, f"array of dtype {values.dtype} is not an image; send integers or floats"
+        )
+    if not (values.ndim == 2 or (values.ndim == 3 and 1 <= values.shape[2] <= 4)):
+        raise UnreadableImageError(
+            source,
+            f"array of shape {values.shape} is not an image; send H x W (grayscale) or "
+            "H x W x C with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA)",
+        )
+    height, width = values.shape[:2]
+    if height * width == 0:
+        raise UnreadableImageError(source, f"array of shape {values.shape} has no pixels")
+    if height * width > max_pixels:
+        raise UnreadableImageError(
+            source, f"array is {width}x{height} pixels, above the limit of {max_pixels}"
+        )
+    unit = _unit_scale(values)
+    if values.ndim == 3:  # 1 or 2 channels: gray (+ alpha); 3 or 4: RGB (+ alpha)
+        channels = values.shape[2]
+        unit = unit[..., 0] if channels <= 2 else np.clip(unit[..., :3] @ _LUMA, 0.0, 1.0)
+    gray = np.ascontiguousarray(unit, dtype=np.float32)
     if not np.all(np.isfinite(gray)):
-        raise UnreadableImageError(path, "float image contains NaN or infinite values")
+        raise UnreadableImageError(source, "array contains NaN or infinite values")
+    return gray
+
+
+def _unit_scale(values: np.ndarray) -> np.ndarray:
+    """Scale an integer, boolean or float array onto [0, 1] by the rules of
+    :func:`grayscale_from_array`."""
+    if values.dtype == np.bool_:
+        return values.astype(np.float32)
+    if values.dtype == np.uint8:
+        return values.astype(np.float32) / 255.0
+    if values.dtype.kind in "iu":
+        if values.dtype == np.uint16 or (values.min() >= 0 and values.max() <= 65535):
+            return values.astype(np.float32) / 65535.0
+        return _rescale(values.astype(np.float64))
+    floats = values.astype(np.float32)
+    finite = floats[np.isfinite(floats)]
+    if finite.size and (finite.min() < 0.0 or finite.max() > 1.0):
+        return _rescale(floats)
+    return floats
+
+
+def _decode(im: Image.Image, source: Path | str) -> np.ndarray:
+    """Load an opened image's pixels and turn them into unit grayscale."""
+    try:
+        im.load()
+        gray = _to_unit_gray(im)
+    except UnreadableImageError:
+        raise
+    except Exception as exc:
+        # PIL plugins raise OSError, SyntaxError, ValueError, struct.error, zlib.error
+        # and more for corrupt data; all of them mean the same thing to the caller.
+        raise UnreadableImageError(source, f"cannot decode pixels ({_describe(exc)})") from exc
+    if not np.all(np.isfinite(gray)):
+        raise UnreadableImageError(source, "float image contains NaN or infinite values")
     return gray
 
 
@@ -201,30 +287,35 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
         raise UnreadableImageError(path, "not a regular file")
     if size == 0:
         raise UnreadableImageError(path, "file is empty (0 bytes); re-export or remove it")
+    return _open_stream(path, path, max_pixels)
+
+
+def _open_stream(source: Path | str, stream: Path | BinaryIO, max_pixels: int) -> Image.Image:
+    """Open an image from a path or binary stream lazily; ``source`` names it in errors."""
     try:
         with warnings.catch_warnings():
             # We enforce our own limit below; PIL's warning (above Image.MAX_IMAGE_PIXELS)
             # and EXIF complaints would only be noise.
             warnings.simplefilter("ignore")
-            im = Image.open(path, formats=_PIL_FORMATS)
+            im = Image.open(stream, formats=_PIL_FORMATS)
     except Image.DecompressionBombError as exc:
         # PIL refuses on its own above 2 x Image.MAX_IMAGE_PIXELS, before we see the size,
         # whatever max_pixels says; we leave that global alone.
-        raise UnreadableImageError(path, _bomb_reason(max_pixels)) from exc
+        raise UnreadableImageError(source, _bomb_reason(max_pixels)) from exc
     except Image.UnidentifiedImageError as exc:
         raise UnreadableImageError(
-            path, "not a readable PNG, JPEG, TIFF or BMP image (wrong content or corrupt header)"
+            source, "not a readable PNG, JPEG, TIFF or BMP image (wrong content or corrupt header)"
         ) from exc
     except Exception as exc:
-        raise UnreadableImageError(path, f"cannot open image ({_describe(exc)})") from exc
+        raise UnreadableImageError(source, f"cannot open image ({_describe(exc)})") from exc
     width, height = im.size
     if width <= 0 or height <= 0:
         im.close()
-        raise UnreadableImageError(path, f"image header declares an empty size {width}x{height}")
+        raise UnreadableImageError(source, f"image header declares an empty size {width}x{height}")
     if width * height > max_pixels:
         im.close()
         raise UnreadableImageError(
-            path,
+            source,
             f"image is {width}x{height} = {width * height} pixels, above the limit of "
             f"{max_pixels}; downscale or crop it, or raise max_pixels",
         )

@@ -63,6 +63,9 @@ def _weight(content: RecordDict, key: str) -> float:
     return float(value)
 
 
+CONTENT_ORDER_BYTES = 64  # per array, for the aggregation order
+
+
 def _content_order(msg: Message) -> bytes:
     """A sort key that depends on what a reply holds, not on who sent it.
 
@@ -74,7 +77,9 @@ def _content_order(msg: Message) -> bytes:
     for arrays in msg.content.array_records.values():
         for key, array in arrays.items():
             digest.update(key.encode())
-            digest.update(array.data[:4096])
+            # The last bytes of every array are values (the .npy header comes first):
+            # enough to tell different members' updates apart, cheap for large ones.
+            digest.update(array.data[-CONTENT_ORDER_BYTES:])
     for metrics in msg.content.metric_records.values():
         digest.update(repr(sorted(metrics.items())).encode())
     return digest.digest()

@@ -16,6 +16,10 @@ import torch
 
 Arrays = Mapping[str, np.ndarray]
 
+# The deltas are read-only views of the received bytes and torch only reads them; its
+# warning about non-writable arrays is filtered once here, not around every tensor.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
 
 def _weighted_sum(
     start: np.ndarray | None, deltas: Sequence[np.ndarray], shares: Sequence[float]
@@ -23,16 +27,13 @@ def _weighted_sum(
     """``start + sum_i shares[i] * deltas[i]`` in a new float32 array, one fused pass per
     delta (torch's ``add`` with ``alpha`` is an axpy; numpy's ``acc += w * d`` first
     writes ``w * d`` to a temporary the size of the tensor). ``start=None`` means zero."""
-    with warnings.catch_warnings():
-        # The deltas are read-only views of the received bytes; torch only reads them.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        tensors = [torch.from_numpy(delta) for delta in deltas]
-        if start is None:
-            acc = torch.mul(tensors[0], shares[0])
-        else:
-            acc = torch.add(torch.from_numpy(start), tensors[0], alpha=shares[0])
-        for tensor, share in zip(tensors[1:], shares[1:], strict=True):
-            acc.add_(tensor, alpha=share)
+    tensors = [torch.from_numpy(delta) for delta in deltas]
+    if start is None:
+        acc = torch.mul(tensors[0], shares[0])
+    else:
+        acc = torch.add(torch.from_numpy(start), tensors[0], alpha=shares[0])
+    for tensor, share in zip(tensors[1:], shares[1:], strict=True):
+        acc.add_(tensor, alpha=share)
     return acc.numpy()
 
 

@@ -9,6 +9,7 @@ the coordinator reads a read-only view of the bytes and writes header and values
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 
@@ -28,6 +29,12 @@ def _npy_data_offset(data: bytes) -> int:
     return 12 + int.from_bytes(data[8:12], "little")  # formats 2.0 and 3.0
 
 
+@functools.lru_cache(maxsize=64)
+def _dtype(name: str) -> np.dtype:
+    """``np.dtype(name)``, parsed once per name (a round reads thousands of arrays)."""
+    return np.dtype(name)
+
+
 def array_view(array: Array) -> np.ndarray:
     """A read-only numpy view of an Array's ``.npy`` bytes, without the copy (and the
     header parsing) of ``Array.numpy()``.
@@ -37,8 +44,8 @@ def array_view(array: Array) -> np.ndarray:
     own update, which validation then judges like any other.
     """
     try:
-        dtype = np.dtype(array.dtype)
-        shape = tuple(int(n) for n in array.shape)
+        dtype = _dtype(array.dtype)
+        shape = tuple(map(int, array.shape))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"array declares dtype {array.dtype!r}, shape {array.shape!r}") from exc
     size = math.prod(shape) * dtype.itemsize

@@ -19,7 +19,9 @@ from fractofl.core.imageio import (
     IMAGE_SUFFIXES,
     ImageInfo,
     UnreadableImageError,
+    decode_grayscale,
     file_digest,
+    grayscale_from_array,
     probe_image,
     read_grayscale,
 )
@@ -351,3 +353,73 @@ def test_file_digest_is_sha256_of_content(tmp_path: Path) -> None:
 
     # Assert
     assert digest == hashlib.sha256(data).hexdigest()
+
+
+# ---- bytes and arrays (served requests) follow the file rules ----
+
+
+@pytest.mark.parametrize("name", ["gray.png", "gray16.tif", "gray16.png", "rgba.png", "gray.jpg"])
+def test_bytes_decode_exactly_like_the_file(tmp_path: Path, name: str) -> None:
+    # Prepare
+    gray = gradient_u8()
+    image = {
+        "gray.png": Image.fromarray(gray),
+        "gray16.tif": Image.fromarray(gray.astype(np.uint16) * 257 + 3),
+        "gray16.png": Image.fromarray(gray.astype(np.uint16) * 251),
+        "rgba.png": Image.fromarray(np.dstack([gray, gray[::-1], 255 - gray, gray]), "RGBA"),
+        "gray.jpg": Image.fromarray(gray),
+    }[name]
+    path = tmp_path / name
+    image.save(path)
+    # Execute
+    decoded = decode_grayscale(path.read_bytes(), "request")
+    # Assert
+    np.testing.assert_array_equal(decoded, read_grayscale(path))
+
+
+def test_empty_or_truncated_bytes_are_unreadable_and_named(tmp_path: Path) -> None:
+    # Prepare
+    path = tmp_path / "g.png"
+    Image.fromarray(gradient_u8()).save(path)
+    # Execute / Assert
+    with pytest.raises(UnreadableImageError, match="request: no image data"):
+        decode_grayscale(b"", "request")
+    with pytest.raises(UnreadableImageError, match="request: cannot decode pixels"):
+        decode_grayscale(path.read_bytes()[:-30], "request")
+
+
+def test_arrays_follow_the_file_rules(tmp_path: Path) -> None:
+    # Prepare
+    gray = gradient_u8()
+    rgb = np.dstack([gray, gray[::-1], 255 - gray])
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    wide = gray.astype(np.uint16) * 257
+    # Execute / Assert: each dtype and layout maps to [0, 1] as the image files do
+    np.testing.assert_array_equal(grayscale_from_array(gray), gray / np.float32(255))
+    np.testing.assert_array_equal(grayscale_from_array(wide), wide / np.float32(65535))
+    np.testing.assert_allclose(
+        grayscale_from_array(rgb), read_grayscale(tmp_path / "rgb.png"), atol=1e-6
+    )
+    rgba = np.dstack([rgb, np.zeros_like(gray)])
+    np.testing.assert_allclose(grayscale_from_array(rgba), grayscale_from_array(rgb), atol=1e-6)
+    np.testing.assert_array_equal(grayscale_from_array(gray[..., None]), gray / np.float32(255))
+    assert grayscale_from_array(np.array([[-2.0, 2.0]])).tolist() == [[0.0, 1.0]]
+    assert grayscale_from_array(np.array([[True, False]])).tolist() == [[1.0, 0.0]]
+    assert grayscale_from_array(gray).dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (np.array(["a", "b"]), "dtype <U1 is not an image"),
+        (np.zeros((2, 2, 5)), r"shape \(2, 2, 5\) is not an image"),
+        (np.zeros(4), r"shape \(4,\) is not an image"),
+        (np.zeros((0, 3)), "has no pixels"),
+        (np.array([[np.inf]]), "NaN or infinite"),
+        (np.zeros((30, 40)), "above the limit of 1000"),
+    ],
+)
+def test_arrays_that_are_not_images_are_unreadable(values: np.ndarray, message: str) -> None:
+    # Execute / Assert
+    with pytest.raises(UnreadableImageError, match=message):
+        grayscale_from_array(values, "request", max_pixels=1000)

@@ -1,0 +1,359 @@
+"""Latency and throughput of the local endpoint against the in-process model forward.
+
+Usage: ``.venv/bin/python bench/serving.py [--model resnet18] [--requests 200]
+[--concurrency 8] [--work DIR] [--results FILE]`` (about 2 minutes on 2 CPU cores).
+
+In one run: a fresh model of the chosen architecture (224 x 224 grayscale input, 4
+classes) is published to a temporary signed registry, and ``fractofl serve local``
+serves it in its own process. The benchmark process loads the very same artifact
+in-process and interleaves, request by request,
+
+  (1) the model forward: the network and softmax on the already preprocessed tensor,
+  (2) the whole in-process pipeline: ``input_fn`` (PNG decoding, preprocessing),
+      ``predict_fn`` and ``output_fn`` of the artifact's ``inference.py``,
+  (3) one HTTP request to the endpoint (``POST /invocations``, keep-alive connection),
+
+so that all three see the same machine state; then (4) ``--concurrency`` clients send
+requests at once, each on its own connection, for throughput. The table goes to
+stdout and into ``bench/RESULTS.md`` (section ``bench-serving``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from machine import describe_machine
+from PIL import Image
+from report import markdown_grid, write_section
+
+from fractofl.core.checkpoint import Checkpoint
+from fractofl.core.factory import model_for, preprocessing_for
+from fractofl.core.registry import ModelRegistry
+from fractofl.core.run_config import ModelConfig, RunConfig
+from fractofl.core.signing import create_key_pair, load_private_key, load_public_key
+from fractofl.serving.artifact_loader import load_handlers
+from fractofl.serving.serve_local import prepare_model_dir
+
+BENCH_DIR = Path(__file__).resolve().parent
+BEGIN = "<!-- bench-serving:begin (written by bench/serving.py; edits inside are overwritten) -->"
+END = "<!-- bench-serving:end -->"
+IMAGE_SIZE = 224
+WARMUP = 20
+TARGET_RATIO = 1.2
+START_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """Seconds per request."""
+
+    samples: list[float]
+
+    def percentile(self, q: float) -> float:
+        """The ``q``-th percentile (0-100), linear interpolation."""
+        return float(np.percentile(self.samples, q))
+
+    @property
+    def mean(self) -> float:
+        """Arithmetic mean."""
+        return statistics.fmean(self.samples)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def request_png(seed: int = 0) -> bytes:
+    """A 224 x 224 8-bit grayscale PNG with some texture."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.normal(128, 40, (IMAGE_SIZE, IMAGE_SIZE)).clip(0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def publish_model(work: Path, model_name: str) -> tuple[list[str], ModelRegistry]:
+    """A signed registry version of a fresh ``model_name``; the Hydra overrides that
+    point ``fractofl serve local`` at it."""
+    keys = work / "keys"
+    create_key_pair(keys / "bench.key", keys / "bench.pub", None)
+    cfg = RunConfig(model=ModelConfig(name=model_name, image_size=IMAGE_SIZE))
+    torch.manual_seed(0)
+    checkpoint = Checkpoint(
+        architecture=model_name,
+        arch_args={},
+        classes=list(cfg.data.classes),
+        preprocessing=preprocessing_for(cfg),
+        state_dict=model_for(cfg).state_dict(),
+        round=1,
+        run_id="bench-serving",
+    )
+    registry = ModelRegistry(work / "registry")
+    registry.publish(
+        checkpoint,
+        config_digest="bench",
+        parent=None,
+        key=load_private_key(keys / "bench.key", None),
+    )
+    overrides = [
+        f"registry.root={work / 'registry'}",
+        f"registry.trusted_public_key={keys / 'bench.pub'}",
+    ]
+    return overrides, registry
+
+
+def start_endpoint(overrides: Sequence[str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """``fractofl serve local`` in its own process, once ``/ping`` answers."""
+    command = [
+        str(Path(sys.executable).with_name("fractofl")),
+        "serve",
+        "local",
+        "latest",
+        *overrides,
+        "--port",
+        str(port),
+    ]
+    log = open(log_path, "wb")  # noqa: SIM115 (closed with the process)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the endpoint exited ({process.returncode}); see {log_path}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/ping")
+            if connection.getresponse().status == 200:
+                connection.close()
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"the endpoint did not answer /ping in {START_TIMEOUT_S:.0f} s")
+
+
+class Client:
+    """One keep-alive HTTP connection to the endpoint."""
+
+    def __init__(self, port: int) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def invoke(self, body: bytes) -> dict[str, object]:
+        """POST /invocations; the JSON answer (raises on any other status)."""
+        self.connection.request(
+            "POST", "/invocations", body=body, headers={"Content-Type": "image/png"}
+        )
+        response = self.connection.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"endpoint answered {response.status}: {payload[:200]!r}")
+        return dict(json.loads(payload))
+
+
+def timed(call: Callable[[], object]) -> float:
+    """Seconds one call takes."""
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def interleaved(paths: dict[str, Callable[[], object]], requests: int) -> dict[str, Latencies]:
+    """Each path ``WARMUP`` times, then all paths in turn ``requests`` times."""
+    for call in paths.values():
+        for _ in range(WARMUP):
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(requests):
+        for name, call in paths.items():
+            samples[name].append(timed(call))
+    return {name: Latencies(values) for name, values in samples.items()}
+
+
+def concurrent_load(port: int, body: bytes, clients: int, requests: int) -> tuple[float, Latencies]:
+    """``clients`` threads each send ``requests // clients`` requests on their own
+    connection; requests per second over the whole load, and their latencies."""
+    per_client = max(1, requests // clients)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        client = Client(port)
+        mine = []
+        try:
+            for _ in range(per_client):
+                mine.append(timed(lambda: client.invoke(body)))
+        except BaseException as exc:  # reported after the join
+            failures.append(exc)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"{len(failures)} client(s) failed: {failures[0]}")
+    return len(latencies) / elapsed, Latencies(latencies)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def section(
+    command: str,
+    model: str,
+    requests: int,
+    clients: int,
+    results: dict[str, Latencies],
+    throughput: float,
+    loaded: Latencies,
+) -> str:
+    """The Markdown section for RESULTS.md."""
+    forward = results["forward"]
+    rows = []
+    labels = {
+        "forward": "(1) in-process model forward (network + softmax, preprocessed tensor)",
+        "pipeline": "(2) in-process input_fn + predict_fn + output_fn (PNG in, JSON out)",
+        "http": "(3) local endpoint, POST /invocations over HTTP (keep-alive)",
+    }
+    for name, label in labels.items():
+        lat = results[name]
+        rows.append(
+            [
+                label,
+                _ms(lat.percentile(50)),
+                _ms(lat.percentile(99)),
+                f"{lat.percentile(50) / forward.percentile(50):.2f}x",
+                f"{lat.percentile(99) / forward.percentile(99):.2f}x",
+            ]
+        )
+    ratio = results["http"].percentile(50) / forward.percentile(50)
+    met = "met" if ratio <= TARGET_RATIO else "NOT met"
+    sequential = 1 / results["http"].mean
+    machine = describe_machine()
+    lines = [
+        BEGIN,
+        "## Serving: local endpoint against the in-process forward",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {machine['cpus']} CPUs "
+        f"({machine['cpu model']}), {machine['memory']}, torch {machine['torch']}, "
+        f"{machine['device']}",
+        "",
+        f"Model `{model}` (fresh weights), one {IMAGE_SIZE} x {IMAGE_SIZE} 8-bit grayscale PNG "
+        f"per request; {requests} requests per path after {WARMUP} warm-up requests, the three "
+        "paths interleaved request by request in one run.",
+        "",
+        markdown_grid(["Path", "p50 ms", "p99 ms", "p50 / (1)", "p99 / (1)"], rows),
+        "",
+        f"Target (3) p50 at most {TARGET_RATIO}x (1): **{met}** ({ratio:.2f}x).",
+        "",
+        markdown_grid(
+            ["Load", "Requests/s", "p50 ms", "p99 ms"],
+            [
+                [
+                    "1 client, sequential (from (3))",
+                    f"{sequential:.1f}",
+                    _ms(results["http"].percentile(50)),
+                    _ms(results["http"].percentile(99)),
+                ],
+                [
+                    f"{clients} concurrent clients",
+                    f"{throughput:.1f}",
+                    _ms(loaded.percentile(50)),
+                    _ms(loaded.percentile(99)),
+                ],
+            ],
+        ),
+        "",
+        "Notes: the endpoint is `fractofl serve local` in its own process (torch's default "
+        "threads); the benchmark process holds the same artifact loaded in-process through "
+        "the artifact's own `code/inference.py`. (3) includes HTTP parsing, PNG decoding, "
+        "preprocessing, JSON encoding and the loopback round trip; the concurrent clients "
+        "share the machine's cores with the endpoint.",
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, print the table, write it into RESULTS.md."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--work", type=Path, default=BENCH_DIR / "out" / "serving")
+    parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md")
+    args = parser.parse_args(argv)
+    command = shlex.join(sys.orig_argv)
+    work: Path = args.work / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    work.mkdir(parents=True)
+    overrides, registry = publish_model(work, args.model)
+    trusted = load_public_key(work / "keys" / "bench.pub")
+    handlers = load_handlers(prepare_model_dir(registry, "latest", trusted, work / "inprocess"))
+    body = request_png()
+    data = handlers.input_fn(body, "image/png")
+    model = handlers.model
+    batch = model.preprocessing.to_tensor(data)[None].to(model.device)
+
+    def forward() -> object:
+        with torch.inference_mode():
+            return torch.softmax(model.network(batch).float(), dim=1)
+
+    def pipeline() -> object:
+        prediction = handlers.predict_fn(handlers.input_fn(body, "image/png"), model)
+        return handlers.output_fn(prediction, "application/json")
+
+    port = free_port()
+    endpoint = start_endpoint(overrides, port, work / "endpoint.log")
+    try:
+        client = Client(port)
+        answer = client.invoke(body)
+        expected = json.loads(pipeline()[0])  # type: ignore[index]
+        if answer["probabilities"] != expected["probabilities"]:
+            raise RuntimeError("the endpoint and the in-process model disagree")
+        print(f"endpoint up on port {port}; {args.requests} requests per path ...", flush=True)
+        results = interleaved(
+            {"forward": forward, "pipeline": pipeline, "http": lambda: client.invoke(body)},
+            args.requests,
+        )
+        print(f"{args.concurrency} concurrent clients ...", flush=True)
+        throughput, loaded = concurrent_load(port, body, args.concurrency, args.requests * 2)
+    finally:
+        endpoint.send_signal(signal.SIGTERM)
+        endpoint.wait(timeout=30)
+    text = section(
+        command, args.model, args.requests, args.concurrency, results, throughput, loaded
+    )
+    print(text)
+    write_section(args.results, text, BEGIN, END)
+    print(f"results written to {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Query an endpoint from Python: a local endpoint over HTTP, or SageMaker through boto3.
+
+>>> client = EndpointClient("http://127.0.0.1:8080")          # fractofl serve local
+>>> client = EndpointClient("fractofl", region="eu-central-1")  # a SageMaker endpoint
+>>> client.predict("broken_shaft.tif").label
+'fatigue'
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fractofl.serving.contract import API_KEY_ATTRIBUTE, API_KEY_HEADER, INVOCATIONS_PATH
+from fractofl.serving.errors import EndpointError
+
+CONTENT_TYPES_BY_SUFFIX = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".npy": "application/x-npy",
+}
+DEFAULT_TIMEOUT_S = 70.0
+"""AWS's advice for SageMaker clients: the model may take 60 s, so wait a little longer."""
+_JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One answer: the class, every class's probability and the model version."""
+
+    label: str
+    probabilities: dict[str, float]
+    model_version: str
+
+    @property
+    def probability(self) -> float:
+        """The probability of the predicted class."""
+        return self.probabilities[self.label]
+
+    @classmethod
+    def from_json(cls, body: bytes, source: str) -> Prediction:
+        """Parse an endpoint's JSON answer; ``source`` names the endpoint in errors."""
+        try:
+            values = json.loads(body)
+            return cls(
+                str(values["class"]),
+                {str(k): float(v) for k, v in values["probabilities"].items()},
+                str(values["model_version"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise EndpointError(
+                f"{source} answered something that is not a fractofl prediction: {exc}"
+            ) from None
+
+
+class EndpointClient:
+    """A fractofl endpoint: ``target`` is a URL (local endpoint) or a SageMaker name.
+
+    Parameters
+    ----------
+    target
+        ``http(s)://host:port`` (``/invocations`` is added unless the path names a
+        route), or the name of a SageMaker endpoint.
+    api_key
+        The local endpoint's API key, if it has one.
+    region
+        AWS region of a SageMaker endpoint (default: boto3's configuration).
+    timeout_s
+        How long to wait for one answer.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        api_key: str | None = None,
+        region: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.target = target
+        self.api_key = api_key or None
+        self.region = region
+        self.timeout_s = timeout_s
+        self.is_url = target.startswith(("http://", "https://"))
+        self._runtime: Any = None
+
+    def predict(self, image: Path | str | bytes, content_type: str | None = None) -> Prediction:
+        """Classify one image (a file, or its bytes with ``content_type``)."""
+        if isinstance(image, bytes):
+            if content_type is None:
+                raise EndpointError("give content_type for image bytes, e.g. 'image/png'")
+            body = image
+        else:
+            path = Path(image)
+            content_type = content_type or guess_content_type(path)
+            try:
+                body = path.read_bytes()
+            except OSError as exc:
+                raise EndpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if self.is_url:
+            return Prediction.from_json(self._post(body, content_type), self.target)
+        return Prediction.from_json(self._invoke_sagemaker(body, content_type), self.target)
+
+    def _post(self, body: bytes, content_type: str) -> bytes:
+        url = self.target.rstrip("/")
+        if not url.split("://", 1)[1].count("/"):
+            url += INVOCATIONS_PATH
+        headers = {"Content-Type": content_type, "Accept": _JSON}
+        if self.api_key:
+            headers[API_KEY_HEADER] = self.api_key
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            raise EndpointError(f"{url} answered {exc.code}: {_reason(exc.read())}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise EndpointError(f"cannot reach {url}: {reason}; is the endpoint up?") from None
+
+    def _invoke_sagemaker(self, body: bytes, content_type: str) -> bytes:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        arguments: dict[str, Any] = {
+            "EndpointName": self.target,
+            "ContentType": content_type,
+            "Accept": _JSON,
+            "Body": body,
+        }
+        if self.api_key:
+            arguments["CustomAttributes"] = f"{API_KEY_ATTRIBUTE}={self.api_key}"
+        try:
+            if self._runtime is None:
+                self._runtime = boto3.client("sagemaker-runtime", region_name=self.region)
+            response = self._runtime.invoke_endpoint(**arguments)
+            return bytes(response["Body"].read())
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise EndpointError(
+                f"SageMaker endpoint {self.target!r} answered {error.get('Code', '?')}: "
+                f"{error.get('Message', exc)}"
+            ) from None
+        except BotoCoreError as exc:
+            raise EndpointError(
+                f"cannot call SageMaker endpoint {self.target!r}: {exc} (check the AWS "
+                "credentials and region, serving.region)"
+            ) from None
+
+
+def guess_content_type(path: Path) -> str:
+    """The content type of an image file, from its suffix."""
+    try:
+        return CONTENT_TYPES_BY_SUFFIX[path.suffix.lower()]
+    except KeyError:
+        raise EndpointError(
+            f"{path}: cannot tell the content type from suffix {path.suffix!r}; use one of "
+            f"{', '.join(CONTENT_TYPES_BY_SUFFIX)}"
+        ) from None
+
+
+def _reason(body: bytes) -> str:
+    """The ``error`` of a JSON error reply, else the body's start."""
+    try:
+        return str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        return body[:200].decode(errors="replace") or "(no body)"

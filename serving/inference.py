@@ -1,0 +1,228 @@
+"""SageMaker's four inference functions for a fractofl model; ships as ``code/inference.py``.
+
+The SageMaker PyTorch container (and ``fractofl serve local``, which imports this very
+file from the artifact) calls :func:`model_fn` once, then :func:`input_fn`,
+:func:`predict_fn` and :func:`output_fn` per request. It imports only torch, numpy,
+PIL and the fractofl modules vendored beside it (``code/fractofl/``), never flwr or Hydra.
+
+Trust chain
+-----------
+1. ``fractofl serve package`` loads the registry version only after
+   :meth:`~fractofl.core.registry.ModelRegistry.load_verified` has checked the Ed25519
+   signature over ``metadata.json`` (which holds model.pt's SHA-256) against the trusted
+   key; it converts those verified weights to ``model.safetensors`` and records the new
+   file's SHA-256 in ``serving.json``.
+2. ``metadata.json`` and ``signature`` travel unchanged, so the classes, preprocessing,
+   architecture and version stay verifiable by anyone holding the consortium's key.
+3. :func:`model_fn` checks the weights file against ``serving.json`` (a corrupt or
+   swapped file is refused) and, when a trusted public key is present (PEM text in
+   ``$FRACTOFL_TRUSTED_PUBLIC_KEY`` or a ``trusted.pub`` file next to the model),
+   verifies the signature over ``metadata.json``; without a key it logs that it did not.
+   ``serving.json`` itself is unsigned: the weights are as authentic as the artifact
+   (its storage and transfer), vouched for by the packager in step 1. The local endpoint
+   always verifies, since it packages the version it serves itself from the registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fractofl.core.models import build_model
+from fractofl.core.preprocessing import Preprocessing
+from fractofl.serving.decoding import decode_request, media_type
+from fractofl.serving.request_errors import NotAcceptableError
+from fractofl.serving.safetensors_io import SafetensorsError, from_safetensors
+
+log = logging.getLogger("fractofl.inference")
+
+METADATA_FILE = "metadata.json"
+SIGNATURE_FILE = "signature"
+SERVING_FILE = "serving.json"
+SERVING_FORMAT = 1
+TRUSTED_KEY_FILE = "trusted.pub"
+TRUSTED_KEY_ENV = "FRACTOFL_TRUSTED_PUBLIC_KEY"
+JSON_TYPE = "application/json"
+_JSON_ACCEPTS = {"", JSON_TYPE, "application/*", "*/*"}
+
+
+class ModelLoadError(RuntimeError):
+    """The artifact's files are missing, inconsistent, or fail verification."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What :func:`model_fn` hands to :func:`predict_fn`."""
+
+    network: nn.Module
+    preprocessing: Preprocessing
+    classes: tuple[str, ...]
+    version: str
+    device: torch.device
+    signature_verified: bool
+
+
+def model_fn(model_dir: str) -> ServedModel:
+    """Verify and load the model in ``model_dir`` (SageMaker's ``/opt/ml/model``)."""
+    folder = Path(model_dir)
+    serving = _read_json(folder / SERVING_FILE)
+    if serving.get("format") != SERVING_FORMAT:
+        raise ModelLoadError(f"{folder / SERVING_FILE} is not of format {SERVING_FORMAT}")
+    payload = _read_bytes(folder / METADATA_FILE)
+    verified = _check_signature(folder, payload)
+    meta = _parse_json(payload, folder / METADATA_FILE)
+    try:
+        # The registry's folder name (core.registry.version_name, not shipped: it
+        # imports cryptography at the top).
+        version = f"v{int(meta['version']):06d}"
+        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        classes = tuple(str(c) for c in meta["classes"])
+        network = build_model(
+            meta["architecture"],
+            num_classes=len(classes),
+            in_channels=preprocessing.in_channels,
+            **meta["arch_args"],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{folder / METADATA_FILE} does not describe a fractofl model ({exc}); repackage it"
+        ) from None
+    if serving.get("version") != version:
+        raise ModelLoadError(
+            f"{folder / SERVING_FILE} is for version {serving.get('version')!r} but the "
+            f"signed metadata is for {version}; repackage the model"
+        )
+    try:
+        network.load_state_dict(_read_weights(folder, serving))
+    except RuntimeError as exc:
+        raise ModelLoadError(f"the weights do not fit {meta['architecture']}: {exc}") from exc
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    log.info("fractofl model %s loaded on %s (signature verified: %s)", version, device, verified)
+    return ServedModel(network.to(device).eval(), preprocessing, classes, version, device, verified)
+
+
+def input_fn(request_body: bytes, request_content_type: str) -> np.ndarray:
+    """Decode a request to float32 grayscale in [0, 1] (H x W).
+
+    The model's own preprocessing (resize, normalise) follows in :func:`predict_fn`,
+    the first function that is handed the model. Raises a
+    :class:`~fractofl.serving.request_errors.RequestError` with status 415 for an
+    unsupported content type and 400 for an empty or undecodable body.
+    """
+    return decode_request(request_body, request_content_type)
+
+
+def predict_fn(input_data: np.ndarray, model: ServedModel) -> dict[str, Any]:
+    """Classify one grayscale image: the class, every class's probability, the version."""
+    batch = model.preprocessing.to_tensor(input_data)[None].to(model.device)
+    with torch.inference_mode():
+        logits = model.network(batch)
+    probabilities = torch.softmax(logits.float(), dim=1)[0].cpu().tolist()
+    best = max(range(len(probabilities)), key=probabilities.__getitem__)
+    return {
+        "class": model.classes[best],
+        "probabilities": dict(zip(model.classes, probabilities, strict=True)),
+        "model_version": model.version,
+        "classes": list(model.classes),
+    }
+
+
+def output_fn(prediction: dict[str, Any], accept: str | None) -> tuple[bytes, str]:
+    """Encode a prediction as JSON; any other ``Accept`` gets a 406."""
+    accepted = {media_type(part) for part in (accept or "").split(",")}
+    if not accepted & _JSON_ACCEPTS:
+        raise NotAcceptableError(f"accept {accept!r} excludes {JSON_TYPE}, the only answer format")
+    return json.dumps(prediction).encode(), JSON_TYPE
+
+
+def _check_signature(folder: Path, payload: bytes) -> bool:
+    """Verify the signature over metadata.json when a trusted key is configured."""
+    pem = _trusted_key_pem(folder)
+    if pem is None:
+        log.warning(
+            "fractofl model in %s: signature NOT verified; set %s to the consortium's public "
+            "key PEM, or put it in %s next to the model",
+            folder,
+            TRUSTED_KEY_ENV,
+            TRUSTED_KEY_FILE,
+        )
+        return False
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    except ImportError:
+        raise ModelLoadError(
+            "a trusted public key is configured but the cryptography package is missing; "
+            "list it in code/requirements.txt"
+        ) from None
+    try:
+        key = load_pem_public_key(pem)
+    except ValueError as exc:
+        raise ModelLoadError(f"the trusted public key is not a PEM public key: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ModelLoadError(f"the trusted public key is a {type(key).__name__}, not Ed25519")
+    try:
+        key.verify(_read_bytes(folder / SIGNATURE_FILE), payload)
+    except InvalidSignature:
+        raise ModelLoadError(
+            f"{folder / METADATA_FILE} is not signed by the trusted key (altered, or signed "
+            "by another key); refusing to serve it"
+        ) from None
+    return True
+
+
+def _read_weights(folder: Path, serving: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights file named in serving.json, checked against the SHA-256 there."""
+    name = str(serving.get("weights", ""))
+    if not name or Path(name).name != name:
+        raise ModelLoadError(f"{folder / SERVING_FILE} names no weights file beside it: {name!r}")
+    path = folder / name
+    weights = _read_bytes(path)
+    if hashlib.sha256(weights).hexdigest() != serving.get("weights_sha256"):
+        raise ModelLoadError(
+            f"{path} does not match the SHA-256 in {SERVING_FILE}: the file is corrupt or "
+            "was replaced; repackage the model"
+        )
+    try:
+        return from_safetensors(weights, str(path))
+    except SafetensorsError as exc:
+        raise ModelLoadError(str(exc)) from exc
+
+
+def _trusted_key_pem(folder: Path) -> bytes | None:
+    from_env = os.environ.get(TRUSTED_KEY_ENV, "").strip()
+    if from_env:
+        return from_env.encode()
+    path = folder / TRUSTED_KEY_FILE
+    return path.read_bytes() if path.is_file() else None
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}; is this a fractofl artifact?") from exc
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return _parse_json(_read_bytes(path), path)
+
+
+def _parse_json(payload: bytes, path: Path) -> dict[str, Any]:
+    try:
+        values = json.loads(payload)
+    except ValueError as exc:
+        raise ModelLoadError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise ModelLoadError(f"{path} is not a JSON object")
+    return values
