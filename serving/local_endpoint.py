@@ -18,6 +18,7 @@ import re
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,14 +91,33 @@ class EndpointSettings:
         )
 
 
+def inference_worker() -> ThreadPoolExecutor:
+    """The single thread that loads the model and answers every request."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="fractofl-inference")
+
+
 class LocalEndpoint(ThreadingHTTPServer):
-    """A threading HTTP server around one artifact's inference handlers."""
+    """A threading HTTP server around one artifact's inference handlers.
+
+    Connections are served by one thread each, but the handlers run on a single
+    inference thread (``worker``, which should also have loaded the model): torch's
+    OpenMP pool belongs to the thread that calls it, so torch called from many threads
+    keeps several pools spinning against each other on a small machine, which made
+    every request about 30 % slower (bench/RESULTS.md, serving).
+    """
 
     daemon_threads = True
 
-    def __init__(self, handlers: InferenceHandlers, settings: EndpointSettings) -> None:
+    def __init__(
+        self,
+        handlers: InferenceHandlers,
+        settings: EndpointSettings,
+        worker: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.handlers = handlers
         self.settings = settings
+        self.worker = worker or inference_worker()
+        # Requests admitted at once: queued for the inference thread or running on it.
         self.slots = threading.BoundedSemaphore(settings.max_concurrent)
         try:
             super().__init__((settings.host, settings.port), _Handler)
@@ -112,6 +132,11 @@ class LocalEndpoint(ThreadingHTTPServer):
         """``http://host:port`` as bound (the real port when 0 was asked for)."""
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def server_close(self) -> None:
+        """Close the socket and stop the inference thread."""
+        super().server_close()
+        self.worker.shutdown(wait=False, cancel_futures=True)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that broke outside a request's own handling: log one line."""
@@ -138,6 +163,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: LocalEndpoint
     protocol_version = "HTTP/1.1"
     timeout = SOCKET_TIMEOUT_S
+    # Headers and body leave in separate writes; with Nagle's algorithm the body would
+    # wait for the client's (delayed) ACK of the headers on every keep-alive request.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -234,10 +262,14 @@ class _Handler(BaseHTTPRequestHandler):
         """The artifact's input_fn, predict_fn and output_fn; their errors' statuses."""
         handlers = self.server.handlers
         try:
+            content_type, accept = self.headers.get("Content-Type", ""), self.headers.get("Accept")
+
+            def answer_request() -> Any:
+                data = handlers.input_fn(body, content_type)
+                return handlers.output_fn(handlers.predict_fn(data, handlers.model), accept)
+
             with self.server.slots:
-                data = handlers.input_fn(body, self.headers.get("Content-Type", ""))
-                prediction = handlers.predict_fn(data, handlers.model)
-                answer = handlers.output_fn(prediction, self.headers.get("Accept"))
+                answer = self.server.worker.submit(answer_request).result()
         except Exception as exc:
             status = getattr(exc, "status_code", None)
             if isinstance(status, int) and 400 <= status < 500:

@@ -16,7 +16,7 @@ from fractofl.core.signing import public_pem
 from fractofl.serving.artifact_loader import load_handlers
 from fractofl.serving.errors import EndpointError
 from fractofl.serving.inference import TRUSTED_KEY_FILE
-from fractofl.serving.local_endpoint import EndpointSettings, LocalEndpoint
+from fractofl.serving.local_endpoint import EndpointSettings, LocalEndpoint, inference_worker
 from fractofl.serving.package import extract_artifact, package_version
 
 MODEL_DIR = "model"
@@ -48,7 +48,13 @@ def start_local_endpoint(
     EndpointError
         If the address cannot be bound, or the model was not verified on load.
     """
-    handlers = load_handlers(prepare_model_dir(registry, version, trusted, workdir))
-    if not getattr(handlers.model, "signature_verified", False):
-        raise EndpointError(f"{handlers.version}: model_fn did not verify the signature")
-    return LocalEndpoint(handlers, settings)
+    model_dir = prepare_model_dir(registry, version, trusted, workdir)
+    worker = inference_worker()  # model_fn runs on the thread that will answer requests
+    try:
+        handlers = worker.submit(load_handlers, model_dir).result()
+        if not getattr(handlers.model, "signature_verified", False):
+            raise EndpointError(f"{handlers.version}: model_fn did not verify the signature")
+        return LocalEndpoint(handlers, settings, worker)
+    except BaseException:
+        worker.shutdown(wait=False)
+        raise
