@@ -9,7 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from fractofl.cli.config import load_run_config
+from fractofl.core.imageio import UnreadableImageError, grayscale_from_array, read_grayscale
 from fractofl.serving.client import EndpointClient
 from fractofl.serving.errors import EndpointError
 
@@ -34,6 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--json", action="store_true", help="print the answers as JSON")
     predict.add_argument(
+        "--heatmap",
+        type=Path,
+        metavar="OUT.png-or-DIR",
+        help="ask for the Grad-CAM heat map and write it over the image (gray image, jet "
+        "colours where the class is driven) to OUT.png; with several images, or when it is "
+        "a folder, write DIR/<stem>_heatmap.png for each",
+    )
+    predict.add_argument(
         "--api-key-env",
         metavar="VAR",
         help="environment variable holding the API key (default serving.api_key_env)",
@@ -51,7 +63,7 @@ def _predict(args: argparse.Namespace) -> int:
     key_env = args.api_key_env or serving.api_key_env
     api_key = os.environ.get(key_env, "") if key_env else ""
     client = EndpointClient(args.endpoint, api_key=api_key or None, region=serving.region)
-    results = [_classify(client, Path(image)) for image in images]
+    results = [_classify(client, Path(image), args.heatmap, len(images)) for image in images]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -61,18 +73,50 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if any("error" in r for r in results) else 0
 
 
-def _classify(client: EndpointClient, image: Path) -> dict[str, Any]:
+def _classify(
+    client: EndpointClient, image: Path, heatmap_out: Path | None, count: int
+) -> dict[str, Any]:
     try:
-        answer = client.predict(image)
+        answer = client.predict(image, heatmap=heatmap_out is not None)
     except EndpointError as exc:
         return {"file": str(image), "error": str(exc)}
-    return {
+    result: dict[str, Any] = {
         "file": str(image),
         "class": answer.label,
         "probability": answer.probability,
         "probabilities": answer.probabilities,
         "model_version": answer.model_version,
     }
+    if heatmap_out is not None and answer.heatmap is not None:
+        target = heatmap_out
+        if count > 1 or heatmap_out.is_dir():
+            target = heatmap_out / f"{image.stem}_heatmap.png"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            heatmap_overlay(_read_image(image), answer.heatmap).save(target)
+        except (OSError, UnreadableImageError) as exc:
+            return {**result, "error": f"cannot write the heat map to {target}: {exc}"}
+        result["heatmap"] = str(target)
+    return result
+
+
+def heatmap_overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> Image.Image:
+    """An RGB picture: ``gray`` (H x W in [0, 1]) with ``heatmap`` (same size, [0, 1])
+    over it in matplotlib's ``jet`` colours, more opaque where the heat is higher."""
+    from matplotlib import colormaps
+
+    if gray.shape != heatmap.shape:
+        raise ValueError(f"heat map of {heatmap.shape} does not fit an image of {gray.shape}")
+    colours = colormaps["jet"](np.clip(heatmap, 0, 1))[..., :3]
+    weight = alpha * np.clip(heatmap, 0, 1)[..., None]
+    blended = (1 - weight) * np.clip(gray, 0, 1)[..., None] + weight * colours
+    return Image.fromarray(np.round(blended * 255).astype(np.uint8))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    if path.suffix.lower() == ".npy":
+        return grayscale_from_array(np.load(path, allow_pickle=False), str(path))
+    return read_grayscale(path)
 
 
 def _print_table(results: list[dict[str, Any]]) -> None:

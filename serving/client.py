@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
 import urllib.error
 import urllib.request
@@ -15,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fractofl.serving.contract import API_KEY_ATTRIBUTE, API_KEY_HEADER, INVOCATIONS_PATH
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fractofl.serving.contract import (
+    API_KEY_ATTRIBUTE,
+    API_KEY_HEADER,
+    HEATMAP_OPTION,
+    INVOCATIONS_PATH,
+)
 from fractofl.serving.errors import EndpointError
 
 CONTENT_TYPES_BY_SUFFIX = {
@@ -33,11 +44,13 @@ _JSON = "application/json"
 
 @dataclass(frozen=True)
 class Prediction:
-    """One answer: the class, every class's probability and the model version."""
+    """One answer: the class, every class's probability and the model version; with
+    ``heatmap`` asked for, the Grad-CAM map (float32 H x W in [0, 1], the image's size)."""
 
     label: str
     probabilities: dict[str, float]
     model_version: str
+    heatmap: np.ndarray | None = None
 
     @property
     def probability(self) -> float:
@@ -49,12 +62,21 @@ class Prediction:
         """Parse an endpoint's JSON answer; ``source`` names the endpoint in errors."""
         try:
             values = json.loads(body)
+            heatmap = values.get("heatmap")
             return cls(
                 str(values["class"]),
                 {str(k): float(v) for k, v in values["probabilities"].items()},
                 str(values["model_version"]),
+                None if heatmap is None else _decode_heatmap(heatmap),
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            binascii.Error,
+            UnidentifiedImageError,
+        ) as exc:
             raise EndpointError(
                 f"{source} answered something that is not a fractofl prediction: {exc}"
             ) from None
@@ -90,8 +112,11 @@ class EndpointClient:
         self.is_url = target.startswith(("http://", "https://"))
         self._runtime: Any = None
 
-    def predict(self, image: Path | str | bytes, content_type: str | None = None) -> Prediction:
-        """Classify one image (a file, or its bytes with ``content_type``)."""
+    def predict(
+        self, image: Path | str | bytes, content_type: str | None = None, heatmap: bool = False
+    ) -> Prediction:
+        """Classify one image (a file, or its bytes with ``content_type``); ``heatmap``
+        asks for :attr:`Prediction.heatmap` too (sent as ``CONTENT-TYPE; heatmap=true``)."""
         if isinstance(image, bytes):
             if content_type is None:
                 raise EndpointError("give content_type for image bytes, e.g. 'image/png'")
@@ -103,6 +128,8 @@ class EndpointClient:
                 body = path.read_bytes()
             except OSError as exc:
                 raise EndpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if heatmap:
+            content_type += f"; {HEATMAP_OPTION}=true"
         if self.is_url:
             return Prediction.from_json(self._post(body, content_type), self.target)
         return Prediction.from_json(self._invoke_sagemaker(body, content_type), self.target)
@@ -163,6 +190,16 @@ def guess_content_type(path: Path) -> str:
             f"{path}: cannot tell the content type from suffix {path.suffix!r}; use one of "
             f"{', '.join(CONTENT_TYPES_BY_SUFFIX)}"
         ) from None
+
+
+def _decode_heatmap(heatmap: dict[str, Any]) -> np.ndarray:
+    """``{"width", "height", "png_base64"}`` -> float32 H x W in [0, 1]."""
+    with Image.open(io.BytesIO(base64.b64decode(heatmap["png_base64"], validate=True))) as png:
+        levels = np.asarray(png.convert("L"), dtype=np.float32)
+    size = (int(heatmap["height"]), int(heatmap["width"]))
+    if levels.shape != size:
+        raise ValueError(f"heatmap PNG is {levels.shape[::-1]} px, not {size[::-1]}")
+    return levels / 255.0
 
 
 def _reason(body: bytes) -> str:

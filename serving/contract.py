@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 PING_PATH = "/ping"
 INVOCATIONS_PATH = "/invocations"
 RUNTIME_PATH_PATTERN = r"/endpoints/([^/]+)/invocations"
@@ -12,3 +15,35 @@ CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 API_KEY_HEADER = "X-Api-Key"
 API_KEY_ATTRIBUTE = "api-key"
 """``CustomAttributes="api-key=KEY"`` in boto3's ``invoke_endpoint`` carries the key."""
+HEATMAP_HEADER = "X-Fractofl-Heatmap"
+HEATMAP_OPTION = "heatmap"
+"""``heatmap=true``: a custom attribute, or a content type parameter (``image/png;
+heatmap=true``), the one form that reaches inference.py in every container."""
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def custom_attributes(value: str | None) -> dict[str, str]:
+    """``"api-key=K; heatmap=true"`` -> ``{"api-key": "K", "heatmap": "true"}`` (names
+    lower-cased; ``;`` or ``,`` separate attributes)."""
+    attributes: dict[str, str] = {}
+    for attribute in re.split(r"[;,]", value or ""):
+        name, _, setting = attribute.partition("=")
+        if name.strip():
+            attributes[name.strip().lower()] = setting.strip()
+    return attributes
+
+
+def is_true(value: str | None) -> bool:
+    """Whether an option's text means yes: ``true``, ``1``, ``yes`` or ``on``."""
+    return (value or "").strip().lower() in _TRUE
+
+
+def heatmap_in_headers(headers: Mapping[str, object]) -> bool:
+    """Whether request headers ask for a heat map: :data:`HEATMAP_HEADER` or the custom
+    attribute ``heatmap=true`` (header names matched in any case)."""
+    lowered = {
+        str(k).lower(): v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+        for k, v in headers.items()
+    }
+    attributes = custom_attributes(lowered.get(CUSTOM_ATTRIBUTES_HEADER.lower()))
+    return is_true(lowered.get(HEATMAP_HEADER.lower())) or is_true(attributes.get(HEATMAP_OPTION))

@@ -28,6 +28,17 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def media_type_parameters(content_type: str | None) -> dict[str, str]:
+    """``'image/png; heatmap="true"; q=1'`` -> ``{"heatmap": "true", "q": "1"}`` (RFC 9110
+    parameters: names lower-cased, quotes removed, ill-formed ones skipped)."""
+    parameters: dict[str, str] = {}
+    for part in (content_type or "").split(";")[1:]:
+        name, equals, value = part.partition("=")
+        if equals and name.strip():
+            parameters[name.strip().lower()] = value.strip().strip('"')
+    return parameters
+
+
 def decode_request(body: bytes, content_type: str | None) -> np.ndarray:
     """Decode a request body to float32 grayscale (H x W) in [0, 1].
 

@@ -25,6 +25,7 @@ Trust chain
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -39,7 +40,9 @@ from torch import nn
 
 from fractofl.core.models import build_model
 from fractofl.core.preprocessing import Preprocessing
-from fractofl.serving.decoding import decode_request, media_type
+from fractofl.serving.contract import HEATMAP_OPTION, heatmap_in_headers, is_true
+from fractofl.serving.decoding import decode_request, media_type, media_type_parameters
+from fractofl.serving.heatmap import grad_cam, heatmap_png
 from fractofl.serving.request_errors import NotAcceptableError
 from fractofl.serving.safetensors_io import SafetensorsError, from_safetensors
 
@@ -69,6 +72,14 @@ class ServedModel:
     version: str
     device: torch.device
     signature_verified: bool
+    architecture: str = ""
+
+
+@dataclass(frozen=True)
+class HeatmapRequest:
+    """What :func:`input_fn` returns for a request that asks for a heat map."""
+
+    image: np.ndarray
 
 
 def model_fn(model_dir: str) -> ServedModel:
@@ -107,33 +118,63 @@ def model_fn(model_dir: str) -> ServedModel:
         raise ModelLoadError(f"the weights do not fit {meta['architecture']}: {exc}") from exc
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     log.info("fractofl model %s loaded on %s (signature verified: %s)", version, device, verified)
-    return ServedModel(network.to(device).eval(), preprocessing, classes, version, device, verified)
+    return ServedModel(
+        network.to(device).eval(),
+        preprocessing,
+        classes,
+        version,
+        device,
+        verified,
+        str(meta["architecture"]),
+    )
 
 
-def input_fn(request_body: bytes, request_content_type: str) -> np.ndarray:
+def input_fn(
+    request_body: bytes, request_content_type: str, context: Any = None
+) -> np.ndarray | HeatmapRequest:
     """Decode a request to float32 grayscale in [0, 1] (H x W).
 
     The model's own preprocessing (resize, normalise) follows in :func:`predict_fn`,
-    the first function that is handed the model. Raises a
+    the first function that is handed the model. A heat map is asked for with the
+    content type parameter ``heatmap=true`` (``image/png; heatmap=true``) or, under the
+    SageMaker toolkit, which then passes its TorchServe ``context``, with the header
+    ``X-Fractofl-Heatmap: true`` or the custom attribute ``heatmap=true``; the image
+    then comes wrapped in a :class:`HeatmapRequest`. Raises a
     :class:`~fractofl.serving.request_errors.RequestError` with status 415 for an
     unsupported content type and 400 for an empty or undecodable body.
     """
-    return decode_request(request_body, request_content_type)
+    image = decode_request(request_body, request_content_type)
+    asked = is_true(media_type_parameters(request_content_type).get(HEATMAP_OPTION))
+    if asked or heatmap_in_headers(_request_headers(context)):
+        return HeatmapRequest(image)
+    return image
 
 
-def predict_fn(input_data: np.ndarray, model: ServedModel) -> dict[str, Any]:
-    """Classify one grayscale image: the class, every class's probability, the version."""
-    batch = model.preprocessing.to_tensor(input_data)[None].to(model.device)
+def predict_fn(input_data: np.ndarray | HeatmapRequest, model: ServedModel) -> dict[str, Any]:
+    """Classify one grayscale image: the class, every class's probability, the version.
+
+    For a :class:`HeatmapRequest` the answer also holds ``"heatmap"``: the Grad-CAM map
+    of the predicted class at the request image's size, as ``{"width", "height",
+    "png_base64"}`` (an 8-bit grayscale PNG, 255 where the class is driven most).
+    """
+    image = input_data.image if isinstance(input_data, HeatmapRequest) else input_data
+    batch = model.preprocessing.to_tensor(image)[None].to(model.device)
     with torch.inference_mode():
         logits = model.network(batch)
     probabilities = torch.softmax(logits.float(), dim=1)[0].cpu().tolist()
     best = max(range(len(probabilities)), key=probabilities.__getitem__)
-    return {
+    answer: dict[str, Any] = {
         "class": model.classes[best],
         "probabilities": dict(zip(model.classes, probabilities, strict=True)),
         "model_version": model.version,
         "classes": list(model.classes),
     }
+    if isinstance(input_data, HeatmapRequest):
+        height, width = image.shape
+        heatmap = grad_cam(model.network, batch, (height, width), best, model.architecture)
+        png = base64.b64encode(heatmap_png(heatmap)).decode("ascii")
+        answer["heatmap"] = {"width": width, "height": height, "png_base64": png}
+    return answer
 
 
 def output_fn(prediction: dict[str, Any], accept: str | None) -> tuple[bytes, str]:
@@ -142,6 +183,14 @@ def output_fn(prediction: dict[str, Any], accept: str | None) -> tuple[bytes, st
     if not accepted & _JSON_ACCEPTS:
         raise NotAcceptableError(f"accept {accept!r} excludes {JSON_TYPE}, the only answer format")
     return json.dumps(prediction).encode(), JSON_TYPE
+
+
+def _request_headers(context: Any) -> dict[str, Any]:
+    """The request's headers from TorchServe's context (empty without one)."""
+    try:
+        return dict(context.request_processor[0].get_request_properties())
+    except (AttributeError, IndexError, TypeError):
+        return {}
 
 
 def _check_signature(folder: Path, payload: bytes) -> bool:

@@ -6,7 +6,9 @@ Routes: ``GET /ping``; ``POST /invocations`` (the container's); and
 JSON; every error is ``{"error": reason}`` with its status, never a traceback, and the
 server keeps serving after it: 401 without the API key (when one is set), 404/405 for
 other routes and methods, 411/413 for a missing or too large ``Content-Length`` (checked
-before the body is read), and the statuses inference.py raises (400, 406, 415).
+before the body is read), and the statuses inference.py raises (400, 406, 415). A heat
+map asked for by header (``X-Fractofl-Heatmap: true`` or the custom attribute
+``heatmap=true``) reaches inference.py as the content type parameter ``heatmap=true``.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ from fractofl.serving.contract import (
     API_KEY_ATTRIBUTE,
     API_KEY_HEADER,
     CUSTOM_ATTRIBUTES_HEADER,
+    HEATMAP_OPTION,
     INVOCATIONS_PATH,
     PING_PATH,
     RUNTIME_PATH_PATTERN,
     VARIANT_HEADER,
     VARIANT_NAME,
+    heatmap_in_headers,
 )
 from fractofl.serving.errors import EndpointError
 
@@ -263,6 +267,8 @@ class _Handler(BaseHTTPRequestHandler):
         handlers = self.server.handlers
         try:
             content_type, accept = self.headers.get("Content-Type", ""), self.headers.get("Accept")
+            if heatmap_in_headers(self.headers):  # as a parameter, the form inference.py reads
+                content_type += f"; {HEATMAP_OPTION}=true"
 
             def answer_request() -> Any:
                 data = handlers.input_fn(body, content_type)

@@ -10,7 +10,7 @@ from fractofl.serving import inference
 from fractofl.serving.closure import ClosureError, import_closure
 
 
-def test_inference_needs_exactly_the_model_preprocessing_and_decoding_modules() -> None:
+def test_inference_needs_exactly_the_model_preprocessing_decoding_and_heatmap_modules() -> None:
     # Execute
     closure = import_closure(Path(inference.__file__))
     # Assert
@@ -20,7 +20,9 @@ def test_inference_needs_exactly_the_model_preprocessing_and_decoding_modules() 
         "fractofl.core.models",
         "fractofl.core.preprocessing",
         "fractofl.serving",
+        "fractofl.serving.contract",
         "fractofl.serving.decoding",
+        "fractofl.serving.heatmap",
         "fractofl.serving.request_errors",
         "fractofl.serving.safetensors_io",
     ]

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from fractofl.core.imageio import read_grayscale
+from fractofl.serving.contract import CUSTOM_ATTRIBUTES_HEADER
 from fractofl.serving.inference import TRUSTED_KEY_ENV
 from tests.serving.conftest import PublishedModel
 from tests.serving.test_inference import expected_probabilities
@@ -62,6 +63,13 @@ def test_artifact_answers_under_the_sagemaker_toolkit(
         {"file": str(text), "content_type": "text/plain", "accept": "application/json"},
         {"file": str(images["truncated.jpg"]), "content_type": "image/jpeg", "accept": "*/*"},
         {"file": str(images["gray.npy"]), "content_type": "application/x-npy", "accept": "*/*"},
+        {
+            "file": str(images["gray.png"]),
+            "content_type": "image/png",
+            "accept": "*/*",
+            "headers": {CUSTOM_ATTRIBUTES_HEADER: "heatmap=true"},
+        },
+        {"file": str(images["gray.png"]), "content_type": "image/png; heatmap=true", "accept": ""},
     ]
     (tmp_path / "requests.json").write_text(json.dumps(requests))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAGEMAKER_")}
@@ -87,7 +95,7 @@ def test_artifact_answers_under_the_sagemaker_toolkit(
     assert report["heavy_modules"] == []
     assert "signature verified: True" in result.stderr
     # ... good images answered as the training code would
-    tiff, rgba, text_reply, truncated, npy = report["replies"]
+    tiff, rgba, text_reply, truncated, npy, *heatmaps = report["replies"]
     for reply, image in ((tiff, "gray16.tif"), (rgba, "rgba.png"), (npy, "gray.png")):
         assert (reply["status"], reply["content_type"]) == (200, "application/json")
         answer = json.loads(reply["body"])
@@ -99,3 +107,9 @@ def test_artifact_answers_under_the_sagemaker_toolkit(
     assert text_reply["body"].startswith("content type 'text/plain' is not supported")
     assert truncated["status"] == 400
     assert "cannot decode pixels" in truncated["body"]
+    # ... and a heat map asked for by custom attribute (via the toolkit's context) or
+    # content type parameter, the request image's size
+    for reply in heatmaps:
+        assert reply["status"] == 200
+        heatmap = json.loads(reply["body"])["heatmap"]
+        assert (heatmap["height"], heatmap["width"]) == read_grayscale(images["gray.png"]).shape

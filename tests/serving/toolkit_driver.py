@@ -1,7 +1,8 @@
 """Run an extracted artifact under the SageMaker PyTorch inference toolkit, in-process.
 
 Usage: ``python toolkit_driver.py MODEL_DIR REQUESTS.json`` where the JSON is a list of
-``{"file": path, "content_type": ..., "accept": ...}``; prints one JSON object with the
+``{"file": path, "content_type": ..., "accept": ..., "headers": {...}}`` (headers
+optional); prints one JSON object with the
 status, content type and body of each reply, and which modules served them.
 
 It does what a TorchServe worker in the SageMaker PyTorch container does, minus the
@@ -33,6 +34,7 @@ def main(model_dir: str, requests_file: str) -> None:
     replies = []
     for request in json.loads(Path(requests_file).read_text()):
         headers = {"Content-Type": request["content_type"], "Accept": request["accept"]}
+        headers.update(request.get("headers", {}))
         context.request_processor = [RequestProcessor(headers)]
         body = bytearray(Path(request["file"]).read_bytes())  # TorchServe hands a bytearray
         (answer,) = service.handle([{"body": body}], context)
