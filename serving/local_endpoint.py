@@ -38,6 +38,7 @@ from fractofl.serving.contract import (
     RUNTIME_PATH_PATTERN,
     VARIANT_HEADER,
     VARIANT_NAME,
+    custom_attributes,
     heatmap_in_headers,
 )
 from fractofl.serving.errors import EndpointError
@@ -306,10 +307,8 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             offered.append(token.strip())
-        for attribute in re.split(r"[;,]", self.headers.get(CUSTOM_ATTRIBUTES_HEADER, "")):
-            name, _, value = attribute.partition("=")
-            if name.strip().lower() == API_KEY_ATTRIBUTE:
-                offered.append(value.strip())
+        attributes = custom_attributes(self.headers.get(CUSTOM_ATTRIBUTES_HEADER))
+        offered.append(attributes.get(API_KEY_ATTRIBUTE, ""))
         return any(hmac.compare_digest(o.encode(), key.encode()) for o in offered if o)
 
     def _send(self, reply: _Reply, *, runtime_api: bool) -> None:
