@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import boto3
 
@@ -63,22 +64,25 @@ def delete(
         aws_call(f"deleting endpoint {endpoint}", live.delete)
         _wait_gone(endpoint, session, serving, poll_s, report)
         deleted.append(f"endpoint {endpoint}")
-    configs = aws_call(
-        f"listing the endpoint configurations of {endpoint}",
-        lambda: resources.owned_endpoint_configs(endpoint, session, region),
-    )
-    for config in configs:
-        report(f"deleting endpoint configuration {config.endpoint_config_name}")
-        aws_call(f"deleting endpoint configuration {config.endpoint_config_name}", config.delete)
-        deleted.append(f"endpoint configuration {config.endpoint_config_name}")
-    models = aws_call(
-        f"listing the models of {endpoint}",
-        lambda: resources.owned_models(endpoint, session, region),
-    )
-    for model in models:
-        report(f"deleting model {model.model_name}")
-        aws_call(f"deleting model {model.model_name}", model.delete)
-        deleted.append(f"model {model.model_name}")
+    # What fractofl made for the endpoint, configurations before the models they name.
+    made_for_it: list[tuple[str, Callable[[], list[Any]], Callable[[Any], str]]] = [
+        (
+            "endpoint configuration",
+            lambda: resources.owned_endpoint_configs(endpoint, session, region),
+            lambda config: config.endpoint_config_name,
+        ),
+        (
+            "model",
+            lambda: resources.owned_models(endpoint, session, region),
+            lambda model: model.model_name,
+        ),
+    ]
+    for kind, find, name_of in made_for_it:
+        for item in aws_call(f"listing the {kind}s of {endpoint}", find):
+            name = f"{kind} {name_of(item)}"
+            report(f"deleting {name}")
+            aws_call(f"deleting {name}", item.delete)
+            deleted.append(name)
     if not deleted:
         raise DeployError(
             f"nothing to delete: no endpoint {endpoint!r} and no configuration or model "
