@@ -44,8 +44,7 @@ from machine import describe_machine
 from PIL import Image
 from report import markdown_grid, write_section
 
-from fractofl.core.checkpoint import Checkpoint
-from fractofl.core.factory import model_for, preprocessing_for
+from fractofl.core.factory import checkpoint_for, model_for
 from fractofl.core.registry import ModelRegistry
 from fractofl.core.run_config import ModelConfig, RunConfig
 from fractofl.core.signing import create_key_pair, load_private_key, load_public_key
@@ -102,15 +101,7 @@ def publish_model(work: Path, model_name: str) -> tuple[list[str], ModelRegistry
     create_key_pair(keys / "bench.key", keys / "bench.pub", None)
     cfg = RunConfig(model=ModelConfig(name=model_name, image_size=IMAGE_SIZE))
     torch.manual_seed(0)
-    checkpoint = Checkpoint(
-        architecture=model_name,
-        arch_args={},
-        classes=list(cfg.data.classes),
-        preprocessing=preprocessing_for(cfg),
-        state_dict=model_for(cfg).state_dict(),
-        round=1,
-        run_id="bench-serving",
-    )
+    checkpoint = checkpoint_for(cfg, model_for(cfg).state_dict(), 1, "bench-serving", {})
     registry = ModelRegistry(work / "registry")
     registry.publish(
         checkpoint,

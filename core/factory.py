@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
+from fractofl.core.checkpoint import Checkpoint
 from fractofl.core.models import build_model, default_preprocessing
 from fractofl.core.preprocessing import Preprocessing
 from fractofl.core.run_config import RunConfig
@@ -17,3 +19,23 @@ def model_for(cfg: RunConfig) -> nn.Module:
 def preprocessing_for(cfg: RunConfig) -> Preprocessing:
     """The preprocessing of the configured model."""
     return default_preprocessing(cfg.model.name, cfg.model.image_size)
+
+
+def checkpoint_for(
+    cfg: RunConfig,
+    state_dict: dict[str, torch.Tensor],
+    round: int,
+    run_id: str,
+    metrics: dict[str, float],
+) -> Checkpoint:
+    """The self-describing checkpoint of weights trained under ``cfg``."""
+    return Checkpoint(
+        architecture=cfg.model.name,
+        arch_args=dict(cfg.model.args),
+        classes=list(cfg.data.classes),
+        preprocessing=preprocessing_for(cfg),
+        state_dict=state_dict,
+        round=round,
+        run_id=run_id,
+        metrics=metrics,
+    )

@@ -121,7 +121,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
     )
     buffers = frozenset(name for name, _ in model.named_buffers())
     strategy = _strategy(cfg, recorder, folder, buffers)
-    publisher = RoundPublisher(cfg, start.run_id, model)
+    publisher = RoundPublisher(cfg, start.run_id)
     if state is not None:
         restore_strategy_state(strategy, state.strategy)
         state.random_state.restore()

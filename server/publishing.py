@@ -6,10 +6,8 @@ import logging
 from pathlib import Path
 
 from flwr.app import ArrayRecord
-from torch import nn
 
-from fractofl.core.checkpoint import Checkpoint
-from fractofl.core.factory import preprocessing_for
+from fractofl.core.factory import checkpoint_for
 from fractofl.core.registry import ModelRegistry, VersionMetadata
 from fractofl.core.run_config import RunConfig, config_digest
 from fractofl.core.signing import ensure_signing_key
@@ -18,25 +16,15 @@ from fractofl.server.recorder import RoundRow
 log = logging.getLogger("fractofl")
 
 
-def round_metrics(row: RoundRow) -> dict[str, float]:
-    """The coordinator-test metrics a version carries."""
-    return {
-        "test_accuracy": row.test_accuracy,
-        "test_macro_f1": row.test_macro_f1,
-        "test_loss": row.test_loss,
-    }
-
-
 class RoundPublisher:
     """Signs and stores a run's global model after each round; versions chain by parent."""
 
-    def __init__(self, cfg: RunConfig, run_id: str, model: nn.Module) -> None:
+    def __init__(self, cfg: RunConfig, run_id: str) -> None:
         self.cfg = cfg
         self.run_id = run_id
         self.registry = ModelRegistry(Path(cfg.registry.root))
         self.key = ensure_signing_key(cfg.registry)
         self._digest = config_digest(cfg)
-        self._keys = list(model.state_dict())
 
     def _version_of_round(self, server_round: int) -> VersionMetadata | None:
         found = [
@@ -50,15 +38,8 @@ class RoundPublisher:
         """Publish ``arrays`` as round ``server_round``'s model; its parent is the version
         of the round before it in this run (none for round 1)."""
         previous = self._version_of_round(server_round - 1)
-        checkpoint = Checkpoint(
-            architecture=self.cfg.model.name,
-            arch_args=dict(self.cfg.model.args),
-            classes=list(self.cfg.data.classes),
-            preprocessing=preprocessing_for(self.cfg),
-            state_dict=arrays.to_torch_state_dict(),
-            round=server_round,
-            run_id=self.run_id,
-            metrics=round_metrics(row),
+        checkpoint = checkpoint_for(
+            self.cfg, arrays.to_torch_state_dict(), server_round, self.run_id, row.test_metrics()
         )
         meta = self.registry.publish(
             checkpoint,

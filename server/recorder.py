@@ -48,6 +48,14 @@ class RoundRow:
     stragglers: int = 0
     attempts: int = 0
 
+    def test_metrics(self) -> dict[str, float]:
+        """The coordinator-test metrics a checkpoint or a published version carries."""
+        return {
+            "test_accuracy": self.test_accuracy,
+            "test_macro_f1": self.test_macro_f1,
+            "test_loss": self.test_loss,
+        }
+
     @staticmethod
     def columns() -> list[str]:
         """Column names, in file order."""

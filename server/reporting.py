@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: coordinators run headless
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from fractofl.core.atomic import atomic_write_bytes
 from fractofl.server.recorder import RoundRow
@@ -20,6 +21,7 @@ from fractofl.server.recorder import RoundRow
 METRICS_FILE = "metrics.csv"
 ACCURACY_PLOT = "accuracy_per_round.png"
 CONFUSION_PLOT = "confusion_matrix.png"
+FIGURE_DPI = 120
 
 
 def write_metrics(rows: Sequence[RoundRow], path: Path) -> None:
@@ -47,6 +49,13 @@ def _cell(value: float | int) -> str:
     return str(value)
 
 
+def save_figure(fig: Figure, path: Path) -> None:
+    """Lay out, write as PNG and close ``fig`` (run folders hold many plots)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
+
+
 def plot_accuracy(rows: Sequence[RoundRow], path: Path, title: str) -> None:
     """Coordinator test accuracy and macro-F1 per round."""
     rounds = [r.round for r in rows]
@@ -60,9 +69,7 @@ def plot_accuracy(rows: Sequence[RoundRow], path: Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
@@ -80,9 +87,7 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, title
             j, i, str(count), ha="center", va="center", color="white" if count > limit else "black"
         )
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def format_round(row: RoundRow, rounds: int) -> str:

@@ -16,8 +16,8 @@ import yaml
 from torch import nn
 
 from fractofl.core.atomic import atomic_write_bytes, remove_stale_temporaries
-from fractofl.core.checkpoint import Checkpoint, save_checkpoint
-from fractofl.core.factory import preprocessing_for
+from fractofl.core.checkpoint import save_checkpoint
+from fractofl.core.factory import checkpoint_for
 from fractofl.core.run_config import RunConfig, config_digest, from_nested
 from fractofl.core.training import EvalResult
 from fractofl.server.errors import RunFolderError
@@ -147,21 +147,8 @@ class RunFolder:
     def finish(self, model: nn.Module, rows: Sequence[RoundRow], last: EvalResult) -> Path:
         """Write the final checkpoint, the plots and a JSON summary; return the model path."""
         final = rows[-1]
-        metrics = {
-            "test_accuracy": final.test_accuracy,
-            "test_macro_f1": final.test_macro_f1,
-            "test_loss": final.test_loss,
-        }
-        checkpoint = Checkpoint(
-            architecture=self.cfg.model.name,
-            arch_args=dict(self.cfg.model.args),
-            classes=list(self.cfg.data.classes),
-            preprocessing=preprocessing_for(self.cfg),
-            state_dict=model.state_dict(),
-            round=final.round,
-            run_id=self.run_id,
-            metrics=metrics,
-        )
+        metrics = final.test_metrics()
+        checkpoint = checkpoint_for(self.cfg, model.state_dict(), final.round, self.run_id, metrics)
         model_path = save_checkpoint(checkpoint, self.path / MODEL_FILE)
         title = f"{self.kind} {self.cfg.model.name} ({self.cfg.strategy.name})"
         if self.kind == "centralized":

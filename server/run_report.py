@@ -22,7 +22,7 @@ from fractofl.core.metrics import precision_recall_f1
 from fractofl.core.run_config import RunConfig
 from fractofl.core.training import EvalResult
 from fractofl.server.evaluation import CoordinatorEvaluator
-from fractofl.server.reporting import METRICS_FILE, plot_confusion, read_metrics
+from fractofl.server.reporting import METRICS_FILE, plot_confusion, read_metrics, save_figure
 
 REPORT_FILE = "report.md"
 CURVES_PLOT = "metrics_per_round.png"
@@ -62,9 +62,7 @@ def plot_curves(rows: Sequence[dict[str, float]], path: Path, title: str) -> Non
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_per_class(
@@ -80,9 +78,7 @@ def plot_per_class(
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _cell(value: float, digits: int = 3) -> str:
