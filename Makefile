@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fractofl-installed
 
-.PHONY: run setup test lint bench clean
+.PHONY: run setup browser test lint bench clean
 
 run: setup  ## synthetic set, federated simulation (runs/, registry/), then a local endpoint queried
 	FLWR_TELEMETRY_ENABLED=0 $(BIN)/fractofl demo
@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-test: setup  ## the whole test suite (what CI runs)
+browser:  ## Debian's Chromium and a Japanese font, for the web page's browser tests
+	bash scripts/install-browser.sh
+
+test: setup browser  ## the whole test suite (what CI runs)
 	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python -m pytest
 
 lint: setup

@@ -109,10 +109,11 @@ def _local(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="fractofl-serve-") as workdir:
             endpoint = start_local_endpoint(registry, version, trusted, settings, Path(workdir))
             key_note = f"API key from ${serving.api_key_env}" if api_key else "no API key"
+            page_note = f"; web page {endpoint.url}/" if settings.web_page else ""
             print(
                 f"serving {endpoint.handlers.version} (signature verified) at {endpoint.url}: "
                 f"GET /ping, POST /invocations and /endpoints/{settings.endpoint_name}/"
-                f"invocations; {key_note}; Ctrl-C stops",
+                f"invocations{page_note}; {key_note}; Ctrl-C stops",
                 flush=True,
             )
             try:

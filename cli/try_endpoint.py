@@ -56,7 +56,8 @@ def query_local_endpoint(cfg: RunConfig, run_dir: Path, test_dir: Path) -> int:
             endpoint.shutdown()
             endpoint.server_close()
     print(
-        "\nServe it for members: .venv/bin/fractofl serve local; query it: "
+        "\nServe it for members: .venv/bin/fractofl serve local, then open "
+        "http://127.0.0.1:8080/ in a browser, or: "
         ".venv/bin/fractofl predict IMAGE --endpoint http://127.0.0.1:8080"
     )
     return 0

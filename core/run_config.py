@@ -137,6 +137,9 @@ class ServingConfig:
     max_payload_mb: float = 6.0
     max_concurrent: int = 8
     api_key_env: str = "FRACTOFL_API_KEY"
+    rate_limit_per_minute: float = 120.0
+    rate_limit_burst: int = 20
+    web_page: bool = True
     # SageMaker (deploy, update, delete).
     region: str = "eu-central-1"
     bucket: str = ""

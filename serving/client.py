@@ -12,6 +12,7 @@ import base64
 import binascii
 import io
 import json
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ CONTENT_TYPES_BY_SUFFIX = {
 }
 DEFAULT_TIMEOUT_S = 70.0
 """AWS's advice for SageMaker clients: the model may take 60 s, so wait a little longer."""
+DEFAULT_BUSY_RETRIES = 3
+MAX_RETRY_AFTER_S = 60.0
+"""A 429's ``Retry-After`` is obeyed up to this long; a longer one is an error at once."""
 _JSON = "application/json"
 
 
@@ -96,6 +100,10 @@ class EndpointClient:
         AWS region of a SageMaker endpoint (default: boto3's configuration).
     timeout_s
         How long to wait for one answer.
+    busy_retries
+        How often a request refused with 429 (the local endpoint's rate limit) is sent
+        again after the ``Retry-After`` it names; boto3 retries SageMaker's throttling
+        itself.
     """
 
     def __init__(
@@ -104,8 +112,10 @@ class EndpointClient:
         api_key: str | None = None,
         region: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        busy_retries: int = DEFAULT_BUSY_RETRIES,
     ) -> None:
         self.target = target
+        self.busy_retries = busy_retries
         self.api_key = api_key or None
         self.region = region
         self.timeout_s = timeout_s
@@ -142,14 +152,20 @@ class EndpointClient:
         if self.api_key:
             headers[API_KEY_HEADER] = self.api_key
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return bytes(response.read())
-        except urllib.error.HTTPError as exc:
-            raise EndpointError(f"{url} answered {exc.code}: {_reason(exc.read())}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise EndpointError(f"cannot reach {url}: {reason}; is the endpoint up?") from None
+        for attempt in range(self.busy_retries + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    return bytes(response.read())
+            except urllib.error.HTTPError as exc:
+                reason = _reason(exc.read())
+                wait_s = _retry_after(exc.headers.get("Retry-After"))
+                if exc.code != 429 or attempt == self.busy_retries or wait_s is None:
+                    raise EndpointError(f"{url} answered {exc.code}: {reason}") from None
+                time.sleep(wait_s)
+            except (urllib.error.URLError, OSError) as exc:
+                cause = getattr(exc, "reason", exc)
+                raise EndpointError(f"cannot reach {url}: {cause}; is the endpoint up?") from None
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _invoke_sagemaker(self, body: bytes, content_type: str) -> bytes:
         import boto3
@@ -200,6 +216,16 @@ def _decode_heatmap(heatmap: dict[str, Any]) -> np.ndarray:
     if levels.shape != size:
         raise ValueError(f"heatmap PNG is {levels.shape[::-1]} px, not {size[::-1]}")
     return levels / 255.0
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` in seconds; ``None`` when absent, not a
+    number, or longer than :data:`MAX_RETRY_AFTER_S`."""
+    try:
+        seconds = float(value or "")
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= MAX_RETRY_AFTER_S else None
 
 
 def _reason(body: bytes) -> str:

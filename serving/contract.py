@@ -19,6 +19,8 @@ HEATMAP_HEADER = "X-Fractofl-Heatmap"
 HEATMAP_OPTION = "heatmap"
 """``heatmap=true``: a custom attribute, or a content type parameter (``image/png;
 heatmap=true``), the one form that reaches inference.py in every container."""
+PREVIEW_OPTION = "preview"
+"""``image/tiff; preview=true``: the answer carries the decoded image as an 8-bit PNG."""
 _TRUE = {"1", "true", "yes", "on"}
 
 

@@ -105,9 +105,10 @@ def grad_cam(
     return cam.cpu().numpy().astype(np.float32)
 
 
-def heatmap_png(heatmap: np.ndarray) -> bytes:
-    """An H x W map in [0, 1] as an 8-bit grayscale PNG (0 -> 0, 1 -> 255)."""
-    levels = np.round(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8)
+def grayscale_png(unit_image: np.ndarray) -> bytes:
+    """An H x W array in [0, 1] (a heat map, a decoded image) as an 8-bit grayscale PNG
+    (0 -> 0, 1 -> 255)."""
+    levels = np.round(np.clip(unit_image, 0.0, 1.0) * 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(levels).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()

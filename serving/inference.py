@@ -40,9 +40,14 @@ from torch import nn
 
 from fractofl.core.models import build_model
 from fractofl.core.preprocessing import Preprocessing
-from fractofl.serving.contract import HEATMAP_OPTION, heatmap_in_headers, is_true
+from fractofl.serving.contract import (
+    HEATMAP_OPTION,
+    PREVIEW_OPTION,
+    heatmap_in_headers,
+    is_true,
+)
 from fractofl.serving.decoding import decode_request, media_type, media_type_parameters
-from fractofl.serving.heatmap import grad_cam, heatmap_png
+from fractofl.serving.heatmap import grad_cam, grayscale_png
 from fractofl.serving.request_errors import NotAcceptableError
 from fractofl.serving.safetensors_io import SafetensorsError, from_safetensors
 
@@ -76,10 +81,14 @@ class ServedModel:
 
 
 @dataclass(frozen=True)
-class HeatmapRequest:
-    """What :func:`input_fn` returns for a request that asks for a heat map."""
+class ImageRequest:
+    """What :func:`input_fn` returns for a request that asks for more than the class:
+    a heat map, and/or a preview (the decoded image as an 8-bit PNG, for TIFF and
+    16-bit files that a browser cannot show)."""
 
     image: np.ndarray
+    heatmap: bool = False
+    preview: bool = False
 
 
 def model_fn(model_dir: str) -> ServedModel:
@@ -131,33 +140,38 @@ def model_fn(model_dir: str) -> ServedModel:
 
 def input_fn(
     request_body: bytes, request_content_type: str, context: Any = None
-) -> np.ndarray | HeatmapRequest:
+) -> np.ndarray | ImageRequest:
     """Decode a request to float32 grayscale in [0, 1] (H x W).
 
     The model's own preprocessing (resize, normalise) follows in :func:`predict_fn`,
     the first function that is handed the model. A heat map is asked for with the
     content type parameter ``heatmap=true`` (``image/png; heatmap=true``) or, under the
     SageMaker toolkit, which then passes its TorchServe ``context``, with the header
-    ``X-Fractofl-Heatmap: true`` or the custom attribute ``heatmap=true``; the image
-    then comes wrapped in a :class:`HeatmapRequest`. Raises a
+    ``X-Fractofl-Heatmap: true`` or the custom attribute ``heatmap=true``; a preview
+    with the parameter ``preview=true``. The image then comes wrapped in an
+    :class:`ImageRequest`. Raises a
     :class:`~fractofl.serving.request_errors.RequestError` with status 415 for an
     unsupported content type and 400 for an empty or undecodable body.
     """
     image = decode_request(request_body, request_content_type)
-    asked = is_true(media_type_parameters(request_content_type).get(HEATMAP_OPTION))
-    if asked or heatmap_in_headers(_request_headers(context)):
-        return HeatmapRequest(image)
+    options = media_type_parameters(request_content_type)
+    heatmap = is_true(options.get(HEATMAP_OPTION)) or heatmap_in_headers(_request_headers(context))
+    preview = is_true(options.get(PREVIEW_OPTION))
+    if heatmap or preview:
+        return ImageRequest(image, heatmap=heatmap, preview=preview)
     return image
 
 
-def predict_fn(input_data: np.ndarray | HeatmapRequest, model: ServedModel) -> dict[str, Any]:
+def predict_fn(input_data: np.ndarray | ImageRequest, model: ServedModel) -> dict[str, Any]:
     """Classify one grayscale image: the class, every class's probability, the version.
 
-    For a :class:`HeatmapRequest` the answer also holds ``"heatmap"``: the Grad-CAM map
-    of the predicted class at the request image's size, as ``{"width", "height",
-    "png_base64"}`` (an 8-bit grayscale PNG, 255 where the class is driven most).
+    An :class:`ImageRequest` asking for a heat map gets ``"heatmap"`` too: the Grad-CAM
+    map of the predicted class at the request image's size, as ``{"width", "height",
+    "png_base64"}`` (an 8-bit grayscale PNG, 255 where the class is driven most); one
+    asking for a preview gets ``"image"``: the decoded image in the same form.
     """
-    image = input_data.image if isinstance(input_data, HeatmapRequest) else input_data
+    request = input_data if isinstance(input_data, ImageRequest) else ImageRequest(input_data)
+    image = request.image
     batch = model.preprocessing.to_tensor(image)[None].to(model.device)
     with torch.inference_mode():
         logits = model.network(batch)
@@ -169,12 +183,20 @@ def predict_fn(input_data: np.ndarray | HeatmapRequest, model: ServedModel) -> d
         "model_version": model.version,
         "classes": list(model.classes),
     }
-    if isinstance(input_data, HeatmapRequest):
-        height, width = image.shape
+    height, width = image.shape
+    if request.heatmap:
         heatmap = grad_cam(model.network, batch, (height, width), best, model.architecture)
-        png = base64.b64encode(heatmap_png(heatmap)).decode("ascii")
-        answer["heatmap"] = {"width": width, "height": height, "png_base64": png}
+        answer["heatmap"] = _png_field(heatmap)
+    if request.preview:
+        answer["image"] = _png_field(image)
     return answer
+
+
+def _png_field(unit_image: np.ndarray) -> dict[str, Any]:
+    """An H x W array in [0, 1] as ``{"width", "height", "png_base64"}``."""
+    height, width = unit_image.shape
+    png = base64.b64encode(grayscale_png(unit_image)).decode("ascii")
+    return {"width": width, "height": height, "png_base64": png}
 
 
 def output_fn(prediction: dict[str, Any], accept: str | None) -> tuple[bytes, str]:

@@ -2,11 +2,14 @@
 
 Routes: ``GET /ping``; ``POST /invocations`` (the container's); and
 ``POST /endpoints/<name>/invocations`` (the SageMaker Runtime API's, so boto3's
-``sagemaker-runtime`` client works unchanged with ``endpoint_url``). Every reply is
-JSON; every error is ``{"error": reason}`` with its status, never a traceback, and the
-server keeps serving after it: 401 without the API key (when one is set), 404/405 for
-other routes and methods, 411/413 for a missing or too large ``Content-Length`` (checked
-before the body is read), and the statuses inference.py raises (400, 406, 415). A heat
+``sagemaker-runtime`` client works unchanged with ``endpoint_url``); ``GET /`` and
+``GET /web/*``, the members' web page (:mod:`fractofl.serving.web_page`). Every API
+reply is JSON; every error is ``{"error": reason}`` with its status, never a traceback,
+and the server keeps serving after it: 401 without the API key (when one is set),
+404/405 for other routes and methods, 411/413 for a missing or too large
+``Content-Length`` (checked before the body is read), 429 with ``Retry-After`` for a
+client over its rate (checked first), and the statuses inference.py raises (400, 406,
+415). A heat
 map asked for by header (``X-Fractofl-Heatmap: true`` or the custom attribute
 ``heatmap=true``) reaches inference.py as the content type parameter ``heatmap=true``.
 """
@@ -42,6 +45,8 @@ from fractofl.serving.contract import (
     heatmap_in_headers,
 )
 from fractofl.serving.errors import EndpointError
+from fractofl.serving.rate_limit import RateLimiter
+from fractofl.serving.web_page import SECURITY_HEADERS, WebAsset, load_web_assets
 
 if TYPE_CHECKING:
     from fractofl.serving.artifact_loader import InferenceHandlers
@@ -63,6 +68,7 @@ _AWS_ERROR_CODES = {
     HTTPStatus.NOT_ACCEPTABLE: "ModelError",
     HTTPStatus.UNSUPPORTED_MEDIA_TYPE: "ModelError",
     HTTPStatus.UNAUTHORIZED: "AccessDeniedException",
+    HTTPStatus.TOO_MANY_REQUESTS: "ThrottlingException",
     HTTPStatus.INTERNAL_SERVER_ERROR: "InternalFailure",
 }
 
@@ -77,6 +83,9 @@ class EndpointSettings:
     max_payload_bytes: int
     max_concurrent: int
     api_key: str | None
+    rate_limit_per_minute: float = 0.0
+    rate_limit_burst: int = 1
+    web_page: bool = False
 
     @classmethod
     def from_config(cls, cfg: ServingConfig, api_key: str | None) -> EndpointSettings:
@@ -86,6 +95,11 @@ class EndpointSettings:
                 f"serving.max_payload_mb={cfg.max_payload_mb} must be > 0 and "
                 f"serving.max_concurrent={cfg.max_concurrent} >= 1"
             )
+        if cfg.rate_limit_per_minute > 0 and cfg.rate_limit_burst < 1:
+            raise EndpointError(
+                f"serving.rate_limit_burst={cfg.rate_limit_burst} must be >= 1, or set "
+                "serving.rate_limit_per_minute=0 to serve without a rate limit"
+            )
         return cls(
             cfg.host,
             cfg.port,
@@ -93,6 +107,9 @@ class EndpointSettings:
             int(cfg.max_payload_mb * _MIB),
             cfg.max_concurrent,
             api_key or None,
+            cfg.rate_limit_per_minute,
+            cfg.rate_limit_burst,
+            cfg.web_page,
         )
 
 
@@ -124,6 +141,8 @@ class LocalEndpoint(ThreadingHTTPServer):
         self.worker = worker or inference_worker()
         # Requests admitted at once: queued for the inference thread or running on it.
         self.slots = threading.BoundedSemaphore(settings.max_concurrent)
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.web_assets: dict[str, WebAsset] = load_web_assets() if settings.web_page else {}
         try:
             super().__init__((settings.host, settings.port), _Handler)
         except OSError as exc:
@@ -215,7 +234,12 @@ class _Handler(BaseHTTPRequestHandler):
         if path == PING_PATH:
             if method != "GET":
                 return _error(405, f"{path} takes GET", Allow="GET")
-            return _Reply(200, {"status": "ok", "model_version": self.server.handlers.version})
+            return _Reply(200, self._ping())
+        if path in self.server.web_assets:
+            if method != "GET":
+                return _error(405, f"{path} takes GET", Allow="GET")
+            asset = self.server.web_assets[path]
+            return _Reply(200, asset.body, asset.content_type, dict(SECURITY_HEADERS))
         if path != INVOCATIONS_PATH and runtime is None:
             return _error(404, f"no route {path}; use POST {INVOCATIONS_PATH} or GET {PING_PATH}")
         if runtime is not None and runtime.group(1) != settings.endpoint_name:
@@ -226,6 +250,16 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if method != "POST":
             return _error(405, f"{path} takes POST", Allow="POST")
+        wait_s = self.server.rate_limiter.acquire(self.client_address[0])
+        if wait_s > 0:  # before the key check, so that keys cannot be guessed at speed
+            retry_after = RateLimiter.retry_after_header(wait_s)
+            return _error(
+                429,
+                f"too many requests from {self.client_address[0]}; retry in {retry_after} s "
+                f"(serving.rate_limit_per_minute={settings.rate_limit_per_minute:g}, "
+                f"serving.rate_limit_burst={settings.rate_limit_burst})",
+                Retry_After=retry_after,
+            )
         if settings.api_key is not None and not self._authorised(settings.api_key):
             return _error(
                 401,
@@ -234,6 +268,17 @@ class _Handler(BaseHTTPRequestHandler):
                 WWW_Authenticate="Bearer",
             )
         return self._invoke()
+
+    def _ping(self) -> dict[str, Any]:
+        """Health, plus what a client (the web page) needs before its first request."""
+        settings, model = self.server.settings, self.server.handlers.model
+        return {
+            "status": "ok",
+            "model_version": self.server.handlers.version,
+            "classes": list(getattr(model, "classes", ())),
+            "api_key_required": settings.api_key is not None,
+            "max_payload_bytes": settings.max_payload_bytes,
+        }
 
     def _invoke(self) -> _Reply:
         settings = self.server.settings

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fractofl.core.checkpoint import Checkpoint
+from fractofl.core.imageio import grayscale_from_array
 from fractofl.core.models import build_model, default_preprocessing
 from fractofl.core.registry import ModelRegistry
 from fractofl.core.signing import create_key_pair, load_private_key
@@ -25,6 +27,7 @@ from fractofl.core.synth.sample import render_sample
 from fractofl.core.synth.style import SynthStyle
 from fractofl.core.taxonomy import DEFAULT_CLASSES
 from fractofl.serving.package import Artifact, extract_artifact, package_version
+from tests.serving.browser import chromium  # noqa: F401  (the browser tests' fixture)
 
 IMAGE_SIZE = 32
 ARCH_ARGS = {"width": 8}
@@ -54,16 +57,48 @@ class PublishedModel:
 def publish_small_model(root: Path, seed: int = 0) -> PublishedModel:
     """Sign and publish a small_cnn (random weights, BatchNorm statistics perturbed so
     that every layer matters) as version 1 of a new registry under ``root``."""
-    private_key, public_key = root / "keys" / "coordinator.key", root / "keys" / "coordinator.pub"
-    create_key_pair(private_key, public_key, None)
     torch_seed = np.random.default_rng(seed).integers(1 << 31)
-    import torch
-
     torch.manual_seed(int(torch_seed))
     model = build_model("small_cnn", num_classes=len(DEFAULT_CLASSES), **ARCH_ARGS)
     for name, tensor in model.state_dict().items():
         if name.endswith(("running_mean", "running_var")):
             tensor.add_(torch.rand_like(tensor) * 0.5)
+    return publish_model(root, model)
+
+
+def publish_trained_model(root: Path, per_class: int = 80, epochs: int = 15) -> PublishedModel:
+    """Sign and publish a small_cnn trained for a few seconds on synthetic images (about
+    80 % accurate on new ones), for tests that need a class and a heat map that mean
+    something."""
+    preprocessing = default_preprocessing("small_cnn", IMAGE_SIZE)
+    rng, style = np.random.default_rng(0), SynthStyle(image_size=48)
+    classes = DEFAULT_CLASSES
+    labels = np.tile(np.arange(len(classes)), per_class)
+    inputs = torch.stack(
+        [
+            preprocessing.to_tensor(grayscale_from_array(render_sample(name, style, rng, classes)))
+            for name in (classes[k] for k in labels)
+        ]
+    )
+    targets = torch.from_numpy(labels)
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=len(DEFAULT_CLASSES), **ARCH_ARGS)
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(epochs):
+        order = torch.randperm(len(targets))
+        for start in range(0, len(order), 32):
+            batch = order[start : start + 32]
+            loss = torch.nn.functional.cross_entropy(model(inputs[batch]), targets[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return publish_model(root, model.eval())
+
+
+def publish_model(root: Path, model: torch.nn.Module) -> PublishedModel:
+    """Sign and publish a small_cnn's weights as version 1 of a new registry under ``root``."""
+    private_key, public_key = root / "keys" / "coordinator.key", root / "keys" / "coordinator.pub"
+    create_key_pair(private_key, public_key, None)
     checkpoint = Checkpoint(
         architecture="small_cnn",
         arch_args=dict(ARCH_ARGS),
@@ -151,6 +186,10 @@ def fractofl_command(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("fractofl")), *args]
 
 
+NO_RATE_LIMIT = "serving.rate_limit_per_minute=0"
+"""The session endpoint serves many tests' requests from one address without throttling."""
+
+
 def start_endpoint(overrides: list[str], workdir: Path, api_key: str | None) -> RunningEndpoint:
     """Start ``fractofl serve local --port 0`` and wait until it answers /ping."""
     env = dict(os.environ)
@@ -198,7 +237,9 @@ def endpoint(
     published: PublishedModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningEndpoint]:
     """A real local endpoint with an API key, serving the published version."""
-    running = start_endpoint(published.overrides(), tmp_path_factory.mktemp("endpoint"), API_KEY)
+    running = start_endpoint(
+        [*published.overrides(), NO_RATE_LIMIT], tmp_path_factory.mktemp("endpoint"), API_KEY
+    )
     yield running
     stop_endpoint(running)
     assert running.process.returncode == 0, "SIGTERM should stop it cleanly"

@@ -21,7 +21,7 @@ from fractofl.core.run_config import ServingConfig
 from fractofl.serving.client import EndpointClient
 from fractofl.serving.contract import API_KEY_HEADER, HEATMAP_HEADER
 from fractofl.serving.heatmap import grad_cam, target_layer
-from fractofl.serving.inference import HeatmapRequest, input_fn, model_fn, predict_fn
+from fractofl.serving.inference import ImageRequest, input_fn, model_fn, predict_fn
 from tests.serving.conftest import RunningEndpoint, fractofl_command
 
 SIDE = 32
@@ -100,7 +100,7 @@ def test_the_map_has_the_request_size_and_leaves_no_hooks(model_dir: Path) -> No
     answer = predict_fn(request, served)
     plain = predict_fn(input_fn(buffer.getvalue(), "image/png"), served)
     # Assert
-    assert isinstance(request, HeatmapRequest)
+    assert isinstance(request, ImageRequest)
     assert layer is [m for m in served.network.modules() if isinstance(m, nn.Conv2d)][-1]
     assert not layer._forward_hooks and not layer._backward_hooks
     assert all(p.grad is None for p in served.network.parameters())

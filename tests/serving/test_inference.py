@@ -6,6 +6,7 @@ preprocessing and model), and every bad input must raise its HTTP status.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from fractofl.core.imageio import read_grayscale
 from fractofl.core.registry import version_name
@@ -80,6 +82,26 @@ def test_answers_equal_the_training_path(
     assert list(prediction["probabilities"].values()) == pytest.approx(expected, abs=1e-6)
     assert prediction["class"] == published.checkpoint.classes[int(np.argmax(expected))]
     assert body.startswith(b"{")
+
+
+def test_a_preview_is_the_decoded_image_as_an_8_bit_png(
+    served: ServedModel, images: dict[str, Path]
+) -> None:
+    # Prepare: a 16-bit TIFF, which browsers cannot show
+    body = images["gray16.tif"].read_bytes()
+    decoded = read_grayscale(images["gray16.tif"])
+    # Execute
+    answer = predict_fn(input_fn(body, "image/tiff; preview=true"), served)
+    plain = predict_fn(input_fn(body, "image/tiff"), served)
+    # Assert
+    preview = answer["image"]
+    assert (preview["height"], preview["width"]) == decoded.shape
+    with Image.open(io.BytesIO(base64.b64decode(preview["png_base64"]))) as png:
+        assert png.mode == "L"
+        levels = np.asarray(png)
+    assert np.array_equal(levels, np.round(decoded * 255).astype(np.uint8))
+    assert "heatmap" not in answer and "image" not in plain
+    assert answer["probabilities"] == plain["probabilities"]
 
 
 def test_npy_arrays_are_read_like_image_files(

@@ -54,7 +54,16 @@ def test_ping_names_the_model_version(endpoint: RunningEndpoint, published: Publ
     # Execute
     status, answer, _ = call(endpoint, None, path="/ping", method="GET", key=False)
     # Assert
-    assert (status, answer) == (200, {"status": "ok", "model_version": published.version})
+    assert (status, answer) == (
+        200,
+        {
+            "status": "ok",
+            "model_version": published.version,
+            "classes": list(published.checkpoint.classes),
+            "api_key_required": True,
+            "max_payload_bytes": 6 * MIB,
+        },
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""The members' web page: static files served by the local endpoint."""

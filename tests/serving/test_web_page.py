@@ -1,0 +1,274 @@
+"""The members' web page in a real browser (Debian's Chromium, driven by Playwright),
+served by a real ``fractofl serve local`` process."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, Page, expect
+
+from fractofl.core.registry import ModelRegistry
+from fractofl.core.signing import load_public_key
+from fractofl.core.synth.sample import render_sample
+from fractofl.core.synth.style import SynthStyle
+from fractofl.core.taxonomy import DEFAULT_CLASSES
+from fractofl.serving.inference import ServedModel, input_fn, model_fn, predict_fn
+from fractofl.serving.package import extract_artifact, package_version
+from tests.serving.browser import artifacts_dir
+from tests.serving.conftest import (
+    API_KEY,
+    NO_RATE_LIMIT,
+    PublishedModel,
+    RunningEndpoint,
+    publish_trained_model,
+    start_endpoint,
+    stop_endpoint,
+)
+
+ANSWER_TIMEOUT_MS = 60_000
+JAPANESE_CLASS_NAMES = {
+    "fatigue": "疲労破壊",
+    "ductile": "延性破壊（ディンプル）",
+    "cleavage": "へき開破壊（脆性）",
+    "intergranular": "粒界破壊",
+}
+CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".tif": "image/tiff"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> PublishedModel:
+    """A signed version of a small_cnn trained on synthetic images."""
+    return publish_trained_model(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="module")
+def served(trained: PublishedModel, tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
+    """The version's artifact loaded in this process: what the page must show."""
+    out = tmp_path_factory.mktemp("trained-artifact")
+    registry, trusted = ModelRegistry(trained.registry), load_public_key(trained.public_key)
+    artifact = package_version(registry, "latest", trusted, out)
+    return model_fn(str(extract_artifact(artifact.path, out / "model")))
+
+
+@pytest.fixture(scope="module")
+def fatigue_png(served: ServedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic SEM image of a fatigue fracture (striations), 96 x 96, 8-bit PNG, among
+    the first few rendered the one the model (about 80 % accurate) classifies right."""
+    path = tmp_path_factory.mktemp("fatigue") / "fatigue-shaft.png"
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        pixels = render_sample("fatigue", SynthStyle(image_size=96), rng, DEFAULT_CLASSES)
+        Image.fromarray(pixels).save(path)
+        if in_process_answer(served, path)["class"] == "fatigue":
+            return path
+    raise AssertionError("the trained model calls none of 10 fatigue images fatigue")
+
+
+@pytest.fixture(scope="module")
+def keyed_endpoint(
+    trained: PublishedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningEndpoint]:
+    """An endpoint of the trained model with an API key and no rate limit."""
+    running = start_endpoint(
+        [*trained.overrides(), NO_RATE_LIMIT], tmp_path_factory.mktemp("keyed-endpoint"), API_KEY
+    )
+    yield running
+    stop_endpoint(running)
+
+
+@pytest.fixture(scope="module")
+def limited_endpoint(
+    trained: PublishedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningEndpoint]:
+    """An endpoint without API key that allows 2 requests at once, then one a second."""
+    running = start_endpoint(
+        [
+            *trained.overrides(),
+            "serving.rate_limit_per_minute=60",
+            "serving.rate_limit_burst=2",
+        ],
+        tmp_path_factory.mktemp("limited-endpoint"),
+        None,
+    )
+    yield running
+    stop_endpoint(running)
+
+
+def in_process_answer(served: ServedModel, path: Path) -> dict[str, Any]:
+    """The artifact's answer with heat map and preview, computed here."""
+    content_type = CONTENT_TYPES[path.suffix] + "; heatmap=true; preview=true"
+    return predict_fn(input_fn(path.read_bytes(), content_type), served)
+
+
+def png_levels(field: dict[str, Any]) -> np.ndarray:
+    with Image.open(io.BytesIO(base64.b64decode(field["png_base64"]))) as image:
+        return np.asarray(image)
+
+
+def open_page(browser: Browser, endpoint: RunningEndpoint) -> tuple[Page, list[str]]:
+    """A fresh English page on the endpoint; the list collects every URL it requests."""
+    context = browser.new_context(locale="en-US", accept_downloads=True)
+    page = context.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(endpoint.url + "/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    return page, requested
+
+
+def heatmap_pixels(page: Page, card_index: int) -> dict[str, Any]:
+    """The overlay canvas's size, opacity and how many of its pixels are not transparent."""
+    return page.evaluate(
+        """(index) => {
+            const canvas = document.querySelectorAll('#results .heatmap')[index];
+            const data = canvas.getContext('2d')
+                .getImageData(0, 0, canvas.width, canvas.height).data;
+            let visible = 0;
+            for (let i = 3; i < data.length; i += 4) if (data[i] > 0) visible += 1;
+            return {width: canvas.width, height: canvas.height, visible,
+                    opacity: canvas.style.opacity, drawn: canvas.dataset.drawn === 'true'};
+        }""",
+        card_index,
+    )
+
+
+def test_a_member_sees_class_probabilities_and_heat_map_in_english_and_japanese(
+    chromium: Browser,
+    keyed_endpoint: RunningEndpoint,
+    trained: PublishedModel,
+    served: ServedModel,
+    fatigue_png: Path,
+    images: dict[str, Path],
+) -> None:
+    # Prepare: the page asks for the key; a wrong one is refused and asked for again
+    endpoint = keyed_endpoint
+    expected = in_process_answer(served, fatigue_png)
+    page, requested = open_page(chromium, endpoint)
+    expect(page.get_by_test_id("api-key-panel")).to_be_visible()
+    page.get_by_test_id("api-key-input").fill("not-the-key")
+    page.get_by_test_id("api-key-save").click()
+    # Execute
+    page.get_by_test_id("file-input").set_input_files(fatigue_png)
+    expect(page.locator("#api-key-error")).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+    page.get_by_test_id("api-key-input").fill(endpoint.api_key)
+    page.get_by_test_id("api-key-save").click()
+    card = page.get_by_test_id("result-card").first
+    expect(card).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT_MS)
+    # Assert: class, every probability in the classes' order, version, preview, heat map
+    label = expected["class"]
+    assert label == "fatigue"
+    predicted = card.get_by_test_id("predicted-class")
+    expect(predicted).to_have_attribute("data-label", label)
+    percent = f"{100 * expected['probabilities'][label]:.1f} %"
+    expect(predicted).to_contain_text(percent)
+    bars = card.get_by_test_id("probabilities").locator("li")
+    expect(bars).to_have_count(len(DEFAULT_CLASSES))
+    assert [bars.nth(i).get_attribute("data-label") for i in range(4)] == list(DEFAULT_CLASSES)
+    shown = [bars.nth(i).locator(".value").inner_text() for i in range(4)]
+    assert shown == [f"{100 * expected['probabilities'][c]:.1f} %" for c in DEFAULT_CLASSES]
+    expect(page.get_by_test_id("model-version")).to_have_text(f"model {trained.version}")
+    assert card.get_by_test_id("preview").evaluate("img => img.naturalWidth") == 96
+    heat_levels = png_levels(expected["heatmap"])
+    assert np.count_nonzero(heat_levels) > 0, "precondition: the map highlights something"
+    page.wait_for_function("document.querySelector('#results .heatmap').dataset.drawn")
+    heat = heatmap_pixels(page, 0)
+    assert (heat["width"], heat["height"]) == (96, 96)
+    assert heat["visible"] == np.count_nonzero(heat_levels)
+    # Execute: the opacity slider
+    page.get_by_test_id("opacity").fill("20")
+    # Assert
+    assert heatmap_pixels(page, 0)["opacity"] == "0.2"
+    # Execute: Japanese
+    page.get_by_test_id("language").click()
+    # Assert
+    expect(page.locator("h1")).to_have_text("この部品はなぜ壊れたのか？")
+    expect(page.locator("html")).to_have_attribute("lang", "ja")
+    expect(predicted).to_contain_text(JAPANESE_CLASS_NAMES[label])
+    expect(bars.first).to_contain_text(JAPANESE_CLASS_NAMES[DEFAULT_CLASSES[0]])
+    expect(page.get_by_test_id("language")).to_have_text("English")
+    # Execute: a text file renamed .png
+    page.get_by_test_id("file-input").set_input_files(images["text.png"])
+    # Assert: a friendly message, in the page's language, and the page keeps working
+    broken = page.get_by_test_id("result-card").nth(1)
+    expect(broken).to_have_attribute("data-status", "failed", timeout=ANSWER_TIMEOUT_MS)
+    expect(page.get_by_test_id("messages")).to_contain_text(
+        "「text.png」を画像として読み込めませんでした"
+    )
+    page.screenshot(path=artifacts_dir() / "web-page-ja.png", full_page=True)
+    page.get_by_test_id("language").click()
+    expect(page.get_by_test_id("messages")).to_contain_text(
+        "“text.png” could not be read as an image"
+    )
+    expect(broken.get_by_test_id("status")).to_contain_text("could not be read as an image")
+    expect(card).to_have_attribute("data-status", "done")
+    page.screenshot(path=artifacts_dir() / "web-page-en.png", full_page=True)
+    assert all(url.startswith(endpoint.url + "/") for url in requested), requested
+    page.context.close()
+
+
+def test_a_batch_waits_out_the_rate_limit_and_downloads_as_csv(
+    chromium: Browser,
+    limited_endpoint: RunningEndpoint,
+    served: ServedModel,
+    fatigue_png: Path,
+    images: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    # Prepare: 4 images (8-bit PNG, JPEG, 16-bit TIFF) and a file of another kind
+    batch = [fatigue_png, images["gray.png"], images["gray.jpg"], images["gray16.tif"]]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("sample 17: broke at 2e5 cycles\n")
+    expected = {path.name: in_process_answer(served, path) for path in batch}
+    page, requested = open_page(chromium, limited_endpoint)
+    statuses: list[int] = []
+    page.on(
+        "response",
+        lambda r: statuses.append(r.status) if r.url.endswith("/invocations") else None,
+    )
+    expect(page.get_by_test_id("api-key-panel")).to_be_hidden()
+    # Execute
+    page.get_by_test_id("file-input").set_input_files([*batch, notes])
+    # Assert: every image answered although the endpoint refused some requests at first
+    cards = page.get_by_test_id("result-card")
+    expect(cards).to_have_count(5)
+    for index in range(4):
+        expect(cards.nth(index)).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT_MS)
+    expect(cards.nth(4)).to_have_attribute("data-status", "failed")
+    expect(page.get_by_test_id("messages")).to_contain_text(
+        "“notes.txt” is not a PNG, JPEG or TIFF file, so it was not sent."
+    )
+    assert 429 in statuses and statuses.count(200) == 4, statuses
+    with Image.open(images["gray16.tif"]) as tiff:
+        assert card_preview_width(page, 3) == tiff.width
+    expect(page.get_by_test_id("batch-rows").locator("tr")).to_have_count(5)
+    # Execute: the CSV
+    with page.expect_download() as download:
+        page.get_by_test_id("download-csv").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    # Assert
+    rows = list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8-sig"))))
+    assert [row["file"] for row in rows] == [*expected, "notes.txt"]
+    for row in rows[:4]:
+        answer = expected[row["file"]]
+        assert (row["class"], row["status"], row["error"]) == (answer["class"], "done", "")
+        assert row["model_version"] == answer["model_version"]
+        for name in DEFAULT_CLASSES:
+            assert float(row[f"p_{name}"]) == pytest.approx(answer["probabilities"][name], abs=1e-5)
+    assert rows[4]["status"] == "failed" and "not a PNG, JPEG or TIFF" in rows[4]["error"]
+    assert saved.name == f"fractofl-predictions-{rows[0]['model_version']}.csv"
+    assert all(url.startswith(limited_endpoint.url + "/") for url in requested), requested
+    page.context.close()
+
+
+def card_preview_width(page: Page, index: int) -> int:
+    preview = page.get_by_test_id("result-card").nth(index).get_by_test_id("preview")
+    return int(preview.evaluate("img => img.complete ? img.naturalWidth : 0"))
