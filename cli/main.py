@@ -16,16 +16,29 @@ from pathlib import Path
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
-from fractofl.cli import coordinator_cmd, keys_cmd, models_cmd, predict_cmd, report_cmd, serve_cmd
+from fractofl.cli import (
+    coordinator_cmd,
+    keys_cmd,
+    member_cmd,
+    models_cmd,
+    pki_cmd,
+    predict_cmd,
+    report_cmd,
+    serve_cmd,
+)
 from fractofl.cli.config import ConfigError, compose_config, to_run_config, to_yaml
+from fractofl.client.supernode import MemberSetupError
 from fractofl.core.checkpoint import CheckpointError
 from fractofl.core.data import NoUsableImagesError
 from fractofl.core.partition import PartitionError
+from fractofl.core.pki import PkiError
 from fractofl.core.registry import RegistryError
 from fractofl.core.run_config import RunConfig
 from fractofl.core.signing import SigningKeyError
 from fractofl.core.synth.dataset import ForeignFolderError
 from fractofl.server.errors import NotEnoughMembersError, RoundStateError, RunFolderError
+from fractofl.server.superlink import DeploymentError
+from fractofl.strategies.privacy import PrivacyBudgetExhaustedError, PrivacySettingsError
 
 log = logging.getLogger("fractofl")
 
@@ -40,6 +53,11 @@ USER_ERRORS = (
     RegistryError,  # and ModelVerificationError, its subclass
     CheckpointError,
     NotEnoughMembersError,
+    PkiError,
+    DeploymentError,
+    MemberSetupError,
+    PrivacySettingsError,
+    PrivacyBudgetExhaustedError,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -129,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     coordinator_cmd.register(sub)
     report_cmd.register(sub)
     keys_cmd.register(sub)
+    member_cmd.register_actions(pki_cmd.register(sub))
     models_cmd.register(sub)
     serve_cmd.register(sub)
     predict_cmd.register(sub)
@@ -169,9 +188,11 @@ def _fresh_name(root: Path, kind: str) -> str:
     return name
 
 
-def _prepared_run(args: argparse.Namespace, kind: str) -> RunConfig | None:
-    """The run config with absolute paths and its synthetic data in place; ``None`` after
-    printing it for ``--cfg``."""
+def prepared_run(
+    args: argparse.Namespace, kind: str, generate_data: bool = True
+) -> RunConfig | None:
+    """The run config with absolute paths and (``generate_data``) its synthetic data in
+    place; ``None`` after printing it for ``--cfg``."""
     from fractofl.cli.datasets import ensure_synthetic_data
 
     cfg, text = _load(args)
@@ -179,14 +200,25 @@ def _prepared_run(args: argparse.Namespace, kind: str) -> RunConfig | None:
         print(text)
         return None
     cfg = _with_absolute_paths(cfg, kind)
-    ensure_synthetic_data(cfg)
+    if cfg.privacy.dp and kind == "federated":
+        from fractofl.strategies.privacy import check_dp_settings
+
+        settings = cfg.privacy
+        check_dp_settings(
+            cfg.strategy.name,
+            cfg.updates.compression,
+            settings.noise_multiplier,
+            settings.clipping_norm,
+        )
+    if generate_data:
+        ensure_synthetic_data(cfg)
     return cfg
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from fractofl.cli.simulation import simulate
 
-    cfg = _prepared_run(args, "federated")
+    cfg = prepared_run(args, "federated")
     if cfg is None:
         return EXIT_OK
     simulate(cfg)
@@ -198,7 +230,7 @@ def _demo(args: argparse.Namespace) -> int:
     from fractofl.cli.try_endpoint import query_local_endpoint
     from fractofl.server.evaluation import coordinator_test_dir
 
-    cfg = _prepared_run(args, "federated")
+    cfg = prepared_run(args, "federated")
     if cfg is None:
         return EXIT_OK
     simulate(cfg)
@@ -213,7 +245,7 @@ def _centralized(args: argparse.Namespace) -> int:
     from fractofl.cli.datasets import simulated_member_dirs
     from fractofl.server.centralized import run_centralized
 
-    cfg = _prepared_run(args, "centralized")
+    cfg = prepared_run(args, "centralized")
     if cfg is None:
         return EXIT_OK
     return report_run(run_centralized(cfg, simulated_member_dirs(cfg)))
@@ -234,6 +266,11 @@ def report_run(run_dir: Path) -> int:
         f"final test accuracy {final['test_accuracy']:.3f}, macro-F1 {final['test_macro_f1']:.3f} "
         f"after {summary['rounds']} rounds"
     )
+    if "privacy" in summary:
+        privacy = summary["privacy"]
+        print(
+            f"differential privacy: epsilon {privacy['epsilon']:.3f} at delta {privacy['delta']:g}"
+        )
     return EXIT_OK
 
 

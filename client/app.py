@@ -13,6 +13,7 @@ from torch import nn
 from fractofl.client.attacks import corrupt_update
 from fractofl.client.faults import inject_fault
 from fractofl.client.member import (
+    clip_update,
     evaluate_locally,
     resolve_data_dir,
     state_as_numpy,
@@ -24,7 +25,12 @@ from fractofl.core.compression import encode_update
 from fractofl.core.factory import model_for
 from fractofl.core.member_data import MemberData, load_member_data
 from fractofl.core.run_config import RunConfig, config_digest, from_flat
-from fractofl.core.update_protocol import PROXIMAL_MU_KEY, spec_from_config
+from fractofl.core.update_protocol import (
+    CLIPPING_NORM_KEY,
+    PROXIMAL_MU_KEY,
+    UNIT_WEIGHT_KEY,
+    spec_from_config,
+)
 
 ARRAYS_KEY = "arrays"
 METRICS_KEY = "metrics"
@@ -85,15 +91,18 @@ def train(msg: Message, context: Context) -> Message:
     result = train_locally(model, data, cfg, seed=seed, proximal_mu=mu)
     delta = weight_delta(state_as_numpy(model), start)
     delta = _simulated_attack(delta, cfg, context, seed, model)
+    values: dict[str, int | float | list[int] | list[float]] = {
+        "num-examples": len(data.train),
+        "train-loss": result.loss,
+        "train-accuracy": result.accuracy,
+        "config-crc": _digest_metric(cfg),
+    }
+    clipping_norm = config.get(CLIPPING_NORM_KEY)
+    if isinstance(clipping_norm, int | float):  # differential privacy: bound our influence
+        clip_update(delta, float(clipping_norm))
+        values[UNIT_WEIGHT_KEY] = 1
     payload = encode_update(delta, spec_from_config(config))
-    metrics = MetricRecord(
-        {
-            "num-examples": len(data.train),
-            "train-loss": result.loss,
-            "train-accuracy": result.accuracy,
-            "config-crc": _digest_metric(cfg),
-        }
-    )
+    metrics = MetricRecord(values)
     update = ArrayRecord({key: Array(value) for key, value in payload.items()})
     return Message(content=RecordDict({ARRAYS_KEY: update, METRICS_KEY: metrics}), reply_to=msg)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from flwr.supercore.differential_privacy import clip_inputs_inplace, get_norm
 from torch import nn
 
 from fractofl.client.node_config import DATA_DIR_KEY, PARTITION_KEY
@@ -86,3 +87,20 @@ def evaluate_locally(model: nn.Module, data: MemberData, cfg: RunConfig) -> Eval
         return None
     loader = make_loader(data.val, cfg.train.batch_size, False, False, cfg.seed)
     return evaluate(model, loader, len(cfg.data.classes), resolve_device(cfg.train.device))
+
+
+def clip_update(delta: dict[str, np.ndarray], clipping_norm: float) -> float:
+    """Differential privacy's member side, in place: integer buffers' changes (BatchNorm's
+    batch counters) are zeroed, and the floating-point arrays together are scaled to L2
+    norm at most ``clipping_norm`` with Flower's ``clip_inputs_inplace``. Returns the
+    norm before clipping."""
+    floats = []
+    for value in delta.values():
+        if np.issubdtype(value.dtype, np.floating):
+            floats.append(value)
+        else:
+            value[...] = 0
+    norm = get_norm(floats)
+    if norm > 0:  # Flower's clip divides by the norm
+        clip_inputs_inplace(floats, clipping_norm)
+    return norm

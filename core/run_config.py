@@ -160,6 +160,36 @@ class ServingConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Differential privacy: members clip their update to ``clipping_norm``, the
+    coordinator adds Gaussian noise (``noise_multiplier`` x norm / members) and Flower's
+    RDP accountant reports (epsilon, ``target_delta``) after every round."""
+
+    dp: bool = False
+    noise_multiplier: float = 1.0
+    clipping_norm: float = 1.0
+    target_delta: float = 1e-5
+    max_epsilon: float = 0.0
+
+
+@dataclass
+class DeploymentConfig:
+    """A real federation on Flower's Deployment Engine: the consortium CA, the
+    coordinator's SuperLink and the members' SuperNodes (``fractofl ca|coordinator|member``)."""
+
+    pki_dir: str = "pki"
+    ca_name: str = "fractofl consortium CA"
+    ca_days: int = 3650
+    certificate_days: int = 825
+    hosts: list[str] = field(default_factory=lambda: ["localhost", "127.0.0.1"])
+    superlink_host: str = "0.0.0.0"
+    superlink_port: int = 9092
+    state_dir: str = "coordinator"
+    member_dir: str = "member"
+    connect_timeout_s: float = 120.0
+
+
+@dataclass
 class OutputConfig:
     """Where run folders are written; ``resume`` continues the run already there."""
 
@@ -181,6 +211,8 @@ class RunConfig:
     updates: UpdatesConfig = field(default_factory=UpdatesConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
@@ -272,12 +304,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     raise RunConfigError(f"{key}={value!r} should be of type {getattr(hint, '__name__', hint)}")
 
 
-UNHASHED_GROUPS = ("output.", "registry.", "serving.")
+UNHASHED_GROUPS = ("output.", "registry.", "serving.", "deployment.")
 
 
 def config_digest(config: RunConfig) -> str:
-    """Short stable hash of what a run trains (the ``output``, ``registry`` and
-    ``serving`` groups are left out), to show that two processes saw the same config."""
+    """Short stable hash of what a run trains (the ``output``, ``registry``, ``serving``
+    and ``deployment`` groups are left out), to show that two processes saw the same config."""
     flat = {k: v for k, v in to_flat(config).items() if not k.startswith(UNHASHED_GROUPS)}
     payload = json.dumps(flat, sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()[:12]

@@ -13,6 +13,10 @@ from fractofl.core.compression import CompressionSpec
 COMPRESSION_MODE_KEY = "compression-mode"
 COMPRESSION_TOPK_KEY = "compression-topk"
 PROXIMAL_MU_KEY = "proximal-mu"  # set by Flower's FedProx
+CLIPPING_NORM_KEY = "clipping_norm"  # set under differential privacy (Flower's key)
+UNIT_WEIGHT_KEY = "dp-unit-weight"
+"""Under differential privacy every member reports this metric as 1 and the mean is
+weighted by it: one member's influence is then bounded whatever its data set's size."""
 
 
 def spec_from_config(config: Mapping[str, object]) -> CompressionSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import zlib
 from dataclasses import dataclass
@@ -30,7 +31,9 @@ from fractofl.server.round_state import (
 )
 from fractofl.server.rounds import Participation, RoundPolicy, run_rounds
 from fractofl.server.run_folder import RunFolder
+from fractofl.strategies.guard import UpdateGuard
 from fractofl.strategies.npy_arrays import array_of
+from fractofl.strategies.privacy import DifferentialPrivacy, check_dp_settings, rdp_accountant
 from fractofl.strategies.registry import CommonStrategyArgs, build_strategy
 from fractofl.strategies.state import restore_strategy_state, strategy_state
 
@@ -71,7 +74,7 @@ def _start(cfg: RunConfig, run_id: str, initial: ArrayRecord) -> _Start:
 
 def _strategy(
     cfg: RunConfig, recorder: RoundRecorder, folder: RunFolder, buffers: frozenset[str]
-) -> Strategy:
+) -> UpdateGuard:
     fed = cfg.federation
     return build_strategy(
         cfg.strategy.name,
@@ -95,6 +98,19 @@ def _strategy(
     )
 
 
+def _private(cfg: RunConfig, guard: UpdateGuard) -> DifferentialPrivacy:
+    """The guard behind member-side clipping, noise and Flower's RDP accountant."""
+    settings = cfg.privacy
+    check_dp_settings(
+        cfg.strategy.name,
+        cfg.updates.compression,
+        settings.noise_multiplier,
+        settings.clipping_norm,
+    )
+    accountant = rdp_accountant(cfg.federation.members, settings.target_delta, settings.max_epsilon)
+    return DifferentialPrivacy(guard, settings.noise_multiplier, settings.clipping_norm, accountant)
+
+
 def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
     """Run (or, with ``output.resume``, continue) ``federation.rounds`` rounds; after each
     completed round checkpoint the run and publish the global model as a signed version.
@@ -113,6 +129,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
         folder.record_round(recorder.rows, row)
         progress.round_done(row)
 
+    private: DifferentialPrivacy | None = None
     recorder = RoundRecorder(
         evaluate_global=evaluator.evaluate_arrays,
         on_round=on_round,
@@ -120,9 +137,15 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
         rows=state.rows if state else None,
     )
     buffers = frozenset(name for name, _ in model.named_buffers())
-    strategy = _strategy(cfg, recorder, folder, buffers)
+    guard = _strategy(cfg, recorder, folder, buffers)
+    strategy: Strategy = guard
+    if cfg.privacy.dp:
+        strategy = private = _private(cfg, guard)
+        recorder.privacy_spent = private.privacy_spent
     publisher = RoundPublisher(cfg, start.run_id)
     if state is not None:
+        if private is not None and state.privacy:
+            private.accountant.load_state_dict(json.loads(state.privacy))
         restore_strategy_state(strategy, state.strategy)
         state.random_state.restore()
         publisher.ensure_published(state.round, start.arrays, state.rows[-1])
@@ -144,6 +167,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
                 random_state=RandomState.capture(),
                 strategy=strategy_state(strategy),
                 elapsed_s=recorder.elapsed_s(),
+                privacy=json.dumps(private.accountant.state_dict()) if private else "",
             ),
             folder.path,
         )

@@ -22,6 +22,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from fractofl.core.training import EvalResult
 from fractofl.server.rounds import Participation
 from fractofl.strategies.guard import UpdateVerdict
+from fractofl.strategies.privacy import PrivacySpent
 
 log = logging.getLogger("fractofl")
 
@@ -47,6 +48,8 @@ class RoundRow:
     members_failed: int = 0
     stragglers: int = 0
     attempts: int = 0
+    dp_epsilon: float = math.nan
+    dp_delta: float = math.nan
 
     def test_metrics(self) -> dict[str, float]:
         """The coordinator-test metrics a checkpoint or a published version carries."""
@@ -73,6 +76,8 @@ class RoundRecorder:
         rows: list[RoundRow] | None = None,
     ) -> None:
         self._evaluate_global = evaluate_global
+        self.privacy_spent: Callable[[], PrivacySpent] | None = None
+        """Set under differential privacy: the rows get (epsilon, delta) after each round."""
         self._on_round = on_round
         self._expected_crc = expected_config_crc
         self.rows: list[RoundRow] = list(rows or [])
@@ -152,6 +157,9 @@ class RoundRecorder:
             row.members_failed = len(seen.failed)
             row.stragglers = len(seen.stragglers)
             row.attempts = seen.attempts
+        if self.privacy_spent is not None and server_round:
+            spent = self.privacy_spent()
+            row.dp_epsilon, row.dp_delta = spent.epsilon, spent.delta
         self._train, self._members_eval, self._verdicts = {}, {}, []
         self._participation = None
         self.rows.append(row)

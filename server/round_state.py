@@ -61,6 +61,8 @@ class RoundState:
     strategy: StrategyState = field(default_factory=dict)
     published_version: int | None = None
     elapsed_s: float = 0.0
+    privacy: str = ""
+    """The privacy accountant's state as JSON (differential privacy only)."""
 
 
 def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -97,6 +99,7 @@ def save_round_state(state: RoundState, folder: Path) -> Path:
         "strategy": {name: _tensors(values) for name, values in state.strategy.items()},
         "published_version": state.published_version,
         "elapsed_s": state.elapsed_s,
+        "privacy": state.privacy,
     }
     return atomic_write(folder / STATE_FILE, lambda handle: torch.save(payload, handle))
 
@@ -134,4 +137,5 @@ def load_round_state(folder: Path) -> RoundState:
         strategy={name: _arrays(values) for name, values in payload["strategy"].items()},
         published_version=payload["published_version"],
         elapsed_s=float(payload["elapsed_s"]),
+        privacy=str(payload.get("privacy", "")),
     )

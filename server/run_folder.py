@@ -171,6 +171,14 @@ class RunFolder:
             "classes": list(self.cfg.data.classes),
             "elapsed_s": final.elapsed_s,
         }
+        if not math.isnan(final.dp_epsilon):
+            summary["privacy"] = {
+                "epsilon": final.dp_epsilon,
+                "delta": final.dp_delta,
+                "noise_multiplier": self.cfg.privacy.noise_multiplier,
+                "clipping_norm": self.cfg.privacy.clipping_norm,
+                "accountant": "Flower RdpAccountant, no amplification by sampling",
+            }
         (self.path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         log.info("%s run finished; run folder %s\n%s", self.kind, self.path, format_summary(rows))
         return model_path

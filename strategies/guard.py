@@ -102,6 +102,11 @@ class UpdateGuard(Strategy):
         self.listener = listener
         self.statistics_keys = statistics_keys
         self._reference: dict[str, np.ndarray] = {}
+        self.accepted_count = 0
+        """How many updates the last :meth:`aggregate_train` accepted."""
+        self.train_weight_key: str | None = None
+        """The metric that weighs training updates, when not the wrapped strategy's
+        ``weighted_by_key`` (differential privacy: every member weighs 1)."""
 
     def summary(self) -> None:
         """Log the wrapped strategy's settings and the guard's."""
@@ -129,6 +134,7 @@ class UpdateGuard(Strategy):
         replies = list(replies)
         failed = [msg for msg in replies if msg.has_error()]
         accepted, verdicts = self._screen(server_round, [m for m in replies if not m.has_error()])
+        self.accepted_count = len(accepted)
         if self.listener is not None:
             self.listener(server_round, verdicts)
         if type(self.inner) in PLAIN_MEANS:
@@ -150,7 +156,7 @@ class UpdateGuard(Strategy):
         keys = self.statistics_keys & set(self._reference)
         if not isinstance(self.inner, FedOpt) or not keys or not accepted:
             return {}
-        weights = [_weight(msg.content, self.inner.weighted_by_key) for msg, _ in accepted]
+        weights = [_weight(msg.content, self._train_weight_key()) for msg, _ in accepted]
         return weighted_mean_update(
             {k: self._reference[k] for k in keys},
             [{k: delta[k] for k in keys} for _, delta in accepted],
@@ -172,9 +178,10 @@ class UpdateGuard(Strategy):
         if not accepted:
             return None, None
         contents = [msg.content for msg, _ in accepted]
-        weights = [_weight(content, inner.weighted_by_key) for content in contents]
+        weight_key = self._train_weight_key()
+        weights = [_weight(content, weight_key) for content in contents]
         merged = weighted_mean_update(self._reference, [d for _, d in accepted], weights)
-        metrics = inner.train_metrics_aggr_fn(contents, inner.weighted_by_key)
+        metrics = inner.train_metrics_aggr_fn(contents, weight_key)
         return ArrayRecord({key: array_of(value) for key, value in merged.items()}), metrics
 
     def configure_evaluate(
@@ -230,7 +237,7 @@ class UpdateGuard(Strategy):
         records = msg.content.array_records
         if len(records) != 1:
             return 0, f"expected one ArrayRecord, got {len(records)}"
-        weight_key = getattr(self.inner, "weighted_by_key", "num-examples")
+        weight_key = self._train_weight_key()
         try:
             _weight(msg.content, weight_key)
         except ValueError as exc:
@@ -244,6 +251,10 @@ class UpdateGuard(Strategy):
             return sent, f"undecodable update: {exc}"
         problem = structural_problem(delta, self._reference)
         return sent, problem if problem is not None else delta
+
+    def _train_weight_key(self) -> str:
+        inner_key = str(getattr(self.inner, "weighted_by_key", "num-examples"))
+        return self.train_weight_key or inner_key
 
     def _finish(self, arrays: ArrayRecord, replaced: dict[str, np.ndarray]) -> ArrayRecord:
         """The aggregate with ``replaced`` arrays swapped in, and every array back in the

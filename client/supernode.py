@@ -1,0 +1,88 @@
+"""A member's side of a real federation: its SuperNode (``fractofl member join``).
+
+The SuperNode connects out to the coordinator's SuperLink over TLS (verified against the
+consortium CA), authenticates with the member's EC P-384 key, and runs the same ClientApp
+as the simulation on the member's own image folder, passed as node config
+``data-dir``. Nothing listens for the outside: its local port serves only its own
+ClientApp processes on loopback.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fractofl.client.node_config import DATA_DIR_KEY
+
+
+class MemberSetupError(RuntimeError):
+    """``member join`` cannot start: a missing file or folder, a bad address."""
+
+
+@dataclass(frozen=True)
+class JoinSettings:
+    """What a member's SuperNode needs."""
+
+    superlink: str
+    data_dir: Path
+    private_key: Path | None
+    ca_cert: Path | None
+    local_port: int
+
+    def check(self) -> None:
+        """Refuse to start with a missing file or a malformed address, naming it."""
+        host, _, port = self.superlink.rpartition(":")
+        if not host or not port.isdigit():
+            raise MemberSetupError(
+                f"--superlink {self.superlink!r} is not HOST:PORT (the coordinator's address, "
+                "e.g. coordinator.example.org:9092)"
+            )
+        if not self.data_dir.is_dir():
+            raise MemberSetupError(
+                f"--data {self.data_dir} is not a folder; point it at the member's images "
+                "(one sub-folder per class; `fractofl data check DIR` checks it)"
+            )
+        for flag, path in (("--key", self.private_key), ("--ca", self.ca_cert)):
+            if path is not None and not path.is_file():
+                raise MemberSetupError(f"{flag} {path} does not exist")
+
+
+def supernode_command(settings: JoinSettings, insecure: bool) -> list[str]:
+    """``flower-supernode`` for ``settings``; with ``insecure``, plain text and no key."""
+    settings.check()
+    if not insecure and (settings.private_key is None or settings.ca_cert is None):
+        raise MemberSetupError(
+            "a TLS federation needs --ca (the consortium's ca.crt) and --key (this member's "
+            "private key, from `fractofl member keys`); --insecure only for a test federation"
+        )
+    command = [
+        _supernode_executable(),
+        "--superlink",
+        settings.superlink,
+        "--port",
+        str(settings.local_port),
+        "--node-config",
+        f'{DATA_DIR_KEY}="{settings.data_dir.resolve()}"',
+    ]
+    if insecure:
+        return [*command, "--insecure"]
+    assert settings.ca_cert is not None and settings.private_key is not None
+    return [
+        *command,
+        "--root-certificates",
+        str(settings.ca_cert.resolve()),
+        "--auth-supernode-private-key",
+        str(settings.private_key.resolve()),
+    ]
+
+
+def _supernode_executable() -> str:
+    beside = Path(sys.executable).with_name("flower-supernode")
+    found = str(beside) if beside.is_file() else shutil.which("flower-supernode")
+    if found is None:
+        raise MemberSetupError(
+            f"flower-supernode is not installed next to {sys.executable}; reinstall fractofl"
+        )
+    return found

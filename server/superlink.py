@@ -1,0 +1,215 @@
+"""The coordinator's side of a real federation on Flower's Deployment Engine.
+
+``fractofl coordinator up`` runs ``flower-superlink`` (TLS with the consortium CA's
+certificate, SuperNode authentication, a database so that registrations survive a
+restart); the coordinator's own Flower CLI (``flwr run``, ``flwr supernode register``)
+reaches it on loopback through a connection named :data:`CONNECTION` in a private
+``FLWR_HOME`` (``deployment.state_dir/flwr-home``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+from fractofl.core.pki import CA_CERT_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE
+from fractofl.core.run_config import DeploymentConfig
+
+CONNECTION = "fractofl"
+"""The Flower CLI connection (``[superlink.fractofl]`` in ``$FLWR_HOME/config.toml``)."""
+LOOPBACK_HOSTS = ("0.0.0.0", "::", "127.0.0.1", "localhost")
+DATABASE_FILE = "superlink.db"
+FLWR_HOME_DIR = "flwr-home"
+OFFLINE_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    # Each run's app dependencies are this environment's: offline, `uv sync` would fail.
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
+
+
+class DeploymentError(RuntimeError):
+    """A real-federation command cannot go on: a missing file, a refused registration,
+    a SuperLink that does not answer."""
+
+
+@dataclass(frozen=True)
+class CoordinatorFiles:
+    """Where the coordinator keeps its certificates and the SuperLink's state."""
+
+    pki_dir: Path
+    state_dir: Path
+
+    @classmethod
+    def from_config(cls, cfg: DeploymentConfig) -> CoordinatorFiles:
+        """Absolute paths, so that Flower's CLI (which needs them) gets them."""
+        return cls(Path(cfg.pki_dir).resolve(), Path(cfg.state_dir).resolve())
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.pki_dir / CA_CERT_FILE
+
+    @property
+    def server_cert(self) -> Path:
+        return self.pki_dir / SERVER_CERT_FILE
+
+    @property
+    def server_key(self) -> Path:
+        return self.pki_dir / SERVER_KEY_FILE
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / DATABASE_FILE
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.state_dir / FLWR_HOME_DIR
+
+    def check_tls(self) -> None:
+        """Refuse to start TLS without the CA's and the SuperLink's certificate."""
+        missing = [p for p in (self.ca_cert, self.server_cert, self.server_key) if not p.is_file()]
+        if missing:
+            raise DeploymentError(
+                f"missing {', '.join(str(p) for p in missing)}: run `fractofl ca init` and "
+                "`fractofl ca issue --host <coordinator host name>` first (deployment.pki_dir), "
+                "or pass --insecure for a plain-text test federation"
+            )
+
+
+def flower_tool(name: str) -> str:
+    """A Flower executable of this environment (``flwr``, ``flower-superlink``, ...)."""
+    beside = Path(sys.executable).with_name(name)
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        raise DeploymentError(
+            f"{name} is not installed next to {sys.executable}; reinstall fractofl"
+        )
+    return found
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    """The environment for Flower's processes and CLI: a private home, offline, and this
+    environment's executables first (the SuperLink starts ``flower-superexec`` by name)."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, **OFFLINE_ENV, "FLWR_HOME": str(flwr_home), "PATH": path}
+
+
+def superlink_command(cfg: DeploymentConfig, files: CoordinatorFiles, insecure: bool) -> list[str]:
+    """``flower-superlink`` for ``deployment.superlink_host:superlink_port``: TLS and
+    SuperNode authentication, or neither with ``insecure`` (Flower refuses
+    authentication without TLS)."""
+    command = [
+        flower_tool("flower-superlink"),
+        "--host",
+        cfg.superlink_host,
+        "--port",
+        str(cfg.superlink_port),
+        "--database",
+        str(files.database),
+        "--disable-runtime-dependency-installation",
+    ]
+    if insecure:
+        return [*command, "--insecure"]
+    files.check_tls()
+    return [
+        *command,
+        "--ssl-ca-certfile",
+        str(files.ca_cert),
+        "--ssl-certfile",
+        str(files.server_cert),
+        "--ssl-keyfile",
+        str(files.server_key),
+        "--enable-supernode-auth",
+    ]
+
+
+def write_connection(files: CoordinatorFiles, cfg: DeploymentConfig, insecure: bool) -> Path:
+    """The coordinator's Flower CLI connection to its SuperLink (on loopback, mostly)."""
+    connection: dict[str, object] = {"address": f"{control_host(cfg)}:{cfg.superlink_port}"}
+    if insecure:
+        connection["insecure"] = True
+    else:
+        connection["root-certificates"] = str(files.ca_cert)
+    files.flwr_home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = files.flwr_home / "config.toml"
+    path.write_text(tomli_w.dumps({"superlink": {"default": CONNECTION, CONNECTION: connection}}))
+    return path
+
+
+def control_host(cfg: DeploymentConfig) -> str:
+    """Where the coordinator's own commands reach the SuperLink: loopback when it
+    listens on every address, else the address it listens on."""
+    return "127.0.0.1" if cfg.superlink_host in LOOPBACK_HOSTS else cfg.superlink_host
+
+
+def wait_for_port(host: str, port: int, timeout_s: float) -> None:
+    """Wait until something accepts connections on ``host:port``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise DeploymentError(
+                    f"nothing answers on {host}:{port} after {timeout_s:.0f} s: is "
+                    "`fractofl coordinator up` running (deployment.superlink_port)?"
+                ) from None
+            time.sleep(0.5)
+
+
+def flwr_cli(files: CoordinatorFiles, *args: str, timeout_s: float = 120.0) -> str:
+    """Run the Flower CLI against the coordinator's connection; its output, or a
+    DeploymentError with what it said."""
+    result = subprocess.run(
+        [flower_tool("flwr"), *args],
+        env=flower_env(files.flwr_home),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if result.returncode != 0:
+        said = (result.stdout + result.stderr).strip().splitlines()
+        raise DeploymentError(
+            f"`flwr {' '.join(args[:2])}` failed (exit {result.returncode}): "
+            + (" / ".join(line.strip() for line in said[-3:]) or "no output")
+        )
+    return result.stdout
+
+
+def register_member(
+    files: CoordinatorFiles, cfg: DeploymentConfig, public_key: Path, name: str
+) -> int:
+    """Register a member's SuperNode public key with the SuperLink; its node id."""
+    if not public_key.is_file():
+        raise DeploymentError(f"no public key file {public_key}")
+    wait_for_port(control_host(cfg), cfg.superlink_port, cfg.connect_timeout_s)
+    output = flwr_cli(
+        files,
+        "supernode",
+        "register",
+        str(public_key.resolve()),
+        CONNECTION,
+        "--name",
+        name,
+        "--format",
+        "json",
+    )
+    try:
+        reply = json.loads(output)
+        if not reply.get("success"):
+            said = " ".join(str(reply.get("error-message", "")).split())
+            raise DeploymentError(f"the SuperLink did not register {public_key}: {said}")
+        return int(reply["node-id"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise DeploymentError(f"`flwr supernode register` answered {output!r}") from None

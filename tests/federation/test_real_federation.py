@@ -1,0 +1,270 @@
+"""One SuperLink and three SuperNodes as separate processes, over TLS with member
+authentication, started with the commands the README gives the coordinator and members."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fractofl.core.registry import ModelRegistry
+from fractofl.core.run_config import DeploymentConfig
+from fractofl.core.signing import load_public_key
+from fractofl.server.superlink import CONNECTION, CoordinatorFiles, flwr_cli
+from tests.federation.conftest import (
+    MEMBERS,
+    SMALL_RUN,
+    Consortium,
+    member_images,
+    wait_for,
+)
+from tests.federation.processes import Processes, fractofl, free_port
+
+pytestmark = pytest.mark.slow
+
+RUN_TIMEOUT_S = 900
+
+
+@dataclass
+class Federation:
+    """A running coordinator and its members."""
+
+    workdir: Path
+    port: int
+    deployment: list[str]
+    files: CoordinatorFiles
+    superlink_log: Path
+    member_groups: list[subprocess.Popen[bytes]]
+    member_logs: list[Path]
+    processes: Processes
+
+    def run_overrides(self, data: Path, name: str, *extra: str) -> list[str]:
+        return [
+            *self.deployment,
+            f"data.root={data}",
+            f"output.root={self.workdir / 'runs'}",
+            f"output.name={name}",
+            f"registry.root={self.workdir / 'registry'}",
+            f"registry.private_key={self.workdir / 'keys' / 'coordinator.key'}",
+            f"registry.public_key={self.workdir / 'keys' / 'coordinator.pub'}",
+            f"federation.members={MEMBERS}",
+            *SMALL_RUN,
+            *extra,
+        ]
+
+
+def online_members(federation: Federation) -> int:
+    listing = json.loads(
+        flwr_cli(federation.files, "supernode", "list", CONNECTION, "--format", "json")
+    )
+    return sum(node["status"] == "online" for node in listing["nodes"])
+
+
+@pytest.fixture(scope="module")
+def federation(
+    consortium: Consortium, member_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Federation]:
+    """`coordinator up`, `member add` x 3, `member join` x 3 (TLS, authenticated)."""
+    workdir = tmp_path_factory.mktemp("federation")
+    port = free_port()
+    deployment = [
+        f"deployment.pki_dir={consortium.pki}",
+        f"deployment.state_dir={workdir / 'coordinator'}",
+        "deployment.superlink_host=127.0.0.1",
+        f"deployment.superlink_port={port}",
+    ]
+    processes = Processes()
+    try:
+        superlink_log = workdir / "logs" / "superlink.log"
+        processes.start(fractofl("coordinator", "up", *deployment), superlink_log, workdir)
+        files = CoordinatorFiles.from_config(
+            DeploymentConfig(pki_dir=str(consortium.pki), state_dir=str(workdir / "coordinator"))
+        )
+        federation = Federation(workdir, port, deployment, files, superlink_log, [], [], processes)
+        for index, member in enumerate(consortium.members):
+            added = subprocess.run(
+                fractofl(
+                    "member",
+                    "add",
+                    str(consortium.public_key(member)),
+                    "--name",
+                    f"org{index}",
+                    *deployment,
+                ),
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert added.returncode == 0, added.stderr
+            assert f"registered org{index}: node id" in added.stdout
+        for index, member in enumerate(consortium.members):
+            log = workdir / "logs" / f"member{index}.log"
+            federation.member_logs.append(log)
+            federation.member_groups.append(
+                processes.start(
+                    fractofl(
+                        "member",
+                        "join",
+                        "--superlink",
+                        f"127.0.0.1:{port}",
+                        "--data",
+                        str(member_images(member_data, index)),
+                        "--port",
+                        str(free_port()),
+                        f"deployment.member_dir={member}",
+                        "--ca",
+                        str(consortium.ca_cert),
+                    ),
+                    log,
+                    workdir,
+                )
+            )
+        wait_for(lambda: online_members(federation) == MEMBERS, 120, "3 members online")
+        yield federation
+    finally:
+        processes.stop_all()
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_three_members_train_two_rounds_over_tls(federation: Federation, member_data: Path) -> None:
+    # Execute
+    result = subprocess.run(
+        fractofl(
+            "coordinator",
+            "run",
+            *federation.run_overrides(member_data, "tls-run", "federation.rounds=2"),
+        ),
+        cwd=federation.workdir,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    # Assert: two rounds, every member answered, a model with its accuracy, signed versions
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = federation.workdir / "runs" / "tls-run"
+    rows = read_metrics(run_dir)
+    assert [row["round"] for row in rows] == ["0", "1", "2"]
+    assert [row["members_answered"] for row in rows[1:]] == ["3", "3"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0.0 <= summary["final"]["test_accuracy"] <= 1.0
+    assert "final test accuracy" in result.stdout
+    registry = ModelRegistry(federation.workdir / "registry")
+    trusted = load_public_key(federation.workdir / "keys" / "coordinator.pub")
+    assert [registry.verify(n, trusted).round for n in registry.version_numbers()] == [1, 2]
+    log = federation.superlink_log.read_text()
+    assert "https://127.0.0.1" in log  # TLS
+
+
+def test_an_unregistered_member_is_refused(
+    federation: Federation, consortium: Consortium, member_data: Path
+) -> None:
+    # Execute: the outsider has a key pair and the CA, but was never added
+    log = federation.workdir / "logs" / "outsider.log"
+    outsider = federation.processes.start(
+        fractofl(
+            "member",
+            "join",
+            "--superlink",
+            f"127.0.0.1:{federation.port}",
+            "--data",
+            str(member_images(member_data, 0)),
+            "--port",
+            str(free_port()),
+            f"deployment.member_dir={consortium.outsider}",
+            "--ca",
+            str(consortium.ca_cert),
+        ),
+        log,
+        federation.workdir,
+    )
+    # Assert: it exits with Flower's refusal, logged on both sides; nobody else is affected
+    outsider.wait(timeout=120)
+    assert outsider.returncode != 0
+    assert "Failed to activate SuperNode" in log.read_text()
+    wait_for(
+        lambda: (
+            "No SuperNode found with the given public key" in federation.superlink_log.read_text()
+        ),
+        30,
+        "the SuperLink's log line",
+    )
+    assert online_members(federation) == MEMBERS
+
+
+def test_a_private_run_reports_epsilon_after_every_round(
+    federation: Federation, member_data: Path
+) -> None:
+    # Execute: DP-FedAvg (members clip, the coordinator adds noise, Flower's RDP accountant)
+    result = subprocess.run(
+        fractofl(
+            "coordinator",
+            "run",
+            *federation.run_overrides(
+                member_data,
+                "dp-run",
+                "federation.rounds=2",
+                "privacy.dp=true",
+                "privacy.noise_multiplier=1.0",
+                "privacy.clipping_norm=1.0",
+            ),
+        ),
+        cwd=federation.workdir,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    # Assert: epsilon grows round by round (4.73 after one release of z=1 at delta 1e-5)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = federation.workdir / "runs" / "dp-run"
+    rows = read_metrics(run_dir)
+    epsilons = [float(row["dp_epsilon"]) for row in rows[1:]]
+    assert epsilons[0] == pytest.approx(4.73, abs=0.01) and epsilons[1] > epsilons[0]
+    assert [row["members_answered"] for row in rows[1:]] == ["3", "3"]
+    privacy = json.loads((run_dir / "summary.json").read_text())["privacy"]
+    assert privacy["epsilon"] == pytest.approx(epsilons[-1])
+    assert privacy["delta"] == 1e-5
+    assert f"differential privacy: epsilon {epsilons[-1]:.3f}" in result.stdout
+
+
+def test_a_member_killed_mid_run_leaves_the_others_to_finish(
+    federation: Federation, member_data: Path
+) -> None:
+    # Prepare: a 3-round run; wait for round 1 to complete
+    overrides = federation.run_overrides(
+        member_data, "sigkill-run", "federation.rounds=3", "federation.round_timeout=45"
+    )
+    run_dir = federation.workdir / "runs" / "sigkill-run"
+    run_log = federation.workdir / "logs" / "sigkill-run.log"
+    run = federation.processes.start(
+        fractofl("coordinator", "run", *overrides), run_log, federation.workdir
+    )
+    wait_for(
+        lambda: (run_dir / "metrics.csv").is_file() and len(read_metrics(run_dir)) >= 2,
+        RUN_TIMEOUT_S,
+        "round 1",
+    )
+    # Execute: the third member's machine dies (SuperNode and ClientApp, no goodbye)
+    os.killpg(federation.member_groups[2].pid, signal.SIGKILL)
+    run.wait(timeout=RUN_TIMEOUT_S)
+    # Assert: the run completes with the 2 remaining members (min_train_members=2)
+    assert run.returncode == 0, run_log.read_text()[-3000:]
+    rows = read_metrics(run_dir)
+    assert [row["round"] for row in rows] == ["0", "1", "2", "3"]
+    assert rows[1]["members_answered"] == "3"
+    assert rows[3]["members_answered"] == "2"
+    assert (run_dir / "model.pt").is_file()
