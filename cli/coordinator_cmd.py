@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import FrameType
 
 import yaml
 
@@ -90,12 +88,8 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from fractofl.cli.config import compose_config, to_run_config
-    from fractofl.server.superlink import (
-        CoordinatorFiles,
-        flower_env,
-        superlink_command,
-        write_connection,
-    )
+    from fractofl.core.flower_processes import flower_env, run_in_foreground
+    from fractofl.server.superlink import CoordinatorFiles, superlink_command, write_connection
 
     deployment = to_run_config(compose_config(args.overrides)).deployment
     files = CoordinatorFiles.from_config(deployment)
@@ -121,30 +115,19 @@ def _up(args: argparse.Namespace) -> int:
         f"--data <their images> {join}\nCtrl-C stops it.",
         flush=True,
     )
-    process = subprocess.Popen(command, env=flower_env(files.flwr_home))
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        process.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        return process.wait()
+    return run_in_foreground(command, flower_env(files.flwr_home))
 
 
 def _run(args: argparse.Namespace) -> int:
     from fractofl.cli.main import prepared_run, report_run
     from fractofl.cli.simulation import flower_app_config
+    from fractofl.core.flower_processes import flower_env, flower_tool
     from fractofl.server.evaluation import coordinator_test_dir
     from fractofl.server.superlink import (
         CONNECTION,
         CoordinatorFiles,
         DeploymentError,
         control_host,
-        flower_env,
-        flower_tool,
         wait_for_port,
     )
 

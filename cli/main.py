@@ -30,6 +30,7 @@ from fractofl.cli.config import ConfigError, compose_config, to_run_config, to_y
 from fractofl.client.supernode import MemberSetupError
 from fractofl.core.checkpoint import CheckpointError
 from fractofl.core.data import NoUsableImagesError
+from fractofl.core.flower_processes import FlowerToolError
 from fractofl.core.partition import PartitionError
 from fractofl.core.pki import PkiError
 from fractofl.core.registry import RegistryError
@@ -56,6 +57,7 @@ USER_ERRORS = (
     PkiError,
     DeploymentError,
     MemberSetupError,
+    FlowerToolError,
     PrivacySettingsError,
     PrivacyBudgetExhaustedError,
 )

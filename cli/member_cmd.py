@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
 import sys
 from pathlib import Path
-from types import FrameType
 
 from fractofl.cli.config import compose_config, to_run_config
 
@@ -67,8 +64,8 @@ def register_actions(actions: argparse._SubParsersAction) -> None:  # type: igno
 
 def _join(args: argparse.Namespace) -> int:
     from fractofl.client.supernode import JoinSettings, supernode_command
+    from fractofl.core.flower_processes import flower_env, run_in_foreground
     from fractofl.core.pki import CA_CERT_FILE, MEMBER_KEY_FILE
-    from fractofl.server.superlink import flower_env
 
     member_dir = Path(to_run_config(compose_config(args.overrides)).deployment.member_dir)
     settings = JoinSettings(
@@ -87,17 +84,7 @@ def _join(args: argparse.Namespace) -> int:
         )
     home = member_dir.resolve() / f"flwr-home-{args.port}"
     print(f"joining {args.superlink} with the images in {args.data}; Ctrl-C leaves", flush=True)
-    process = subprocess.Popen(command, env=flower_env(home))
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        process.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        return process.wait()
+    return run_in_foreground(command, flower_env(home))
 
 
 def _add(args: argparse.Namespace) -> int:

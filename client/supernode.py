@@ -9,12 +9,11 @@ ClientApp processes on loopback.
 
 from __future__ import annotations
 
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from fractofl.client.node_config import DATA_DIR_KEY
+from fractofl.core.flower_processes import flower_tool
 
 
 class MemberSetupError(RuntimeError):
@@ -58,7 +57,7 @@ def supernode_command(settings: JoinSettings, insecure: bool) -> list[str]:
             "private key, from `fractofl member keys`); --insecure only for a test federation"
         )
     command = [
-        _supernode_executable(),
+        flower_tool("flower-supernode"),
         "--superlink",
         settings.superlink,
         "--port",
@@ -76,13 +75,3 @@ def supernode_command(settings: JoinSettings, insecure: bool) -> list[str]:
         "--auth-supernode-private-key",
         str(settings.private_key.resolve()),
     ]
-
-
-def _supernode_executable() -> str:
-    beside = Path(sys.executable).with_name("flower-supernode")
-    found = str(beside) if beside.is_file() else shutil.which("flower-supernode")
-    if found is None:
-        raise MemberSetupError(
-            f"flower-supernode is not installed next to {sys.executable}; reinstall fractofl"
-        )
-    return found

@@ -10,17 +10,15 @@ reaches it on loopback through a connection named :data:`CONNECTION` in a privat
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
 
+from fractofl.core.flower_processes import flower_env, flower_tool
 from fractofl.core.pki import CA_CERT_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE
 from fractofl.core.run_config import DeploymentConfig
 
@@ -29,12 +27,6 @@ CONNECTION = "fractofl"
 LOOPBACK_HOSTS = ("0.0.0.0", "::", "127.0.0.1", "localhost")
 DATABASE_FILE = "superlink.db"
 FLWR_HOME_DIR = "flwr-home"
-OFFLINE_ENV = {
-    "FLWR_TELEMETRY_ENABLED": "0",
-    "FLWR_DISABLE_UPDATE_CHECK": "1",
-    # Each run's app dependencies are this environment's: offline, `uv sync` would fail.
-    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-}
 
 
 class DeploymentError(RuntimeError):
@@ -83,24 +75,6 @@ class CoordinatorFiles:
                 "`fractofl ca issue --host <coordinator host name>` first (deployment.pki_dir), "
                 "or pass --insecure for a plain-text test federation"
             )
-
-
-def flower_tool(name: str) -> str:
-    """A Flower executable of this environment (``flwr``, ``flower-superlink``, ...)."""
-    beside = Path(sys.executable).with_name(name)
-    found = str(beside) if beside.is_file() else shutil.which(name)
-    if found is None:
-        raise DeploymentError(
-            f"{name} is not installed next to {sys.executable}; reinstall fractofl"
-        )
-    return found
-
-
-def flower_env(flwr_home: Path) -> dict[str, str]:
-    """The environment for Flower's processes and CLI: a private home, offline, and this
-    environment's executables first (the SuperLink starts ``flower-superexec`` by name)."""
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, **OFFLINE_ENV, "FLWR_HOME": str(flwr_home), "PATH": path}
 
 
 def superlink_command(cfg: DeploymentConfig, files: CoordinatorFiles, insecure: bool) -> list[str]:

@@ -32,7 +32,9 @@ from fractofl.strategies.validation import (
     norm_outliers,
     statistics_problem,
     structural_problem,
+    update_norm,
 )
+from fractofl.strategies.wrapping import WrappingStrategy
 
 log = logging.getLogger("fractofl")
 
@@ -52,6 +54,7 @@ ScreenListener = Callable[[int, list[UpdateVerdict]], None]
 
 # Strategies whose aggregate is exactly the weighted mean of the member weights.
 PLAIN_MEANS = (FedAvg, FedProx)
+CLIPPING_TOLERANCE = 1.0 + 1e-3  # float32 rounding of a clipped update's norm
 
 
 def _weight(content: RecordDict, key: str) -> float:
@@ -85,7 +88,7 @@ def _content_order(msg: Message) -> bytes:
     return digest.digest()
 
 
-class UpdateGuard(Strategy):
+class UpdateGuard(WrappingStrategy):
     """Decode, validate and filter member updates, then delegate to ``inner``."""
 
     def __init__(
@@ -104,6 +107,9 @@ class UpdateGuard(Strategy):
         self._reference: dict[str, np.ndarray] = {}
         self.accepted_count = 0
         """How many updates the last :meth:`aggregate_train` accepted."""
+        self.clipping_bound: float | None = None
+        """Under differential privacy: refuse an update whose L2 norm (all floating-point
+        arrays, as members clip them) exceeds this, i.e. a member that did not clip."""
         self.train_weight_key: str | None = None
         """The metric that weighs training updates, when not the wrapped strategy's
         ``weighted_by_key`` (differential privacy: every member weighs 1)."""
@@ -184,18 +190,6 @@ class UpdateGuard(Strategy):
         metrics = inner.train_metrics_aggr_fn(contents, weight_key)
         return ArrayRecord({key: array_of(value) for key, value in merged.items()}), metrics
 
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Delegated unchanged."""
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        """Delegated unchanged."""
-        return self.inner.aggregate_evaluate(server_round, replies)
-
     def _screen(
         self, server_round: int, replies: list[Message]
     ) -> tuple[list[tuple[Message, dict[str, np.ndarray]]], list[UpdateVerdict]]:
@@ -211,6 +205,7 @@ class UpdateGuard(Strategy):
             problem = problem or statistics_problem(
                 delta_or_reason, self._reference, self.statistics_keys
             )
+            problem = problem or self._unclipped(delta_or_reason)
             if problem is not None:
                 verdicts.append(self._refuse(server_round, node, sent, problem))
                 continue
@@ -251,6 +246,17 @@ class UpdateGuard(Strategy):
             return sent, f"undecodable update: {exc}"
         problem = structural_problem(delta, self._reference)
         return sent, problem if problem is not None else delta
+
+    def _unclipped(self, delta: dict[str, np.ndarray]) -> str | None:
+        if self.clipping_bound is None:
+            return None
+        norm = update_norm(delta)
+        if norm <= self.clipping_bound * CLIPPING_TOLERANCE:
+            return None
+        return (
+            f"update norm {norm:.4g} exceeds privacy.clipping_norm={self.clipping_bound:g}: "
+            "the member did not clip its update"
+        )
 
     def _train_weight_key(self) -> str:
         inner_key = str(getattr(self.inner, "weighted_by_key", "num-examples"))

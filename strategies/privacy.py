@@ -36,12 +36,12 @@ from flwr.serverapp import (
     RdpAccountant,
     SamplingMethod,
 )
-from flwr.serverapp.strategy import Strategy
 from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_stdv
 
 from fractofl.core.update_protocol import CLIPPING_NORM_KEY, UNIT_WEIGHT_KEY
 from fractofl.strategies.guard import UpdateGuard
 from fractofl.strategies.npy_arrays import array_of
+from fractofl.strategies.wrapping import WrappingStrategy
 
 log = logging.getLogger("fractofl")
 
@@ -105,7 +105,7 @@ def rdp_accountant(population: int, target_delta: float, max_epsilon: float) -> 
     )
 
 
-class DifferentialPrivacy(Strategy):
+class DifferentialPrivacy(WrappingStrategy):
     """Member-side clipping, coordinator-side noise and accounting around the guard."""
 
     def __init__(
@@ -117,6 +117,7 @@ class DifferentialPrivacy(Strategy):
     ) -> None:
         self.inner = inner
         inner.train_weight_key = UNIT_WEIGHT_KEY  # an unweighted mean: see the module doc
+        inner.clipping_bound = clipping_norm  # members clip; the guard checks that they did
         self.noise_multiplier = noise_multiplier
         self.clipping_norm = clipping_norm
         self.accountant = accountant
@@ -179,18 +180,6 @@ class DifferentialPrivacy(Strategy):
             spent.delta,
         )
         return ArrayRecord({k: array_of(v) for k, v in released.items()}), metrics
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Delegated unchanged."""
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        """Delegated unchanged."""
-        return self.inner.aggregate_evaluate(server_round, replies)
 
     def privacy_spent(self) -> PrivacySpent:
         """(epsilon at ``privacy.target_delta``, delta) so far."""

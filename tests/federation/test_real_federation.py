@@ -134,6 +134,20 @@ def federation(
         processes.stop_all()
 
 
+def coordinator_run(
+    federation: Federation, data: Path, name: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``fractofl coordinator run`` of a run called ``name``, to completion."""
+    return subprocess.run(
+        fractofl("coordinator", "run", *federation.run_overrides(data, name, *extra)),
+        cwd=federation.workdir,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
     with (run_dir / "metrics.csv").open() as handle:
         return list(csv.DictReader(handle))
@@ -141,18 +155,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
 
 def test_three_members_train_two_rounds_over_tls(federation: Federation, member_data: Path) -> None:
     # Execute
-    result = subprocess.run(
-        fractofl(
-            "coordinator",
-            "run",
-            *federation.run_overrides(member_data, "tls-run", "federation.rounds=2"),
-        ),
-        cwd=federation.workdir,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
+    result = coordinator_run(federation, member_data, "tls-run", "federation.rounds=2")
     # Assert: two rounds, every member answered, a model with its accuracy, signed versions
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_dir = federation.workdir / "runs" / "tls-run"
@@ -209,24 +212,14 @@ def test_a_private_run_reports_epsilon_after_every_round(
     federation: Federation, member_data: Path
 ) -> None:
     # Execute: DP-FedAvg (members clip, the coordinator adds noise, Flower's RDP accountant)
-    result = subprocess.run(
-        fractofl(
-            "coordinator",
-            "run",
-            *federation.run_overrides(
-                member_data,
-                "dp-run",
-                "federation.rounds=2",
-                "privacy.dp=true",
-                "privacy.noise_multiplier=1.0",
-                "privacy.clipping_norm=1.0",
-            ),
-        ),
-        cwd=federation.workdir,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
+    result = coordinator_run(
+        federation,
+        member_data,
+        "dp-run",
+        "federation.rounds=2",
+        "privacy.dp=true",
+        "privacy.noise_multiplier=1.0",
+        "privacy.clipping_norm=1.0",
     )
     # Assert: epsilon grows round by round (4.73 after one release of z=1 at delta 1e-5)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -87,7 +87,7 @@ def test_members_clip_to_the_norm_and_send_no_counter_change() -> None:
 def test_the_noise_has_the_calibrated_spread_and_the_mean_is_unweighted() -> None:
     # Prepare: member i sends i + 1 in the first element, with 10 (i + 1) examples
     np.random.seed(0)
-    strategy = private_fedavg(noise=1.0, clip=0.5)
+    strategy = private_fedavg(noise=0.05, clip=10.0)
     deltas = zero_deltas()
     for i, delta in enumerate(deltas):
         delta["w"][0] = i + 1.0
@@ -95,8 +95,8 @@ def test_the_noise_has_the_calibrated_spread_and_the_mean_is_unweighted() -> Non
     released, instructions = one_round(strategy, deltas)
     # Assert: clipping norm sent under Flower's key; noise std z * C / n; unit weights
     config = instructions[0].content.config_records["config"]
-    assert CLIPPING_NORM_KEY == KEY_CLIPPING_NORM and config[CLIPPING_NORM_KEY] == 0.5
-    expected_std = 1.0 * 0.5 / MEMBERS
+    assert CLIPPING_NORM_KEY == KEY_CLIPPING_NORM and config[CLIPPING_NORM_KEY] == 10.0
+    expected_std = 0.05 * 10.0 / MEMBERS
     assert np.std(released["w"][1:]) == pytest.approx(expected_std, rel=0.05)
     assert released["w"][0] == pytest.approx(3.0, abs=5 * expected_std)  # weighted: 3.67
     assert released["bn.running_var"].min() >= 0.0  # clamped after the noise
@@ -118,6 +118,20 @@ def test_the_accountant_reports_epsilon_after_every_round_and_stops_at_the_budge
     assert strategy.privacy_spent().releases == 2
     with pytest.raises(PrivacyBudgetExhaustedError, match=r"privacy.max_epsilon=8"):
         one_round(strategy, zero_deltas(), 3)
+
+
+def test_an_update_that_was_not_clipped_is_refused_and_the_noise_follows_n() -> None:
+    # Prepare: member 0 sends norm 10 with a clipping norm of 1; the others send nothing
+    np.random.seed(1)
+    strategy = private_fedavg(noise=1.0, clip=1.0)
+    deltas = zero_deltas()
+    deltas[0]["w"][:100] = 1.0
+    # Execute
+    released, _ = one_round(strategy, deltas)
+    # Assert: 4 updates averaged, noise std z * C / 4
+    assert strategy.inner.accepted_count == MEMBERS - 1
+    assert np.std(released["w"]) == pytest.approx(1.0 / (MEMBERS - 1), rel=0.05)
+    assert abs(released["w"][:100].mean()) < 0.1  # the unclipped update is not in the mean
 
 
 @pytest.mark.parametrize(
