@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,3 +67,12 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def mode_readable_by_others(path: Path) -> int | None:
+    """``path``'s permission bits when its group or others may read it (a secret key
+    must not be), else ``None``; always ``None`` where permissions are not POSIX."""
+    if os.name != "posix":
+        return None
+    mode = stat.S_IMODE(path.stat().st_mode)
+    return mode if mode & 0o077 else None

@@ -17,7 +17,6 @@ import hashlib
 import ipaddress
 import os
 import re
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fractofl.core.atomic import atomic_write
+from fractofl.core.atomic import atomic_write, mode_readable_by_others
 
 CA_KEY_FILE = "ca.key"
 CA_CERT_FILE = "ca.crt"
@@ -382,10 +381,8 @@ def _load_certificate(path: Path) -> x509.Certificate:
 
 
 def _refuse_exposed(path: Path) -> None:
-    if os.name != "posix":
-        return
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
+    mode = mode_readable_by_others(path)
+    if mode is not None:
         raise PkiError(
             f"CA key {path} has permissions {mode:04o}, readable by others; "
             f"restrict it to its owner with: chmod 600 {path}"

@@ -12,12 +12,12 @@ import base64
 import hashlib
 import logging
 import os
-import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from fractofl.core.atomic import mode_readable_by_others
 from fractofl.core.run_config import RegistryConfig
 
 log = logging.getLogger("fractofl")
@@ -129,10 +129,8 @@ def load_private_key(
 
 
 def _refuse_exposed(path: Path) -> None:
-    if os.name != "posix":
-        return
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
+    mode = mode_readable_by_others(path)
+    if mode is not None:
         raise SigningKeyError(
             f"signing key {path} has permissions {mode:04o}, readable by others; "
             f"restrict it to its owner with: chmod 600 {path}"

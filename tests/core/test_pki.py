@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
-import os
 import shutil
 import socket
 import ssl
@@ -56,16 +55,6 @@ def _verify_signed_by(certificate: x509.Certificate, issuer: x509.Certificate) -
         certificate.tbs_certificate_bytes,
         ec.ECDSA(certificate.signature_hash_algorithm),
     )
-
-
-@pytest.fixture
-def permissive_umask() -> Iterator[None]:
-    """umask 0: files would be world-readable unless created with an explicit mode."""
-    previous = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,16 +25,6 @@ from fractofl.core.signing import (
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-@pytest.fixture
-def permissive_umask() -> Iterator[None]:
-    """umask 0: files would be world-readable unless created with an explicit mode."""
-    previous = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 @pytest.fixture
