@@ -205,13 +205,7 @@ def prepared_run(
     if cfg.privacy.dp and kind == "federated":
         from fractofl.strategies.privacy import check_dp_settings
 
-        settings = cfg.privacy
-        check_dp_settings(
-            cfg.strategy.name,
-            cfg.updates.compression,
-            settings.noise_multiplier,
-            settings.clipping_norm,
-        )
+        check_dp_settings(cfg)
     if generate_data:
         ensure_synthetic_data(cfg)
     return cfg

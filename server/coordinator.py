@@ -101,12 +101,7 @@ def _strategy(
 def _private(cfg: RunConfig, guard: UpdateGuard) -> DifferentialPrivacy:
     """The guard behind member-side clipping, noise and Flower's RDP accountant."""
     settings = cfg.privacy
-    check_dp_settings(
-        cfg.strategy.name,
-        cfg.updates.compression,
-        settings.noise_multiplier,
-        settings.clipping_norm,
-    )
+    check_dp_settings(cfg)
     accountant = rdp_accountant(cfg.federation.members, settings.target_delta, settings.max_epsilon)
     return DifferentialPrivacy(guard, settings.noise_multiplier, settings.clipping_norm, accountant)
 

@@ -38,6 +38,7 @@ from flwr.serverapp import (
 )
 from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_stdv
 
+from fractofl.core.run_config import RunConfig
 from fractofl.core.update_protocol import CLIPPING_NORM_KEY, UNIT_WEIGHT_KEY
 from fractofl.strategies.guard import UpdateGuard
 from fractofl.strategies.npy_arrays import array_of
@@ -68,10 +69,10 @@ class PrivacySpent:
     releases: int
 
 
-def check_dp_settings(
-    strategy: str, compression: str, noise_multiplier: float, clipping_norm: float
-) -> None:
+def check_dp_settings(cfg: RunConfig) -> None:
     """Refuse what DP-FedAvg cannot do, naming the setting at fault."""
+    strategy, compression = cfg.strategy.name, cfg.updates.compression
+    noise_multiplier, clipping_norm = cfg.privacy.noise_multiplier, cfg.privacy.clipping_norm
     if strategy not in DP_STRATEGIES:
         raise PrivacySettingsError(
             f"privacy.dp=true needs a mean: strategy={strategy!r} is not one of "

@@ -31,6 +31,7 @@ from tests.conftest import run_fractofl
             "--key member/member.key does not exist",
         ),
         (["member", "add", "nobody.pub", "--name", "org"], "nobody.pub does not exist"),
+        (["simulate", "privacy.dp=true", "strategy=krum"], "privacy.dp=true needs a mean"),
     ],
 )
 def test_a_missing_file_or_bad_address_is_one_clear_line(

@@ -10,6 +10,7 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from fractofl.client.member import clip_update
 from fractofl.core.compression import CompressionSpec
+from fractofl.core.run_config import from_nested
 from fractofl.core.update_protocol import CLIPPING_NORM_KEY, UNIT_WEIGHT_KEY
 from fractofl.strategies.privacy import (
     DifferentialPrivacy,
@@ -147,4 +148,12 @@ def test_settings_dp_cannot_honour_are_refused(
     strategy: str, compression: str, noise: float, match: str
 ) -> None:
     with pytest.raises(PrivacySettingsError, match=match):
-        check_dp_settings(strategy, compression, noise, 1.0)
+        check_dp_settings(
+            from_nested(
+                {
+                    "strategy": {"name": strategy},
+                    "updates": {"compression": compression},
+                    "privacy": {"noise_multiplier": noise, "clipping_norm": 1.0},
+                }
+            )
+        )
