@@ -4,12 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fractofl-installed
 
-.PHONY: run setup browser test lint bench clean
+.PHONY: run setup nginx browser test lint bench clean
 
 run: setup  ## synthetic set, federated simulation (runs/, registry/), then a local endpoint queried
 	FLWR_TELEMETRY_ENABLED=0 $(BIN)/fractofl demo
 
-setup: $(STAMP)  ## virtual environment with fractofl and its pinned dependencies
+setup: $(STAMP)  ## virtual environment with fractofl and its pinned dependencies; nginx where it can
+	@bash scripts/install-nginx.sh --if-possible
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+nginx:  ## Debian's nginx: the coordinator's front (`fractofl coordinator up`) and its tests
+	bash scripts/install-nginx.sh
+
 browser:  ## Debian's Chromium and a Japanese font, for the web page's browser tests
 	bash scripts/install-browser.sh
 
-test: setup browser  ## the whole test suite (what CI runs)
+test: setup browser nginx  ## the whole test suite (what CI runs)
 	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python -m pytest
 
 lint: setup

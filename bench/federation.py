@@ -10,7 +10,8 @@ one invocation:
   (2) deployment, plain text: ``fractofl coordinator up --insecure``, one ``fractofl
       member join --insecure`` per member, ``fractofl coordinator run``;
   (3) deployment with TLS and member authentication: ``fractofl ca init|issue``,
-      ``member keys``, ``member add``, then as (2) without ``--insecure``.
+      ``member keys``, ``member add``, then as (2) without ``--insecure``;
+  (4) as (3) with secure aggregation.
 
 Seconds per round are read from each run's ``metrics.csv`` (``elapsed_s`` of the last
 round minus that of round 0, over the rounds), so start-up is left out; the ratios are to
@@ -19,8 +20,9 @@ round minus that of round 0, over the rounds), so start-up is left out; the rati
 SuperLink through a byte-counting TCP proxy on loopback
 (tests/federation/recording_proxy.py): bytes per member per round are
 everything it sent and received during the run (heartbeats and polling included) over
-the rounds. SecAgg+ is not implemented yet (issue #5). The table goes to stdout and
-into ``bench/RESULTS.md`` (section ``bench-federation``).
+the rounds; (4) is (3) with Flower's SecAgg+ (``privacy.secure_aggregation=true``), whose
+four stages per round each reach every member. The table goes to stdout and into
+``bench/RESULTS.md`` (section ``bench-federation``).
 """
 
 from __future__ import annotations
@@ -122,10 +124,17 @@ def simulation(work: Path, data: Path, members: int, rounds: int) -> Measured:
     return Measured("(1) simulation", seconds_per_round(work / "runs" / "simulation"), None, "ok")
 
 
-def deployment(work: Path, data: Path, members: int, rounds: int, tls: bool) -> Measured:
+DEPLOYMENTS = {
+    "plain": ("(2) deployment, plain text", False, ()),
+    "tls": ("(3) deployment, TLS + authentication", True, ()),
+    "secagg": ("(4) as (3) + SecAgg+", True, ("privacy.secure_aggregation=true",)),
+}
+"""Name: (label, TLS and authentication, extra run overrides)."""
+
+
+def deployment(work: Path, data: Path, members: int, rounds: int, name: str) -> Measured:
     """A SuperLink and ``members`` SuperNodes as processes; member 0 through the proxy."""
-    label = "(3) deployment, TLS + authentication" if tls else "(2) deployment, plain text"
-    name = "tls" if tls else "plain"
+    label, tls, extra = DEPLOYMENTS[name]
     port = free_port()
     state = work / f"coordinator-{name}"
     deployment_args = [
@@ -133,6 +142,9 @@ def deployment(work: Path, data: Path, members: int, rounds: int, tls: bool) -> 
         f"deployment.state_dir={state}",
         "deployment.superlink_host=127.0.0.1",
         f"deployment.superlink_port={port}",
+        # `up` runs the front too (bench/front.py measures it); members here reach the
+        # SuperLink directly, and the front only needs a port of its own
+        f"deployment.front_port={free_port()}",
     ]
     insecure = [] if tls else ["--insecure"]
     processes = Processes()
@@ -175,7 +187,7 @@ def deployment(work: Path, data: Path, members: int, rounds: int, tls: bool) -> 
                 if tls:
                     join += ["--ca", str(work / "pki" / "ca.crt")]
                 processes.start(fractofl(*join), work / "logs" / f"{name}-member{member}.log", work)
-            overrides = run_overrides(work, data, name, members, rounds)
+            overrides = [*run_overrides(work, data, name, members, rounds), *extra]
             result = subprocess.run(
                 fractofl("coordinator", "run", *deployment_args, *overrides),
                 cwd=work,
@@ -214,7 +226,6 @@ def table(measured: list[Measured]) -> str:
         ]
         for m in measured
     ]
-    rows.append(["(4) SecAgg+", "", "", "", "not implemented yet (issue #5)"])
     headers = ["Configuration", "s / round", "vs simulation", "MB / member / round", "Status"]
     return markdown_grid(headers, rows)
 
@@ -232,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare(work, args.members)
     started = time.monotonic()
     measured = [simulation(work, data, args.members, args.rounds)]
-    for tls in (False, True):
-        measured.append(deployment(work, data, args.members, args.rounds, tls))
+    for name in DEPLOYMENTS:
+        measured.append(deployment(work, data, args.members, args.rounds, name))
         print(f"{measured[-1].label}: {measured[-1].seconds_per_round:.2f} s/round", flush=True)
     grid = table(measured)
     machine = describe_machine()
@@ -258,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             "first member's, both directions, through a TCP proxy, including heartbeats. "
             "With every member on one machine their ClientApp processes (each importing torch "
             "and fractofl) compete for its cores, so the deployment rows are an upper bound "
-            "for members on machines of their own.",
+            "for members on machines of their own. SecAgg+ sends four messages per member "
+            "per training round instead of one (setup, key shares, masked update, unmasking), "
+            "each a ClientApp process; its masked update is a vector of 64-bit integers.",
             END,
         ]
     )

@@ -10,24 +10,27 @@ from pathlib import Path
 
 import yaml
 
-from fractofl.core.run_config import RunConfig, from_nested
+from fractofl.core.run_config import DeploymentConfig, RunConfig, from_nested
 from fractofl.server.errors import RunFolderError
+from fractofl.server.superlink import CoordinatorFiles
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``coordinator up | run | resume``."""
+    """Add ``coordinator up | front-config | status | run | resume``."""
     coordinator = sub.add_parser("coordinator", help="operate the coordinator's runs")
     actions = coordinator.add_subparsers(
         dest="coordinator_command", required=True, metavar="ACTION"
     )
     up = actions.add_parser(
         "up",
-        help="run the SuperLink that members' SuperNodes connect to (TLS, authenticated)",
+        help="run the SuperLink and its front, which members' SuperNodes connect to",
         description=(
-            "Run Flower's SuperLink on deployment.superlink_host:superlink_port in the "
-            "foreground (Ctrl-C stops it): TLS with pki_dir/superlink.crt (from `fractofl ca "
-            "issue`), only members registered with `fractofl member add` may connect, and "
-            "registrations are kept in state_dir/superlink.db across restarts."
+            "Run Flower's SuperLink on its private address deployment.superlink_host:"
+            "superlink_port (loopback; TLS with pki_dir/superlink.crt from `fractofl ca issue`, "
+            "only members registered with `fractofl member add` may connect, registrations "
+            "kept in state_dir/superlink.db across restarts) and the front, nginx on "
+            "deployment.front_host:front_port, which forwards only the Fleet API (POST "
+            "/v1/fleet/*) to it and refuses everything else. In the foreground; Ctrl-C stops both."
         ),
     )
     up.add_argument("overrides", nargs="*", help="Hydra overrides (deployment.*)")
@@ -36,7 +39,35 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="plain text and no member authentication (a test federation only)",
     )
+    up.add_argument(
+        "--no-front",
+        action="store_true",
+        help="no nginx front: whoever reaches the SuperLink's port gets its Control API too",
+    )
     up.set_defaults(handler=_up, cfg=False)
+    front = actions.add_parser(
+        "front-config",
+        help="print the front's nginx configuration (for operators with their own proxy)",
+        description=(
+            "Print the nginx configuration `coordinator up` writes to state_dir/front/nginx.conf: "
+            "TLS with the SuperLink's certificate, only POST /v1/fleet/* forwarded to the "
+            "SuperLink over TLS verified against the CA, 403 for everything else."
+        ),
+    )
+    front.add_argument("overrides", nargs="*", help="Hydra overrides (deployment.*)")
+    front.add_argument("--insecure", action="store_true", help="plain text on both sides")
+    front.set_defaults(handler=_front_config, cfg=False)
+    status = actions.add_parser(
+        "status",
+        help="show the SuperLink, the front and which members are online",
+        description=(
+            "Check that the SuperLink answers on its private port, that the front answers on "
+            "the public one and refuses the Control API, and list the members with their "
+            "status. Exit code 1 when the SuperLink does not answer."
+        ),
+    )
+    status.add_argument("overrides", nargs="*", help="Hydra overrides (deployment.*)")
+    status.set_defaults(handler=_status, cfg=False)
     run = actions.add_parser(
         "run",
         help="start a federated run on the connected members (needs `coordinator up`)",
@@ -88,34 +119,108 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from fractofl.cli.config import compose_config, to_run_config
-    from fractofl.core.flower_processes import flower_env, run_in_foreground
-    from fractofl.server.superlink import CoordinatorFiles, superlink_command, write_connection
+    from fractofl.core.flower_processes import flower_env
+    from fractofl.server.launcher import plan_services, run_services
 
     deployment = to_run_config(compose_config(args.overrides)).deployment
     files = CoordinatorFiles.from_config(deployment)
-    command = superlink_command(deployment, files, args.insecure)
-    files.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_connection(files, deployment, args.insecure)
-    address = f"{deployment.superlink_host}:{deployment.superlink_port}"
-    if args.insecure:
-        print(
-            f"WARNING: --insecure: the SuperLink on {address} speaks plain text and lets any "
-            "SuperNode join without a registered key; anyone who reaches it can read the "
-            "global model and the members' updates, join as a member, and start runs on "
-            "this machine. Use it for a test federation only.",
-            file=sys.stderr,
+    services = plan_services(deployment, files, args.insecure, not args.no_front)
+    for warning in up_warnings(deployment, args.insecure, args.no_front):
+        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
+    ready = ready_message(deployment, files, args.insecure, args.no_front)
+    return run_services(services, flower_env(files.flwr_home), deployment.connect_timeout_s, ready)
+
+
+def ready_message(
+    deployment: DeploymentConfig, files: CoordinatorFiles, insecure: bool, no_front: bool
+) -> str:
+    """What `coordinator up` prints once everything listens: where, and how members join."""
+    from fractofl.server.front import FrontFiles
+
+    kind = "plain text" if insecure else "TLS"
+    lines = [
+        f"SuperLink on {deployment.superlink_host}:{deployment.superlink_port} ({kind}; "
+        f"state in {files.state_dir})"
+    ]
+    port = deployment.superlink_port if no_front else deployment.front_port
+    if not no_front:
+        lines.append(
+            f"front on {deployment.front_host}:{port} (nginx, {kind}; only POST /v1/fleet/*; "
+            f"access log {FrontFiles.of(files).access_log})"
         )
-        join = "--insecure"
-    else:
-        join = f"(their member.key and this {files.ca_cert.name} in deployment.member_dir)"
-    print(
-        f"SuperLink on {address} ({'plain text' if args.insecure else 'TLS'}; state in "
-        f"{files.state_dir}); members join with:\n"
-        f"  fractofl member join --superlink <this host>:{deployment.superlink_port} "
-        f"--data <their images> {join}\nCtrl-C stops it.",
-        flush=True,
+    join = (
+        "--insecure"
+        if insecure
+        else f"(their member.key and this {files.ca_cert.name} in deployment.member_dir)"
     )
-    return run_in_foreground(command, flower_env(files.flwr_home))
+    return "\n".join(
+        [
+            *lines,
+            "members join with:",
+            f"  fractofl member join --superlink <this host>:{port} --data <their images> {join}",
+            "Ctrl-C stops it.",
+        ]
+    )
+
+
+def up_warnings(deployment: DeploymentConfig, insecure: bool, no_front: bool) -> list[str]:
+    """What `coordinator up` exposes with ``--insecure`` or ``--no-front``, in words."""
+    from fractofl.server.front import PRIVATE_HOSTS
+
+    warnings = []
+    if insecure:
+        port = deployment.superlink_port if no_front else deployment.front_port
+        warnings.append(
+            f"--insecure: plain text and no member authentication on port {port}: anyone who "
+            "reaches it can read the global model and the members' updates and join as a "
+            "member. Use it for a test federation only."
+        )
+    if no_front:
+        address = f"{deployment.superlink_host}:{deployment.superlink_port}"
+        warnings.append(
+            f"--no-front: the SuperLink's Control API is open on {address} next to the Fleet "
+            "API, and open-source Flower asks for no credentials there: anyone who reaches "
+            "that port can start runs (which execute code on this machine), stop them, read "
+            "their logs, and register or unregister SuperNodes. "
+            + (
+                "It listens on loopback only: members need a proxy of yours in front "
+                "(`fractofl coordinator front-config` prints ours)."
+                if deployment.superlink_host in PRIVATE_HOSTS
+                else "Expose it only where nobody but the coordinator can reach it."
+            )
+        )
+    return warnings
+
+
+def _front_config(args: argparse.Namespace) -> int:
+    import os
+
+    from fractofl.cli.config import compose_config, to_run_config
+    from fractofl.server.front import check_front_settings, front_config
+
+    deployment = to_run_config(compose_config(args.overrides)).deployment
+    check_front_settings(deployment)
+    files = CoordinatorFiles.from_config(deployment)
+    print(front_config(deployment, files, args.insecure, os.geteuid() == 0), end="")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from fractofl.cli.config import compose_config, to_run_config
+    from fractofl.cli.member_cmd import print_members
+    from fractofl.server.member_registry import member_statuses
+    from fractofl.server.status import probe_front, probe_superlink
+
+    deployment = to_run_config(compose_config(args.overrides)).deployment
+    files = CoordinatorFiles.from_config(deployment)
+    superlink = probe_superlink(deployment)
+    print(f"SuperLink  {superlink}")
+    print(f"front      {probe_front(deployment, files)}")
+    statuses = member_statuses(files, deployment)
+    active = [status for _, status in statuses if status != "revoked"]
+    print(f"members    {active.count('online')} of {len(active)} registered online")
+    print_members(statuses, indent="  ")
+    return 0 if superlink.running else 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -125,7 +230,6 @@ def _run(args: argparse.Namespace) -> int:
     from fractofl.server.evaluation import coordinator_test_dir
     from fractofl.server.superlink import (
         CONNECTION,
-        CoordinatorFiles,
         DeploymentError,
         control_host,
         wait_for_port,

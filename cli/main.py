@@ -40,6 +40,7 @@ from fractofl.core.synth.dataset import ForeignFolderError
 from fractofl.server.errors import NotEnoughMembersError, RoundStateError, RunFolderError
 from fractofl.server.superlink import DeploymentError
 from fractofl.strategies.privacy import PrivacyBudgetExhaustedError, PrivacySettingsError
+from fractofl.strategies.secure_aggregation import SecureAggregationSettingsError
 
 log = logging.getLogger("fractofl")
 
@@ -60,6 +61,7 @@ USER_ERRORS = (
     FlowerToolError,
     PrivacySettingsError,
     PrivacyBudgetExhaustedError,
+    SecureAggregationSettingsError,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -206,6 +208,10 @@ def prepared_run(
         from fractofl.strategies.privacy import check_dp_settings
 
         check_dp_settings(cfg)
+    if cfg.privacy.secure_aggregation and kind == "federated":
+        from fractofl.strategies.secure_aggregation import check_secagg_settings
+
+        check_secagg_settings(cfg)
     if generate_data:
         ensure_synthetic_data(cfg)
     return cfg
@@ -266,6 +272,12 @@ def report_run(run_dir: Path) -> int:
         privacy = summary["privacy"]
         print(
             f"differential privacy: epsilon {privacy['epsilon']:.3f} at delta {privacy['delta']:g}"
+        )
+    if "secure_aggregation" in summary:
+        secure = summary["secure_aggregation"]
+        print(
+            f"secure aggregation: {secure['protocol']}, {secure['num_shares']} shares, "
+            f"threshold {secure['reconstruction_threshold']}: the coordinator saw only sums"
         )
     return EXIT_OK
 

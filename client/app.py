@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from typing import cast
 
 import numpy as np
@@ -21,20 +22,27 @@ from fractofl.client.member import (
     weight_delta,
 )
 from fractofl.client.node_config import PARTITION_KEY
+from fractofl.client.secure_reply import (
+    is_secure_instruction,
+    read_instruction,
+    secure_aggregation_mod,
+    secure_reply,
+)
 from fractofl.core.compression import encode_update
 from fractofl.core.factory import model_for
 from fractofl.core.member_data import MemberData, load_member_data
 from fractofl.core.run_config import RunConfig, config_digest, from_flat
 from fractofl.core.update_protocol import (
+    ARRAYS_KEY,
     CLIPPING_NORM_KEY,
+    CONFIG_KEY,
+    EXAMPLES_KEY,
+    METRICS_KEY,
     PROXIMAL_MU_KEY,
+    SERVER_ROUND_KEY,
     UNIT_WEIGHT_KEY,
     spec_from_config,
 )
-
-ARRAYS_KEY = "arrays"
-METRICS_KEY = "metrics"
-CONFIG_KEY = "config"
 
 app = ClientApp()
 
@@ -55,13 +63,11 @@ def _member_seed(cfg: RunConfig, context: Context, server_round: int) -> int:
     return (cfg.seed * 1_000_003 + server_round * 10_007 + member) % 2**31
 
 
-def _received_model(msg: Message, context: Context) -> tuple[RunConfig, MemberData, nn.Module]:
-    """The run config, this member's data, and the global model the message carries."""
+def _member(context: Context) -> tuple[RunConfig, MemberData, nn.Module]:
+    """The run config, this member's data, and a fresh model of the run's architecture."""
     cfg = _run_config(context)
     data = load_member_data(resolve_data_dir(context.node_config, cfg), cfg)
-    model = model_for(cfg)
-    model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
-    return cfg, data, model
+    return cfg, data, model_for(cfg)
 
 
 def _simulated_attack(
@@ -77,13 +83,37 @@ def _simulated_attack(
     return corrupt_update(delta, fed.attack, fed.attack_scale, rng, keep=statistics)
 
 
-@app.train()
+@app.train(mods=[secure_aggregation_mod])
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on this member's images; reply with the
-    compressed change of the weights. Only weights and metrics leave the member."""
-    cfg, data, model = _received_model(msg, context)
-    config = msg.content.config_records[CONFIG_KEY]
-    server_round = int(cast(int, config.get("server-round", 0)))
+    compressed change of the weights (under secure aggregation: the change, which
+    Flower's ``secaggplus_mod`` masks). Only weights and metrics leave the member."""
+    cfg, data, model = _member(context)
+    config: Mapping[str, object]
+    if is_secure_instruction(msg):
+        state, config = read_instruction(msg, list(model.state_dict()))
+    else:
+        state = msg.content.array_records[ARRAYS_KEY].to_torch_state_dict()
+        config = msg.content.config_records[CONFIG_KEY]
+    model.load_state_dict(state)
+    delta, values = _local_update(cfg, data, model, config, context)
+    if is_secure_instruction(msg):
+        return secure_reply(msg, delta, len(data.train), values, cfg.privacy)
+    payload = encode_update(delta, spec_from_config(config))
+    update = ArrayRecord({key: Array(value) for key, value in payload.items()})
+    content = RecordDict({ARRAYS_KEY: update, METRICS_KEY: MetricRecord(dict(values))})
+    return Message(content=content, reply_to=msg)
+
+
+def _local_update(
+    cfg: RunConfig,
+    data: MemberData,
+    model: nn.Module,
+    config: Mapping[str, object],
+    context: Context,
+) -> tuple[dict[str, np.ndarray], dict[str, int | float]]:
+    """One round of local training: the change of the weights and the reply's metrics."""
+    server_round = int(cast(int, config.get(SERVER_ROUND_KEY, 0)))
     inject_fault(cfg.federation, context.node_config, server_round)
     seed = _member_seed(cfg, context, server_round)
     start = state_as_numpy(model)
@@ -91,8 +121,8 @@ def train(msg: Message, context: Context) -> Message:
     result = train_locally(model, data, cfg, seed=seed, proximal_mu=mu)
     delta = weight_delta(state_as_numpy(model), start)
     delta = _simulated_attack(delta, cfg, context, seed, model)
-    values: dict[str, int | float | list[int] | list[float]] = {
-        "num-examples": len(data.train),
+    values: dict[str, int | float] = {
+        EXAMPLES_KEY: len(data.train),
         "train-loss": result.loss,
         "train-accuracy": result.accuracy,
         "config-crc": _digest_metric(cfg),
@@ -101,27 +131,25 @@ def train(msg: Message, context: Context) -> Message:
     if isinstance(clipping_norm, int | float):  # differential privacy: bound our influence
         clip_update(delta, float(clipping_norm))
         values[UNIT_WEIGHT_KEY] = 1
-    payload = encode_update(delta, spec_from_config(config))
-    metrics = MetricRecord(values)
-    update = ArrayRecord({key: Array(value) for key, value in payload.items()})
-    return Message(content=RecordDict({ARRAYS_KEY: update, METRICS_KEY: metrics}), reply_to=msg)
+    return delta, values
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on this member's validation split."""
-    cfg, data, model = _received_model(msg, context)
+    cfg, data, model = _member(context)
+    model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
     result = evaluate_locally(model, data, cfg)
     # Same keys in every reply (Flower checks that), zero weight when there is no split.
     values: dict[str, int | float | list[int] | list[float]] = {
-        "num-examples": 0,
+        EXAMPLES_KEY: 0,
         "val-loss": 0.0,
         "val-accuracy": 0.0,
         "val-macro-f1": 0.0,
     }
     if result is not None:
         values = {
-            "num-examples": result.examples,
+            EXAMPLES_KEY: result.examples,
             "val-loss": result.loss,
             "val-accuracy": result.accuracy,
             "val-macro-f1": result.macro_f1,

@@ -1,7 +1,8 @@
 """A member's side of a real federation: its SuperNode (``fractofl member join``).
 
-The SuperNode connects out to the coordinator's SuperLink over TLS (verified against the
-consortium CA), authenticates with the member's EC P-384 key, and runs the same ClientApp
+The SuperNode connects out to the coordinator's SuperLink, through the coordinator's front
+(which lets only the Fleet API through), over TLS verified against the consortium CA,
+authenticates with the member's EC P-384 key, and runs the same ClientApp
 as the simulation on the member's own image folder, passed as node config
 ``data-dir``. Nothing listens for the outside: its local port serves only its own
 ClientApp processes on loopback.

@@ -163,13 +163,20 @@ class ServingConfig:
 class PrivacyConfig:
     """Differential privacy: members clip their update to ``clipping_norm``, the
     coordinator adds Gaussian noise (``noise_multiplier`` x norm / members) and Flower's
-    RDP accountant reports (epsilon, ``target_delta``) after every round."""
+    RDP accountant reports (epsilon, ``target_delta``) after every round. Secure
+    aggregation: Flower's SecAgg+, so the coordinator learns only the sum of the updates."""
 
     dp: bool = False
     noise_multiplier: float = 1.0
     clipping_norm: float = 1.0
     target_delta: float = 1e-5
     max_epsilon: float = 0.0
+    secure_aggregation: bool = False
+    secagg_num_shares: int = 3
+    secagg_reconstruction_threshold: int = 2
+    secagg_clipping_range: float = 8.0
+    secagg_quantization_range: int = 4194304
+    secagg_max_weight: float = 1000.0
 
 
 @dataclass
@@ -182,8 +189,15 @@ class DeploymentConfig:
     ca_days: int = 3650
     certificate_days: int = 825
     hosts: list[str] = field(default_factory=lambda: ["localhost", "127.0.0.1"])
-    superlink_host: str = "0.0.0.0"
-    superlink_port: int = 9092
+    # The front (nginx) on the public address forwards only the Fleet API to the SuperLink.
+    front_host: str = "0.0.0.0"
+    front_port: int = 9092
+    front_max_body_mb: int = 64
+    front_timeout_s: float = 120.0
+    nginx: str = "nginx"
+    # The SuperLink itself, on a private loopback port behind the front.
+    superlink_host: str = "127.0.0.1"
+    superlink_port: int = 9093
     state_dir: str = "coordinator"
     member_dir: str = "member"
     connect_timeout_s: float = 120.0

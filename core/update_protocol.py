@@ -10,6 +10,11 @@ from collections.abc import Mapping
 
 from fractofl.core.compression import CompressionSpec
 
+ARRAYS_KEY = "arrays"  # Flower's Message-API strategies' record names
+CONFIG_KEY = "config"
+METRICS_KEY = "metrics"
+SERVER_ROUND_KEY = "server-round"
+EXAMPLES_KEY = "num-examples"  # the metric FedAvg weighs updates by
 COMPRESSION_MODE_KEY = "compression-mode"
 COMPRESSION_TOPK_KEY = "compression-topk"
 PROXIMAL_MU_KEY = "proximal-mu"  # set by Flower's FedProx

@@ -29,12 +29,14 @@ from fractofl.server.round_state import (
     load_round_state,
     save_round_state,
 )
-from fractofl.server.rounds import Participation, RoundPolicy, run_rounds
+from fractofl.server.rounds import Participation, RoundPolicy, run_rounds, send_and_receive
 from fractofl.server.run_folder import RunFolder
+from fractofl.server.secure_exchange import SecureExchange
 from fractofl.strategies.guard import UpdateGuard
 from fractofl.strategies.npy_arrays import array_of
 from fractofl.strategies.privacy import DifferentialPrivacy, check_dp_settings, rdp_accountant
 from fractofl.strategies.registry import CommonStrategyArgs, build_strategy
+from fractofl.strategies.secure_aggregation import check_secagg_settings
 from fractofl.strategies.state import restore_strategy_state, strategy_state
 
 log = logging.getLogger("fractofl")
@@ -137,6 +139,11 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
     if cfg.privacy.dp:
         strategy = private = _private(cfg, guard)
         recorder.privacy_spent = private.privacy_spent
+    exchange = send_and_receive
+    if cfg.privacy.secure_aggregation:
+        check_secagg_settings(cfg)
+        exchange = SecureExchange.from_config(cfg.privacy)
+        exchange.summary()
     publisher = RoundPublisher(cfg, start.run_id)
     if state is not None:
         if private is not None and state.privacy:
@@ -180,6 +187,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
                 retries=fed.round_retries,
                 min_train_members=fed.min_train_members,
                 min_available_members=max(fed.min_train_members, fed.min_evaluate_members),
+                exchange=exchange,
             ),
             evaluate_fn=recorder.evaluate,
             on_participation=on_participation,

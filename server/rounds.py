@@ -27,14 +27,25 @@ log = logging.getLogger("fractofl")
 POLL_S = 1.0
 
 
+Exchange = Callable[[Grid, list[Message], float], list[Message]]
+"""Sends a round's training messages and returns the replies that came back in time."""
+
+
+def send_and_receive(grid: Grid, messages: list[Message], timeout_s: float) -> list[Message]:
+    """Flower's plain exchange: every member's update comes back on its own."""
+    return list(grid.send_and_receive(messages, timeout=timeout_s))
+
+
 @dataclass(frozen=True)
 class RoundPolicy:
-    """How long a round waits and how often it is re-sent (``federation.*``)."""
+    """How long a round waits, how often it is re-sent (``federation.*``) and how its
+    training messages are exchanged (plainly, or by secure aggregation)."""
 
     timeout_s: float
     retries: int
     min_train_members: int
     min_available_members: int
+    exchange: Exchange = send_and_receive
 
 
 @dataclass
@@ -81,7 +92,7 @@ def _train_attempt(
         return []
     messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
     sampled = [msg.metadata.dst_node_id for msg in messages]
-    replies = list(grid.send_and_receive(messages, timeout=policy.timeout_s))
+    replies = policy.exchange(grid, messages, policy.timeout_s)
     replied = {msg.metadata.src_node_id for msg in replies}
     seen.sampled = sampled
     seen.failed = {

@@ -179,6 +179,16 @@ class RunFolder:
                 "clipping_norm": self.cfg.privacy.clipping_norm,
                 "accountant": "Flower RdpAccountant, no amplification by sampling",
             }
+        if self.cfg.privacy.secure_aggregation:
+            privacy = self.cfg.privacy
+            summary["secure_aggregation"] = {
+                "protocol": "Flower SecAgg+",
+                "num_shares": privacy.secagg_num_shares,
+                "reconstruction_threshold": privacy.secagg_reconstruction_threshold,
+                "clipping_range": privacy.secagg_clipping_range,
+                "quantization_range": privacy.secagg_quantization_range,
+                "max_weight": privacy.secagg_max_weight,
+            }
         (self.path / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         log.info("%s run finished; run folder %s\n%s", self.kind, self.path, format_summary(rows))
         return model_path

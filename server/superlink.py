@@ -1,10 +1,11 @@
 """The coordinator's side of a real federation on Flower's Deployment Engine.
 
-``fractofl coordinator up`` runs ``flower-superlink`` (TLS with the consortium CA's
-certificate, SuperNode authentication, a database so that registrations survive a
-restart); the coordinator's own Flower CLI (``flwr run``, ``flwr supernode register``)
-reaches it on loopback through a connection named :data:`CONNECTION` in a private
-``FLWR_HOME`` (``deployment.state_dir/flwr-home``).
+``fractofl coordinator up`` runs ``flower-superlink`` on its private address (TLS with the
+consortium CA's certificate, SuperNode authentication, a database so that registrations
+survive a restart) behind the front (:mod:`fractofl.server.front`); the coordinator's own
+Flower CLI (``flwr run``, ``flwr supernode register|unregister|list``) reaches it on
+loopback through a connection named :data:`CONNECTION` in a private ``FLWR_HOME``
+(``deployment.state_dir/flwr-home``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
@@ -128,17 +130,13 @@ def control_host(cfg: DeploymentConfig) -> str:
 def wait_for_port(host: str, port: int, timeout_s: float) -> None:
     """Wait until something accepts connections on ``host:port``."""
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=2.0):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise DeploymentError(
-                    f"nothing answers on {host}:{port} after {timeout_s:.0f} s: is "
-                    "`fractofl coordinator up` running (deployment.superlink_port)?"
-                ) from None
-            time.sleep(0.5)
+    while not is_listening(host, port):
+        if time.monotonic() > deadline:
+            raise DeploymentError(
+                f"nothing answers on {host}:{port} after {timeout_s:.0f} s: is "
+                "`fractofl coordinator up` running (deployment.superlink_port)?"
+            )
+        time.sleep(0.5)
 
 
 def flwr_cli(files: CoordinatorFiles, *args: str, timeout_s: float = 120.0) -> str:
@@ -161,6 +159,21 @@ def flwr_cli(files: CoordinatorFiles, *args: str, timeout_s: float = 120.0) -> s
     return result.stdout
 
 
+def flwr_json(files: CoordinatorFiles, *args: str) -> dict[str, Any]:
+    """Run a Flower CLI command with ``--format json`` on the coordinator's connection; its
+    reply, or a DeploymentError with Flower's message (it exits 0 on refusals)."""
+    output = flwr_cli(files, *args, CONNECTION, "--format", "json")
+    try:
+        reply = json.loads(output)
+    except ValueError:
+        raise DeploymentError(f"`flwr {' '.join(args[:2])}` answered {output!r}") from None
+    if not isinstance(reply, dict) or not reply.get("success"):
+        said = str(reply.get("error-message", output) if isinstance(reply, dict) else output)
+        last = said.strip().splitlines()[-1].strip() if said.strip() else "no reason given"
+        raise DeploymentError(f"the SuperLink refused `flwr {' '.join(args[:2])}`: {last}")
+    return reply
+
+
 def register_member(
     files: CoordinatorFiles, cfg: DeploymentConfig, public_key: Path, name: str
 ) -> int:
@@ -168,22 +181,31 @@ def register_member(
     if not public_key.is_file():
         raise DeploymentError(f"no public key file {public_key}")
     wait_for_port(control_host(cfg), cfg.superlink_port, cfg.connect_timeout_s)
-    output = flwr_cli(
-        files,
-        "supernode",
-        "register",
-        str(public_key.resolve()),
-        CONNECTION,
-        "--name",
-        name,
-        "--format",
-        "json",
-    )
+    reply = flwr_json(files, "supernode", "register", str(public_key.resolve()), "--name", name)
     try:
-        reply = json.loads(output)
-        if not reply.get("success"):
-            said = " ".join(str(reply.get("error-message", "")).split())
-            raise DeploymentError(f"the SuperLink did not register {public_key}: {said}")
         return int(reply["node-id"])
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise DeploymentError(f"`flwr supernode register` answered {output!r}") from None
+    except (KeyError, TypeError, ValueError):
+        raise DeploymentError(f"`flwr supernode register` answered {reply!r}") from None
+
+
+def unregister_node(files: CoordinatorFiles, cfg: DeploymentConfig, node_id: int) -> None:
+    """Unregister a SuperNode: the SuperLink refuses its key from now on and its running
+    SuperNode exits."""
+    wait_for_port(control_host(cfg), cfg.superlink_port, cfg.connect_timeout_s)
+    flwr_json(files, "supernode", "unregister", str(node_id))
+
+
+def node_statuses(files: CoordinatorFiles) -> dict[int, str]:
+    """Every SuperNode the SuperLink knows, by node id: ``registered`` (never connected),
+    ``online``, ``offline`` or ``unregistered``."""
+    reply = flwr_json(files, "supernode", "list", "--verbose")
+    return {int(node["node-id"]): str(node["status"]) for node in reply.get("nodes", [])}
+
+
+def is_listening(host: str, port: int) -> bool:
+    """Whether something accepts connections on ``host:port`` now."""
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return True
+    except OSError:
+        return False

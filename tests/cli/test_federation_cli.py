@@ -32,6 +32,15 @@ from tests.conftest import run_fractofl
         ),
         (["member", "add", "nobody.pub", "--name", "org"], "nobody.pub does not exist"),
         (["simulate", "privacy.dp=true", "strategy=krum"], "privacy.dp=true needs a mean"),
+        (
+            ["coordinator", "up", "--insecure", "deployment.superlink_host=0.0.0.0"],
+            "deployment.superlink_host=0.0.0.0 would expose the SuperLink's Control API",
+        ),
+        (["member", "revoke", "org1"], "no active member called 'org1'"),
+        (
+            ["simulate", "privacy.secure_aggregation=true", "strategy=fedmedian"],
+            "privacy.secure_aggregation=true hides individual updates",
+        ),
     ],
 )
 def test_a_missing_file_or_bad_address_is_one_clear_line(
@@ -45,12 +54,39 @@ def test_a_missing_file_or_bad_address_is_one_clear_line(
     assert result.stderr.startswith("fractofl: error:") and "Traceback" not in result.stderr
 
 
-def test_insecure_coordinator_warns_what_is_exposed(tmp_path: Path) -> None:
+def test_insecure_coordinator_without_front_warns_what_is_exposed(tmp_path: Path) -> None:
     # Execute: an address that cannot be bound, so that the SuperLink exits at once
     result = run_fractofl(
-        "coordinator", "up", "--insecure", "deployment.superlink_host=192.0.2.1", cwd=tmp_path
+        "coordinator",
+        "up",
+        "--insecure",
+        "--no-front",
+        "deployment.superlink_host=192.0.2.1",
+        cwd=tmp_path,
     )
-    # Assert
-    assert "WARNING: --insecure" in result.stderr
-    assert "join as a member" in result.stderr and "start runs" in result.stderr
+    # Assert: both warnings, each naming what is open; the exit is reported
+    assert "WARNING: --insecure" in result.stderr and "join as a member" in result.stderr
+    assert "WARNING: --no-front: the SuperLink's Control API is open on 192.0.2.1" in (
+        result.stderr
+    )
+    assert "start runs (which execute code on this machine)" in result.stderr
+    assert "register or unregister SuperNodes" in result.stderr
+    assert "the SuperLink exited" in result.stderr
     assert result.returncode != 0
+
+
+def test_front_config_prints_the_fronts_nginx_configuration(tmp_path: Path) -> None:
+    # Execute
+    result = run_fractofl(
+        "coordinator",
+        "front-config",
+        "deployment.front_port=9443",
+        "deployment.front_max_body_mb=32",
+        cwd=tmp_path,
+    )
+    # Assert: the configuration `coordinator up` writes, with these settings
+    assert result.returncode == 0, result.stderr
+    assert "listen 0.0.0.0:9443 ssl;" in result.stdout
+    assert "client_max_body_size 32m;" in result.stdout
+    assert "proxy_ssl_verify on;" in result.stdout
+    assert str(tmp_path / "pki" / "ca.crt") in result.stdout

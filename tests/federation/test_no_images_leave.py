@@ -1,8 +1,8 @@
 """Proof that a member's images never leave it: everything its SuperNode and ClientApps
 send during a real run is captured on the wire and searched for the images' content.
 
-The capture is a TCP proxy on loopback between the member and the SuperLink, in a
-plain-text federation (`--insecure`), so that the bytes are readable: with TLS the same
+The capture is a TCP proxy on loopback between the member and the coordinator's front, in
+a plain-text federation (`--insecure`), so that the bytes are readable: with TLS the same
 bytes travel encrypted.
 """
 
@@ -16,19 +16,19 @@ import pytest
 
 from tests.federation.conftest import SMALL_RUN, member_images
 from tests.federation.image_traces import find_image_traces, image_representations
-from tests.federation.processes import Processes, fractofl, free_port
+from tests.federation.processes import Processes, fractofl, free_port, free_ports
 from tests.federation.recording_proxy import RecordingProxy
 
 pytestmark = pytest.mark.slow
 
 
 def test_nothing_a_member_sends_contains_its_images(member_data: Path, tmp_path: Path) -> None:
-    # Prepare: a plain-text coordinator; member 0 reaches it only through the proxy
-    port = free_port()
+    # Prepare: a plain-text coordinator; member 0 reaches its front only through the proxy
+    port, superlink_port = free_ports(2)
     deployment = [
         f"deployment.state_dir={tmp_path / 'coordinator'}",
-        "deployment.superlink_host=127.0.0.1",
-        f"deployment.superlink_port={port}",
+        f"deployment.front_port={port}",
+        f"deployment.superlink_port={superlink_port}",
     ]
     processes = Processes()
     try:

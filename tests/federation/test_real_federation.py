@@ -1,5 +1,6 @@
-"""One SuperLink and three SuperNodes as separate processes, over TLS with member
-authentication, started with the commands the README gives the coordinator and members."""
+"""One SuperLink, its front and three SuperNodes as separate processes, over TLS with
+member authentication, started with the commands the README gives the coordinator and
+members."""
 
 from __future__ import annotations
 
@@ -12,12 +13,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+import yaml
 
+from fractofl.core.checkpoint import load_checkpoint
+from fractofl.core.device import seed_everything
+from fractofl.core.factory import model_for
+from fractofl.core.member_data import load_member_data
 from fractofl.core.registry import ModelRegistry
-from fractofl.core.run_config import DeploymentConfig
+from fractofl.core.run_config import DeploymentConfig, RunConfig, from_nested
 from fractofl.core.signing import load_public_key
 from fractofl.server.superlink import CONNECTION, CoordinatorFiles, flwr_cli
+from fractofl.strategies.secure_aggregation import secagg_error_bound
 from tests.federation.conftest import (
     MEMBERS,
     SMALL_RUN,
@@ -25,7 +34,7 @@ from tests.federation.conftest import (
     member_images,
     wait_for,
 )
-from tests.federation.processes import Processes, fractofl, free_port
+from tests.federation.processes import Processes, fractofl, free_port, free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -71,14 +80,15 @@ def online_members(federation: Federation) -> int:
 def federation(
     consortium: Consortium, member_data: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Federation]:
-    """`coordinator up`, `member add` x 3, `member join` x 3 (TLS, authenticated)."""
+    """`coordinator up`, `member add` x 3, `member join` x 3 (TLS, authenticated), the
+    members through the front."""
     workdir = tmp_path_factory.mktemp("federation")
-    port = free_port()
+    port, superlink_port = free_ports(2)  # members connect to the front's port
     deployment = [
         f"deployment.pki_dir={consortium.pki}",
         f"deployment.state_dir={workdir / 'coordinator'}",
-        "deployment.superlink_host=127.0.0.1",
-        f"deployment.superlink_port={port}",
+        f"deployment.front_port={port}",
+        f"deployment.superlink_port={superlink_port}",
     ]
     processes = Processes()
     try:
@@ -153,9 +163,35 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_three_members_train_two_rounds_over_tls(federation: Federation, member_data: Path) -> None:
-    # Execute
-    result = coordinator_run(federation, member_data, "tls-run", "federation.rounds=2")
+def run_config(run_dir: Path) -> RunConfig:
+    return from_nested(yaml.safe_load((run_dir / "config.yaml").read_text()))
+
+
+def published_round(
+    federation: Federation, run_dir: Path, server_round: int
+) -> dict[str, torch.Tensor]:
+    """The verified weights that the run in ``run_dir`` published after ``server_round``."""
+    run_id = json.loads((run_dir / "summary.json").read_text())["run_id"]
+    registry = ModelRegistry(federation.workdir / "registry")
+    trusted = load_public_key(federation.workdir / "keys" / "coordinator.pub")
+    for version in registry.version_numbers():
+        checkpoint, meta = registry.load_verified(version, trusted)
+        if meta.run_id == run_id and meta.round == server_round:
+            return checkpoint.state_dict
+    raise AssertionError(f"no version of run {run_id} round {server_round} in the registry")
+
+
+@pytest.fixture(scope="module")
+def plain_run(federation: Federation, member_data: Path) -> subprocess.CompletedProcess[str]:
+    """A 2-round FedAvg run over TLS; the secure-aggregation test compares with it."""
+    return coordinator_run(federation, member_data, "tls-run", "federation.rounds=2")
+
+
+def test_three_members_train_two_rounds_over_tls(
+    federation: Federation, plain_run: subprocess.CompletedProcess[str]
+) -> None:
+    # Execute (the fixture): `coordinator run` of 2 rounds
+    result = plain_run
     # Assert: two rounds, every member answered, a model with its accuracy, signed versions
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_dir = federation.workdir / "runs" / "tls-run"
@@ -206,6 +242,42 @@ def test_an_unregistered_member_is_refused(
         "the SuperLink's log line",
     )
     assert online_members(federation) == MEMBERS
+
+
+def test_secure_aggregation_equals_fedavg_of_the_same_updates(
+    federation: Federation, member_data: Path, plain_run: subprocess.CompletedProcess[str]
+) -> None:
+    # Prepare: round 1 of the plain run; members' training is seeded by round and node id,
+    # so a run of the same config trains the same updates
+    assert plain_run.returncode == 0, plain_run.stdout[-3000:] + plain_run.stderr[-3000:]
+    plain = published_round(federation, federation.workdir / "runs" / "tls-run", 1)
+    # Execute: the same round with SecAgg+ (members mask, the coordinator unmasks the sum)
+    result = coordinator_run(
+        federation,
+        member_data,
+        "secagg-run",
+        "federation.rounds=1",
+        "privacy.secure_aggregation=true",
+    )
+    # Assert: the aggregate equals FedAvg's within the quantisation bound, and moved
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "secure aggregation: Flower SecAgg+, 3 shares, threshold 2" in result.stdout
+    run_dir = federation.workdir / "runs" / "secagg-run"
+    assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["3"]
+    secure = load_checkpoint(run_dir / "model.pt").state_dict
+    cfg = run_config(run_dir)
+    examples = [
+        len(load_member_data(member_images(member_data, i), cfg).train) for i in range(MEMBERS)
+    ]
+    tolerance = secagg_error_bound(cfg.privacy, examples) + 1e-6  # + float32 rounding
+    seed_everything(cfg.seed)
+    initial = model_for(cfg).state_dict()  # the coordinator's round-0 model
+    floats = [key for key, value in secure.items() if value.is_floating_point()]
+    worst = max(float((secure[k] - plain[k]).abs().max()) for k in floats)
+    moved = max(float((secure[k] - initial[k]).abs().max()) for k in floats)
+    assert worst <= tolerance, f"SecAgg+ differs from FedAvg by {worst:.3g} > {tolerance:.3g}"
+    assert moved > 100 * tolerance, "the secure aggregate did not change the model"
+    assert all(np.isfinite(secure[k].numpy()).all() for k in floats)
 
 
 def test_a_private_run_reports_epsilon_after_every_round(
