@@ -90,14 +90,15 @@ def train(msg: Message, context: Context) -> Message:
     Flower's ``secaggplus_mod`` masks). Only weights and metrics leave the member."""
     cfg, data, model = _member(context)
     config: Mapping[str, object]
-    if is_secure_instruction(msg):
+    secure = is_secure_instruction(msg)
+    if secure:
         state, config = read_instruction(msg, list(model.state_dict()))
     else:
         state = msg.content.array_records[ARRAYS_KEY].to_torch_state_dict()
         config = msg.content.config_records[CONFIG_KEY]
     model.load_state_dict(state)
     delta, values = _local_update(cfg, data, model, config, context)
-    if is_secure_instruction(msg):
+    if secure:
         return secure_reply(msg, delta, len(data.train), values, cfg.privacy)
     payload = encode_update(delta, spec_from_config(config))
     update = ArrayRecord({key: Array(value) for key, value in payload.items()})
