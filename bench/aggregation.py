@@ -30,9 +30,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from fractofl.core.compression import CompressionSpec, encode_update
-from fractofl.core.models import build_model
-from fractofl.core.run_config import UpdatesConfig
+from fractofl.core.config.run_config import UpdatesConfig
+from fractofl.core.model.architectures import build_model
+from fractofl.core.wire.compression import CompressionSpec, encode_update
 from fractofl.server.heap import retain_freed_memory
 from fractofl.strategies.registry import CommonStrategyArgs, build_strategy
 

@@ -42,13 +42,13 @@ from types import ModuleType
 from machine import describe_machine
 from report import markdown_grid, write_section
 
-from fractofl.core.pki import (
+from fractofl.core.synth.dataset import member_dir
+from fractofl.core.trust.pki import (
     MEMBER_PUBLIC_KEY_FILE,
     create_ca,
     create_member_key_pair,
     issue_server_certificate,
 )
-from fractofl.core.synth.dataset import member_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

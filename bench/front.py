@@ -39,14 +39,14 @@ from front_pieces import PIECE_BYTES, RequestTimes, time_requests
 from machine import describe_machine
 from report import markdown_grid, write_section
 
-from fractofl.core.pki import (
+from fractofl.core.config.run_config import DeploymentConfig
+from fractofl.core.synth.dataset import member_dir
+from fractofl.core.trust.pki import (
     MEMBER_PUBLIC_KEY_FILE,
     create_ca,
     create_member_key_pair,
     issue_server_certificate,
 )
-from fractofl.core.run_config import DeploymentConfig
-from fractofl.core.synth.dataset import member_dir
 from fractofl.server.front import FrontFiles
 from fractofl.server.superlink import CoordinatorFiles, node_statuses
 

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, random_split
 from torchvision import datasets, transforms
 
-from fractofl.core.models import build_model
+from fractofl.core.model.architectures import build_model
 
 # --- settings (the quickstart hard-codes them) -------------------------------------------
 DATA_ROOT = Path(os.environ.get("PLAIN_DATA_ROOT", "data/synthetic")).resolve()

@@ -44,10 +44,10 @@ from machine import describe_machine
 from PIL import Image
 from report import markdown_grid, write_section
 
-from fractofl.core.factory import checkpoint_for, model_for
-from fractofl.core.registry import ModelRegistry
-from fractofl.core.run_config import ModelConfig, RunConfig
-from fractofl.core.signing import create_key_pair, load_private_key, load_public_key
+from fractofl.core.config.run_config import ModelConfig, RunConfig
+from fractofl.core.model.factory import checkpoint_for, model_for
+from fractofl.core.trust.registry import ModelRegistry
+from fractofl.core.trust.signing import create_key_pair, load_private_key, load_public_key
 from fractofl.serving.artifact_loader import load_handlers
 from fractofl.serving.serve_local import prepare_model_dir
 

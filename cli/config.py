@@ -1,7 +1,7 @@
 """Hydra at the edge: compose ``conf/`` with command-line overrides into a RunConfig.
 
 Hydra validates the composition against the structured schema (the dataclasses of
-:mod:`fractofl.core.run_config`), so an unknown key fails; this module turns Hydra's
+:mod:`fractofl.core.config.run_config`), so an unknown key fails; this module turns Hydra's
 error into one that names the valid keys of the group. Open argument tables
 (``model.args``, ``strategy.args``, ``data.synth.style``) are checked against the
 registries they feed.
@@ -24,12 +24,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fractofl.client.attacks import ATTACKS
 from fractofl.client.faults import FAULTS, fault_rounds
-from fractofl.core.compression import CompressionSpec
-from fractofl.core.models import build_model, get_spec, model_arguments
-from fractofl.core.partition import PARTITIONS
-from fractofl.core.run_config import RunConfig
+from fractofl.core.config.run_config import RunConfig
+from fractofl.core.config.taxonomy import validate_classes
+from fractofl.core.images.partition import PARTITIONS
+from fractofl.core.model.architectures import build_model, get_spec, model_arguments
 from fractofl.core.synth.style import SynthStyle
-from fractofl.core.taxonomy import validate_classes
+from fractofl.core.wire.compression import CompressionSpec
 from fractofl.server.heap import MAX_RETAIN_MB
 from fractofl.strategies.registry import strategy_arguments
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from fractofl.core.run_config import DeploymentConfig, RunConfig, from_nested
+from fractofl.core.config.run_config import DeploymentConfig, RunConfig, from_nested
 from fractofl.server.errors import RunFolderError
 from fractofl.server.superlink import CoordinatorFiles
 
@@ -119,7 +119,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from fractofl.cli.config import compose_config, to_run_config
-    from fractofl.core.flower_processes import flower_env
+    from fractofl.core.processes.flower_executables import flower_env
     from fractofl.server.launcher import plan_services, run_services
 
     deployment = to_run_config(compose_config(args.overrides)).deployment
@@ -226,7 +226,7 @@ def _status(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from fractofl.cli.main import prepared_run, report_run
     from fractofl.cli.simulation import flower_app_config
-    from fractofl.core.flower_processes import flower_env, flower_tool
+    from fractofl.core.processes.flower_executables import flower_env, flower_tool
     from fractofl.server.evaluation import coordinator_test_dir
     from fractofl.server.superlink import (
         CONNECTION,

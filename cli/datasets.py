@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from fractofl.cli.progress import Progress
-from fractofl.core.run_config import RunConfig
+from fractofl.core.config.run_config import RunConfig
 from fractofl.core.synth.dataset import SynthSpec, generate_dataset, is_generated, member_dir
 from fractofl.core.synth.style import SynthStyle
 

@@ -6,7 +6,12 @@ import argparse
 from pathlib import Path
 
 from fractofl.cli.config import compose_config, to_run_config
-from fractofl.core.signing import create_key_pair, fingerprint, passphrase_from_env, public_pem
+from fractofl.core.trust.signing import (
+    create_key_pair,
+    fingerprint,
+    passphrase_from_env,
+    public_pem,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

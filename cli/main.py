@@ -28,15 +28,15 @@ from fractofl.cli import (
 )
 from fractofl.cli.config import ConfigError, compose_config, to_run_config, to_yaml
 from fractofl.client.supernode import MemberSetupError
-from fractofl.core.checkpoint import CheckpointError
-from fractofl.core.data import NoUsableImagesError
-from fractofl.core.flower_processes import FlowerToolError
-from fractofl.core.partition import PartitionError
-from fractofl.core.pki import PkiError
-from fractofl.core.registry import RegistryError
-from fractofl.core.run_config import RunConfig
-from fractofl.core.signing import SigningKeyError
+from fractofl.core.config.run_config import RunConfig
+from fractofl.core.images.labelled import NoUsableImagesError
+from fractofl.core.images.partition import PartitionError
+from fractofl.core.model.checkpoint import CheckpointError
+from fractofl.core.processes.flower_executables import FlowerToolError
 from fractofl.core.synth.dataset import ForeignFolderError
+from fractofl.core.trust.pki import PkiError
+from fractofl.core.trust.registry import RegistryError
+from fractofl.core.trust.signing import SigningKeyError
 from fractofl.server.errors import NotEnoughMembersError, RoundStateError, RunFolderError
 from fractofl.server.superlink import DeploymentError
 from fractofl.strategies.privacy import PrivacyBudgetExhaustedError, PrivacySettingsError
@@ -316,7 +316,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _data_check(args: argparse.Namespace) -> int:
     from fractofl.cli.progress import Progress
-    from fractofl.core.data_check import check_dataset, format_report
+    from fractofl.core.images.data_check import check_dataset, format_report
 
     cfg, _ = _load(args)
     report = check_dataset(args.directory, cfg.data.classes, progress=Progress("checked"))

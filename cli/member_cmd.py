@@ -98,8 +98,8 @@ def register_actions(actions: argparse._SubParsersAction) -> None:  # type: igno
 
 def _join(args: argparse.Namespace) -> int:
     from fractofl.client.supernode import JoinSettings, supernode_command
-    from fractofl.core.flower_processes import flower_env, run_in_foreground
-    from fractofl.core.pki import CA_CERT_FILE, MEMBER_KEY_FILE
+    from fractofl.core.processes.flower_executables import flower_env, run_in_foreground
+    from fractofl.core.trust.pki import CA_CERT_FILE, MEMBER_KEY_FILE
 
     member_dir = Path(to_run_config(compose_config(args.overrides)).deployment.member_dir)
     settings = JoinSettings(

@@ -10,13 +10,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fractofl.cli.config import compose_config, to_run_config
-from fractofl.core.registry import (
+from fractofl.core.trust.registry import (
     ModelRegistry,
     ModelVerificationError,
     RegistryError,
     version_name,
 )
-from fractofl.core.signing import SigningKeyError, fingerprint, load_public_key
+from fractofl.core.trust.signing import SigningKeyError, fingerprint, load_public_key
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from fractofl.cli.config import load_run_config
-from fractofl.core.pki import (
+from fractofl.core.trust.pki import (
     CA_CERT_FILE,
     MEMBER_PUBLIC_KEY_FILE,
     certificate_summary,

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from fractofl.cli.config import load_run_config
-from fractofl.core.imageio import UnreadableImageError, grayscale_from_array, read_grayscale
+from fractofl.core.images.imageio import UnreadableImageError, grayscale_from_array, read_grayscale
 from fractofl.serving.client import EndpointClient
 from fractofl.serving.errors import EndpointError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from fractofl.core.run_config import RunConfig, from_nested
+from fractofl.core.config.run_config import RunConfig, from_nested
 from fractofl.server.errors import RunFolderError
 
 
@@ -55,9 +55,9 @@ def _run_id(run_dir: Path) -> str | None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from fractofl.core.checkpoint import load_checkpoint
-    from fractofl.core.registry import ModelRegistry, RegistryError
-    from fractofl.core.signing import fingerprint, load_public_key
+    from fractofl.core.model.checkpoint import load_checkpoint
+    from fractofl.core.trust.registry import ModelRegistry, RegistryError
+    from fractofl.core.trust.signing import fingerprint, load_public_key
     from fractofl.server.run_report import ScoredModel, score_checkpoint, write_report
 
     run_dir: Path = args.run_dir

@@ -18,9 +18,9 @@ from types import FrameType
 
 from fractofl.cli import serve_deploy_cmd
 from fractofl.cli.config import ConfigError, load_run_config
-from fractofl.core.registry import ModelRegistry
-from fractofl.core.run_config import RunConfig
-from fractofl.core.signing import load_public_key
+from fractofl.core.config.run_config import RunConfig
+from fractofl.core.trust.registry import ModelRegistry
+from fractofl.core.trust.signing import load_public_key
 from fractofl.serving.local_endpoint import EndpointSettings
 from fractofl.serving.package import package_version
 from fractofl.serving.serve_local import start_local_endpoint

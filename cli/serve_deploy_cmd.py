@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fractofl.cli.config import load_run_config
 from fractofl.cli.progress import Progress
-from fractofl.core.registry import ModelRegistry
+from fractofl.core.trust.registry import ModelRegistry
 
 EXIT_OK, EXIT_FAILED = 0, 1
 

@@ -20,7 +20,7 @@ from flwr.simulation.run_simulation import _run_simulation
 from flwr.supercore.telemetry import EventType
 
 from fractofl.client.app import app as client_app
-from fractofl.core.run_config import RunConfig, to_flat
+from fractofl.core.config.run_config import RunConfig, to_flat
 from fractofl.server.app import app as server_app
 
 log = logging.getLogger("fractofl")

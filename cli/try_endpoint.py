@@ -9,9 +9,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from fractofl.core.registry import ModelRegistry
-from fractofl.core.run_config import RunConfig
-from fractofl.core.signing import load_public_key
+from fractofl.core.config.run_config import RunConfig
+from fractofl.core.trust.registry import ModelRegistry
+from fractofl.core.trust.signing import load_public_key
 from fractofl.serving.client import EndpointClient
 from fractofl.serving.local_endpoint import EndpointSettings
 from fractofl.serving.serve_local import start_local_endpoint

@@ -28,11 +28,11 @@ from fractofl.client.secure_reply import (
     secure_aggregation_mod,
     secure_reply,
 )
-from fractofl.core.compression import encode_update
-from fractofl.core.factory import model_for
-from fractofl.core.member_data import MemberData, load_member_data
-from fractofl.core.run_config import RunConfig, config_digest, from_flat
-from fractofl.core.update_protocol import (
+from fractofl.core.config.run_config import RunConfig, config_digest, from_flat
+from fractofl.core.learning.member_data import MemberData, load_member_data
+from fractofl.core.model.factory import model_for
+from fractofl.core.wire.compression import encode_update
+from fractofl.core.wire.update_protocol import (
     ARRAYS_KEY,
     CLIPPING_NORM_KEY,
     CONFIG_KEY,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 
 from fractofl.client.node_config import PARTITION_KEY
-from fractofl.core.run_config import FederationConfig
+from fractofl.core.config.run_config import FederationConfig
 
 FAULTS = ("none", "raise", "hang")
 HANG_BEYOND_TIMEOUT_S = 5.0  # how far past the round timeout a hanging member sleeps

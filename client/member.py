@@ -17,12 +17,12 @@ from flwr.supercore.differential_privacy import clip_inputs_inplace, get_norm
 from torch import nn
 
 from fractofl.client.node_config import DATA_DIR_KEY, PARTITION_KEY
-from fractofl.core.data import make_loader
-from fractofl.core.device import resolve_device
-from fractofl.core.member_data import MemberData
-from fractofl.core.run_config import RunConfig
+from fractofl.core.config.run_config import RunConfig
+from fractofl.core.images.labelled import make_loader
+from fractofl.core.learning.device import resolve_device
+from fractofl.core.learning.member_data import MemberData
+from fractofl.core.learning.training import EvalResult, TrainResult, evaluate, train
 from fractofl.core.synth.dataset import member_dir
-from fractofl.core.training import EvalResult, TrainResult, evaluate, train
 
 
 class MemberConfigError(ValueError):

@@ -28,7 +28,7 @@ from flwr.common import (
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common.recorddict_compat import fitres_to_recorddict, recorddict_to_fitins
 
-from fractofl.core.run_config import PrivacyConfig
+from fractofl.core.config.run_config import PrivacyConfig
 
 log = logging.getLogger("fractofl")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fractofl.client.node_config import DATA_DIR_KEY
-from fractofl.core.flower_processes import flower_tool
+from fractofl.core.processes.flower_executables import flower_tool
 
 
 class MemberSetupError(RuntimeError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fractofl.core.run_config import from_flat
+from fractofl.core.config.run_config import from_flat
 from fractofl.server.coordinator import run_federated
 
 app = ServerApp()

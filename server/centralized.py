@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from fractofl.core.data import LabelledTensors, make_loader
-from fractofl.core.device import resolve_device, seed_everything
-from fractofl.core.factory import model_for
-from fractofl.core.member_data import load_member_data
-from fractofl.core.run_config import RunConfig
-from fractofl.core.training import train
+from fractofl.core.config.run_config import RunConfig
+from fractofl.core.images.labelled import LabelledTensors, make_loader
+from fractofl.core.learning.device import resolve_device, seed_everything
+from fractofl.core.learning.member_data import load_member_data
+from fractofl.core.learning.training import train
+from fractofl.core.model.factory import model_for
 from fractofl.server.evaluation import CoordinatorEvaluator
 from fractofl.server.recorder import RoundRow
 from fractofl.server.run_folder import RunFolder

@@ -12,11 +12,11 @@ from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fractofl.core.compression import CompressionSpec
-from fractofl.core.device import seed_everything
-from fractofl.core.factory import model_for
-from fractofl.core.run_config import RunConfig, config_digest
-from fractofl.core.training import EvalResult
+from fractofl.core.config.run_config import RunConfig, config_digest
+from fractofl.core.learning.device import seed_everything
+from fractofl.core.learning.training import EvalResult
+from fractofl.core.model.factory import model_for
+from fractofl.core.wire.compression import CompressionSpec
 from fractofl.server.errors import NotEnoughMembersError
 from fractofl.server.evaluation import CoordinatorEvaluator
 from fractofl.server.heap import retain_freed_memory

@@ -8,12 +8,12 @@ import torch
 from flwr.app import ArrayRecord
 from torch import nn
 
-from fractofl.core.data import load_labelled_tensors, make_loader
-from fractofl.core.device import resolve_device
-from fractofl.core.factory import preprocessing_for
-from fractofl.core.run_config import RunConfig
+from fractofl.core.config.run_config import RunConfig
+from fractofl.core.images.labelled import load_labelled_tensors, make_loader
+from fractofl.core.learning.device import resolve_device
+from fractofl.core.learning.training import EvalResult, evaluate
+from fractofl.core.model.factory import preprocessing_for
 from fractofl.core.synth.dataset import holdout_dir
-from fractofl.core.training import EvalResult, evaluate
 
 
 def coordinator_test_dir(cfg: RunConfig) -> Path:

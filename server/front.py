@@ -22,8 +22,8 @@ from typing import cast
 
 from flwr.common.constant import FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE
 
-from fractofl.core.pki import ALWAYS_INCLUDED_HOSTS, certificate_summary
-from fractofl.core.run_config import DeploymentConfig
+from fractofl.core.config.run_config import DeploymentConfig
+from fractofl.core.trust.pki import ALWAYS_INCLUDED_HOSTS, certificate_summary
 from fractofl.server.superlink import CoordinatorFiles, DeploymentError
 
 FRONT_DIR = "front"

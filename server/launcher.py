@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from fractofl.core.run_config import DeploymentConfig
+from fractofl.core.config.run_config import DeploymentConfig
 from fractofl.server.front import (
     FrontFiles,
     check_front_settings,

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fractofl.core.atomic import atomic_write_bytes
-from fractofl.core.pki import public_key_fingerprint
-from fractofl.core.run_config import DeploymentConfig
+from fractofl.core.config.run_config import DeploymentConfig
+from fractofl.core.files.atomic import atomic_write_bytes
+from fractofl.core.trust.pki import public_key_fingerprint
 from fractofl.server.superlink import (
     CoordinatorFiles,
     DeploymentError,

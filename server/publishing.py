@@ -7,10 +7,10 @@ from pathlib import Path
 
 from flwr.app import ArrayRecord
 
-from fractofl.core.factory import checkpoint_for
-from fractofl.core.registry import ModelRegistry, VersionMetadata
-from fractofl.core.run_config import RunConfig, config_digest
-from fractofl.core.signing import ensure_signing_key
+from fractofl.core.config.run_config import RunConfig, config_digest
+from fractofl.core.model.factory import checkpoint_for
+from fractofl.core.trust.registry import ModelRegistry, VersionMetadata
+from fractofl.core.trust.signing import ensure_signing_key
 from fractofl.server.recorder import RoundRow
 
 log = logging.getLogger("fractofl")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from fractofl.core.training import EvalResult
+from fractofl.core.learning.training import EvalResult
 from fractofl.server.rounds import Participation
 from fractofl.strategies.guard import UpdateVerdict
 from fractofl.strategies.privacy import PrivacySpent

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from fractofl.core.atomic import atomic_write_bytes
+from fractofl.core.files.atomic import atomic_write_bytes
 from fractofl.server.recorder import RoundRow
 
 METRICS_FILE = "metrics.csv"

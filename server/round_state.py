@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fractofl.core.atomic import atomic_write
+from fractofl.core.files.atomic import atomic_write
 from fractofl.server.errors import RoundStateError
 from fractofl.server.recorder import RoundRow
 from fractofl.strategies.state import StrategyState

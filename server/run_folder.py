@@ -15,11 +15,11 @@ from pathlib import Path
 import yaml
 from torch import nn
 
-from fractofl.core.atomic import atomic_write_bytes, remove_stale_temporaries
-from fractofl.core.checkpoint import save_checkpoint
-from fractofl.core.factory import checkpoint_for
-from fractofl.core.run_config import RunConfig, config_digest, from_nested
-from fractofl.core.training import EvalResult
+from fractofl.core.config.run_config import RunConfig, config_digest, from_nested
+from fractofl.core.files.atomic import atomic_write_bytes, remove_stale_temporaries
+from fractofl.core.learning.training import EvalResult
+from fractofl.core.model.checkpoint import save_checkpoint
+from fractofl.core.model.factory import checkpoint_for
 from fractofl.server.errors import RunFolderError
 from fractofl.server.recorder import RoundRow
 from fractofl.server.reporting import (

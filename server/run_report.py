@@ -17,10 +17,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from fractofl.core.checkpoint import Checkpoint
-from fractofl.core.metrics import precision_recall_f1
-from fractofl.core.run_config import RunConfig
-from fractofl.core.training import EvalResult
+from fractofl.core.config.run_config import RunConfig
+from fractofl.core.learning.metrics import precision_recall_f1
+from fractofl.core.learning.training import EvalResult
+from fractofl.core.model.checkpoint import Checkpoint
 from fractofl.server.evaluation import CoordinatorEvaluator
 from fractofl.server.reporting import METRICS_FILE, plot_confusion, read_metrics, save_figure
 

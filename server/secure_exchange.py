@@ -40,9 +40,9 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp import Grid
 
-from fractofl.core.compression import CompressionSpec, encode_update
-from fractofl.core.run_config import PrivacyConfig
-from fractofl.core.update_protocol import (
+from fractofl.core.config.run_config import PrivacyConfig
+from fractofl.core.wire.compression import CompressionSpec, encode_update
+from fractofl.core.wire.update_protocol import (
     ARRAYS_KEY,
     CONFIG_KEY,
     EXAMPLES_KEY,

@@ -11,7 +11,7 @@ import http.client
 import ssl
 from dataclasses import dataclass
 
-from fractofl.core.run_config import DeploymentConfig
+from fractofl.core.config.run_config import DeploymentConfig
 from fractofl.server.front import FrontFiles, front_local_host
 from fractofl.server.superlink import CoordinatorFiles, control_host, is_listening
 

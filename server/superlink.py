@@ -20,9 +20,9 @@ from typing import Any
 
 import tomli_w
 
-from fractofl.core.flower_processes import flower_env, flower_tool
-from fractofl.core.pki import CA_CERT_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE
-from fractofl.core.run_config import DeploymentConfig
+from fractofl.core.config.run_config import DeploymentConfig
+from fractofl.core.processes.flower_executables import flower_env, flower_tool
+from fractofl.core.trust.pki import CA_CERT_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE
 
 CONNECTION = "fractofl"
 """The Flower CLI connection (``[superlink.fractofl]`` in ``$FLWR_HOME/config.toml``)."""

@@ -1,7 +1,7 @@
 """Run an extracted artifact's own ``code/inference.py``, as the SageMaker container does.
 
 The artifact's vendored fractofl modules must be byte-identical to the fractofl running
-here (in one process there is only one ``fractofl.core.models``), so what is served is
+here (in one process there is only one ``fractofl.core.model.architectures``), so what is served is
 exactly what SageMaker would serve.
 """
 

@@ -39,7 +39,8 @@ class VendoredModule:
 
     @property
     def archive_path(self) -> str:
-        """Its path under ``code/``: ``fractofl.core.models`` -> ``fractofl/core/models.py``."""
+        """Its path under ``code/``: ``fractofl.core.model.architectures`` ->
+        ``fractofl/core/model/architectures.py``."""
         parts = self.name.split(".")
         tail = "__init__.py" if self.source.name == "__init__.py" else f"{parts.pop()}.py"
         return "/".join([*parts, tail])
@@ -82,7 +83,7 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
                 raise ClosureError(f"{path}: relative import; use absolute fractofl imports")
             module = node.module or ""
             names.append((module, guarded))
-            # ``from fractofl.core import models`` imports a submodule
+            # ``from fractofl.core.model import architectures`` imports a submodule
             if _is_fractofl(module):
                 names.extend(
                     (f"{module}.{a.name}", guarded)
@@ -119,7 +120,8 @@ def _is_fractofl(name: str) -> bool:
 
 
 def _with_parents(name: str) -> list[str]:
-    """``fractofl.core.models`` -> ``fractofl.core``, ``fractofl.core.models``."""
+    """``fractofl.core.model.architectures`` -> ``fractofl.core``, ``fractofl.core.model``,
+    ``fractofl.core.model.architectures``."""
     parts = name.split(".")
     return [".".join(parts[:i]) for i in range(2, len(parts) + 1)]
 

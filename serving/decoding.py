@@ -1,8 +1,8 @@
 """A request body and its content type -> the grayscale image the model was trained on.
 
-Images go through :func:`fractofl.core.imageio.decode_grayscale`, the very rules that
+Images go through :func:`fractofl.core.images.imageio.decode_grayscale`, the very rules that
 read training files (8- and 16-bit, RGB(A) reduced to BT.601 luminance); ``.npy``
-arrays through :func:`~fractofl.core.imageio.grayscale_from_array`, loaded without
+arrays through :func:`~fractofl.core.images.imageio.grayscale_from_array`, loaded without
 pickle so an object array is refused rather than run.
 """
 
@@ -12,7 +12,11 @@ import io
 
 import numpy as np
 
-from fractofl.core.imageio import UnreadableImageError, decode_grayscale, grayscale_from_array
+from fractofl.core.images.imageio import (
+    UnreadableImageError,
+    decode_grayscale,
+    grayscale_from_array,
+)
 from fractofl.serving.request_errors import UndecodableInputError, UnsupportedContentTypeError
 
 IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png", "image/tiff", "application/x-image")

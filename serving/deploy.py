@@ -21,7 +21,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from sagemaker.core.resources import Endpoint
 
-from fractofl.core.run_config import ServingConfig
+from fractofl.core.config.run_config import ServingConfig
 from fractofl.serving import sagemaker_resources as resources
 from fractofl.serving.aws import DeployError, aws_call, aws_session, explain, is_not_found
 from fractofl.serving.s3_upload import ByteProgress, upload_artifact

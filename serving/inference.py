@@ -8,7 +8,7 @@ PIL and the fractofl modules vendored beside it (``code/fractofl/``), never flwr
 Trust chain
 -----------
 1. ``fractofl serve package`` loads the registry version only after
-   :meth:`~fractofl.core.registry.ModelRegistry.load_verified` has checked the Ed25519
+   :meth:`~fractofl.core.trust.registry.ModelRegistry.load_verified` has checked the Ed25519
    signature over ``metadata.json`` (which holds model.pt's SHA-256) against the trusted
    key; it converts those verified weights to ``model.safetensors`` and records the new
    file's SHA-256 in ``serving.json``.
@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fractofl.core.models import build_model
-from fractofl.core.preprocessing import Preprocessing
+from fractofl.core.images.preprocessing import Preprocessing
+from fractofl.core.model.architectures import build_model
 from fractofl.serving.contract import (
     HEATMAP_OPTION,
     PREVIEW_OPTION,
@@ -101,7 +101,7 @@ def model_fn(model_dir: str) -> ServedModel:
     verified = _check_signature(folder, payload)
     meta = _parse_json(payload, folder / METADATA_FILE)
     try:
-        # The registry's folder name (core.registry.version_name, not shipped: it
+        # The registry's folder name (core.trust.registry.version_name, not shipped: it
         # imports cryptography at the top).
         version = f"v{int(meta['version']):06d}"
         preprocessing = Preprocessing.from_dict(meta["preprocessing"])

@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fractofl.core.run_config import ServingConfig
+from fractofl.core.config.run_config import ServingConfig
 from fractofl.serving.contract import (
     API_KEY_ATTRIBUTE,
     API_KEY_HEADER,

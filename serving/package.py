@@ -30,9 +30,9 @@ import torch
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fractofl.core import registry as reg
-from fractofl.core.atomic import atomic_write
-from fractofl.core.registry import ModelRegistry, ModelVerificationError
+from fractofl.core.files.atomic import atomic_write
+from fractofl.core.trust import registry as reg
+from fractofl.core.trust.registry import ModelRegistry, ModelVerificationError
 from fractofl.serving import inference
 from fractofl.serving.closure import import_closure
 from fractofl.serving.errors import ArtifactError

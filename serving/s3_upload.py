@@ -17,7 +17,7 @@ from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fractofl.core.run_config import ServingConfig
+from fractofl.core.config.run_config import ServingConfig
 from fractofl.serving.aws import ACCESS_DENIED, DeployError, error_code, explain
 
 MIB = 1024 * 1024

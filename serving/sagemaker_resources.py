@@ -23,7 +23,7 @@ from sagemaker.core.shapes import (
 )
 from sagemaker.core.shapes import Tag as TagShape
 
-from fractofl.core.run_config import ServingConfig
+from fractofl.core.config.run_config import ServingConfig
 from fractofl.serving.aws import DeployError
 
 OWNER_TAG = "fractofl:endpoint"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fractofl.core.registry import ModelRegistry
-from fractofl.core.signing import public_pem
+from fractofl.core.trust.registry import ModelRegistry
+from fractofl.core.trust.signing import public_pem
 from fractofl.serving.artifact_loader import load_handlers
 from fractofl.serving.errors import EndpointError
 from fractofl.serving.inference import TRUSTED_KEY_FILE

@@ -14,7 +14,7 @@ from typing import Any
 
 import boto3
 
-from fractofl.core.run_config import ServingConfig
+from fractofl.core.config.run_config import ServingConfig
 from fractofl.serving import sagemaker_resources as resources
 from fractofl.serving.aws import DeployError, aws_call, aws_session
 from fractofl.serving.deploy import POLL_SECONDS, check_endpoint_name, find_endpoint

@@ -2,7 +2,7 @@
 
 Aggregation is FedAvg's; the difference is on the member: Flower's FedProx sends
 ``proximal-mu`` in the train config, and the member adds ``mu/2 * ||w - w_global||^2`` to
-its loss (``fractofl.core.training.train``), which keeps local models near the global one
+its loss (``fractofl.core.learning.training.train``), which keeps local models near the global one
 on non-IID data.
 """
 

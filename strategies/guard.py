@@ -1,6 +1,6 @@
 """A wrapper that screens member updates before any strategy aggregates them.
 
-Members reply with a compressed *delta* (see :mod:`fractofl.core.compression`). The guard
+Members reply with a compressed *delta* (see :mod:`fractofl.core.wire.compression`). The guard
 remembers the global arrays it sent, decodes each delta, refuses malformed, non-finite and
 outlying updates (:mod:`fractofl.strategies.validation`), and hands the accepted ones, as
 full weights, to the wrapped Flower strategy, which aggregates them as it always does.
@@ -23,8 +23,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 
-from fractofl.core.compression import CompressionError, CompressionSpec, decode_update
-from fractofl.core.update_protocol import spec_to_config
+from fractofl.core.wire.compression import CompressionError, CompressionSpec, decode_update
+from fractofl.core.wire.update_protocol import spec_to_config
 from fractofl.strategies.mean import weighted_mean_update
 from fractofl.strategies.npy_arrays import array_of, array_view
 from fractofl.strategies.validation import (

@@ -38,8 +38,8 @@ from flwr.serverapp import (
 )
 from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_stdv
 
-from fractofl.core.run_config import RunConfig
-from fractofl.core.update_protocol import CLIPPING_NORM_KEY, UNIT_WEIGHT_KEY
+from fractofl.core.config.run_config import RunConfig
+from fractofl.core.wire.update_protocol import CLIPPING_NORM_KEY, UNIT_WEIGHT_KEY
 from fractofl.strategies.guard import UpdateGuard
 from fractofl.strategies.npy_arrays import array_of
 from fractofl.strategies.wrapping import WrappingStrategy

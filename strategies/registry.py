@@ -12,7 +12,7 @@ from typing import Any
 
 from flwr.serverapp.strategy import Strategy
 
-from fractofl.core.compression import CompressionSpec
+from fractofl.core.wire.compression import CompressionSpec
 from fractofl.strategies.bulyan import build_bulyan
 from fractofl.strategies.common import CommonStrategyArgs
 from fractofl.strategies.fedadagrad import build_fedadagrad

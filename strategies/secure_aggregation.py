@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fractofl.core.run_config import PrivacyConfig, RunConfig
+from fractofl.core.config.run_config import PrivacyConfig, RunConfig
 
 SECAGG_STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
 """Strategies that need only the weighted mean of the updates."""

@@ -12,9 +12,9 @@ import pytest
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
+from fractofl.core.config.taxonomy import DEFAULT_CLASSES
 from fractofl.core.synth.dataset import SynthSpec, generate_dataset
 from fractofl.core.synth.style import SynthStyle
-from fractofl.core.taxonomy import DEFAULT_CLASSES
 
 # Easy settings: no blending, little noise, small images. Models learn these quickly,
 # so a short run must beat chance (25 %) by a clear margin.

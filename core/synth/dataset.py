@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fractofl.core.partition import partition_indices
+from fractofl.core.config.taxonomy import validate_classes
+from fractofl.core.images.partition import partition_indices
 from fractofl.core.synth.sample import render_sample
 from fractofl.core.synth.style import SynthStyle
-from fractofl.core.taxonomy import validate_classes
 
 MANIFEST = "manifest.json"
 MEMBERS_DIR = "members"

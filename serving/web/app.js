@@ -75,7 +75,7 @@
       server: "「{name}」：エンドポイントの応答は {status} でした：{detail}",
     },
   };
-  // The consortium's taxonomy (fractofl.core.taxonomy.DEFAULT_CLASSES); other class
+  // The consortium's taxonomy (fractofl.core.config.taxonomy.DEFAULT_CLASSES); other class
   // names are shown as they are.
   const CLASS_NAMES = {
     en: {

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from fractofl.cli.config import ConfigError, compose_config, load_run_config, to_run_config
 from fractofl.cli.simulation import flower_app_config
-from fractofl.core.run_config import RunConfig, from_flat, to_flat
+from fractofl.core.config.run_config import RunConfig, from_flat, to_flat
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fractofl.core.taxonomy import DEFAULT_CLASSES
+from fractofl.core.config.taxonomy import DEFAULT_CLASSES
 from tests.conftest import easy_overrides, run_fractofl
 
 pytestmark = pytest.mark.slow

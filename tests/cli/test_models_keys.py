@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from fractofl.cli.main import main
-from fractofl.core.checkpoint import Checkpoint
-from fractofl.core.models import build_model, default_preprocessing
-from fractofl.core.registry import MODEL_FILE, PUBLIC_KEY_FILE, ModelRegistry
-from fractofl.core.signing import fingerprint, load_private_key, load_public_key
-from fractofl.core.taxonomy import DEFAULT_CLASSES
+from fractofl.core.config.taxonomy import DEFAULT_CLASSES
+from fractofl.core.model.architectures import build_model, default_preprocessing
+from fractofl.core.model.checkpoint import Checkpoint
+from fractofl.core.trust.registry import MODEL_FILE, PUBLIC_KEY_FILE, ModelRegistry
+from fractofl.core.trust.signing import fingerprint, load_private_key, load_public_key
 from tests.conftest import run_fractofl
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from fractofl.core.pki import (
+from fractofl.core.trust.pki import (
     CA_CERT_FILE,
     CA_KEY_FILE,
     MEMBER_KEY_FILE,

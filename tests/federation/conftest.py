@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fractofl.core.pki import (
+from fractofl.core.synth.dataset import generate_dataset, holdout_dir, member_dir
+from fractofl.core.trust.pki import (
     CA_CERT_FILE,
     MEMBER_KEY_FILE,
     MEMBER_PUBLIC_KEY_FILE,
@@ -22,7 +23,6 @@ from fractofl.core.pki import (
     create_member_key_pair,
     issue_server_certificate,
 )
-from fractofl.core.synth.dataset import generate_dataset, holdout_dir, member_dir
 from tests.conftest import easy_spec
 
 pytestmark = pytest.mark.slow

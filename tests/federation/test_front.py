@@ -28,13 +28,13 @@ import yaml
 from fractofl.cli.config import load_run_config
 from fractofl.cli.main import main as fractofl_main
 from fractofl.cli.simulation import flower_app_config
-from fractofl.core.checkpoint import load_checkpoint
-from fractofl.core.device import seed_everything
-from fractofl.core.factory import model_for
-from fractofl.core.flower_processes import flower_env, flower_tool
-from fractofl.core.registry import ModelRegistry
-from fractofl.core.run_config import DeploymentConfig, from_nested
-from fractofl.core.signing import load_public_key
+from fractofl.core.config.run_config import DeploymentConfig, from_nested
+from fractofl.core.learning.device import seed_everything
+from fractofl.core.model.checkpoint import load_checkpoint
+from fractofl.core.model.factory import model_for
+from fractofl.core.processes.flower_executables import flower_env, flower_tool
+from fractofl.core.trust.registry import ModelRegistry
+from fractofl.core.trust.signing import load_public_key
 from fractofl.server.front import FrontFiles
 from fractofl.server.member_registry import member_statuses
 from fractofl.server.superlink import CoordinatorFiles, flwr_json, node_statuses

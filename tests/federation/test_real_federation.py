@@ -18,13 +18,13 @@ import pytest
 import torch
 import yaml
 
-from fractofl.core.checkpoint import load_checkpoint
-from fractofl.core.device import seed_everything
-from fractofl.core.factory import model_for
-from fractofl.core.member_data import load_member_data
-from fractofl.core.registry import ModelRegistry
-from fractofl.core.run_config import DeploymentConfig, RunConfig, from_nested
-from fractofl.core.signing import load_public_key
+from fractofl.core.config.run_config import DeploymentConfig, RunConfig, from_nested
+from fractofl.core.learning.device import seed_everything
+from fractofl.core.learning.member_data import load_member_data
+from fractofl.core.model.checkpoint import load_checkpoint
+from fractofl.core.model.factory import model_for
+from fractofl.core.trust.registry import ModelRegistry
+from fractofl.core.trust.signing import load_public_key
 from fractofl.server.superlink import CONNECTION, CoordinatorFiles, flwr_cli
 from fractofl.strategies.secure_aggregation import secagg_error_bound
 from tests.federation.conftest import (

@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fractofl.core.registry import ModelRegistry
-from fractofl.core.signing import load_public_key
+from fractofl.core.trust.registry import ModelRegistry
+from fractofl.core.trust.signing import load_public_key
 
 pytestmark = pytest.mark.slow
 

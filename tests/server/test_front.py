@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fractofl.core.pki import create_ca, issue_server_certificate
-from fractofl.core.run_config import DeploymentConfig
+from fractofl.core.config.run_config import DeploymentConfig
+from fractofl.core.trust.pki import create_ca, issue_server_certificate
 from fractofl.server.front import (
     FrontError,
     FrontFiles,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fractofl.core.pki import create_member_key_pair
-from fractofl.core.run_config import DeploymentConfig
+from fractofl.core.config.run_config import DeploymentConfig
+from fractofl.core.trust.pki import create_member_key_pair
 from fractofl.server.member_registry import (
     Member,
     MemberRegistry,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
-from fractofl.core.run_config import RunConfig
-from fractofl.core.training import EvalResult
+from fractofl.core.config.run_config import RunConfig
+from fractofl.core.learning.training import EvalResult
 from fractofl.server.recorder import RoundRecorder, RoundRow
 from fractofl.server.reporting import read_metrics, write_metrics
 from fractofl.server.run_folder import RunFolder

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fractofl.core.registry import ModelRegistry
-from fractofl.core.taxonomy import DEFAULT_CLASSES
+from fractofl.core.config.taxonomy import DEFAULT_CLASSES
+from fractofl.core.trust.registry import ModelRegistry
 from tests.conftest import easy_overrides, run_fractofl
 
 pytestmark = pytest.mark.slow

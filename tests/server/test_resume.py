@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fractofl.core.registry import ModelRegistry
-from fractofl.core.signing import load_public_key
+from fractofl.core.trust.registry import ModelRegistry
+from fractofl.core.trust.signing import load_public_key
 from fractofl.server.round_state import STATE_FILE, load_round_state
 from tests.conftest import easy_overrides, run_fractofl
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fractofl.core.checkpoint import load_checkpoint
-from fractofl.core.member_data import load_member_data
-from fractofl.core.run_config import from_nested
+from fractofl.core.config.run_config import from_nested
+from fractofl.core.learning.member_data import load_member_data
+from fractofl.core.model.checkpoint import load_checkpoint
 from fractofl.core.synth.dataset import member_dir
 from fractofl.strategies.secure_aggregation import secagg_error_bound
 from tests.conftest import easy_overrides, run_fractofl

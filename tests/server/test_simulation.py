@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fractofl.core.checkpoint import load_checkpoint
+from fractofl.core.model.checkpoint import load_checkpoint
 from fractofl.core.synth.dataset import MANIFEST
 from tests.conftest import easy_overrides, run_fractofl
 
@@ -97,8 +97,8 @@ def test_compressed_updates_cost_what_their_payload_says(
     import numpy as np
     from flwr.app import Array
 
-    from fractofl.core.compression import CompressionSpec, encode_update
-    from fractofl.core.models import build_model
+    from fractofl.core.model.architectures import build_model
+    from fractofl.core.wire.compression import CompressionSpec, encode_update
 
     spec = CompressionSpec("int8")
     state = build_model("small_cnn", num_classes=4, width=16).state_dict()

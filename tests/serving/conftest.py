@@ -18,14 +18,14 @@ import pytest
 import torch
 from PIL import Image
 
-from fractofl.core.checkpoint import Checkpoint
-from fractofl.core.imageio import grayscale_from_array
-from fractofl.core.models import build_model, default_preprocessing
-from fractofl.core.registry import ModelRegistry
-from fractofl.core.signing import create_key_pair, load_private_key
+from fractofl.core.config.taxonomy import DEFAULT_CLASSES
+from fractofl.core.images.imageio import grayscale_from_array
+from fractofl.core.model.architectures import build_model, default_preprocessing
+from fractofl.core.model.checkpoint import Checkpoint
 from fractofl.core.synth.sample import render_sample
 from fractofl.core.synth.style import SynthStyle
-from fractofl.core.taxonomy import DEFAULT_CLASSES
+from fractofl.core.trust.registry import ModelRegistry
+from fractofl.core.trust.signing import create_key_pair, load_private_key
 from fractofl.serving.package import Artifact, extract_artifact, package_version
 from tests.serving.browser import chromium  # noqa: F401  (the browser tests' fixture)
 
@@ -125,7 +125,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> PublishedModel:
 @pytest.fixture(scope="session")
 def artifact(published: PublishedModel, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     """The version's SageMaker artifact."""
-    from fractofl.core.signing import load_public_key
+    from fractofl.core.trust.signing import load_public_key
 
     out = tmp_path_factory.mktemp("artifacts")
     return package_version(

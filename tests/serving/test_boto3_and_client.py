@@ -10,7 +10,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from fractofl.core.run_config import ServingConfig
+from fractofl.core.config.run_config import ServingConfig
 from fractofl.serving.client import EndpointClient, Prediction
 from fractofl.serving.errors import EndpointError
 from tests.serving.conftest import PublishedModel, RunningEndpoint

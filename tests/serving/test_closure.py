@@ -16,9 +16,11 @@ def test_inference_needs_exactly_the_model_preprocessing_decoding_and_heatmap_mo
     # Assert
     assert [m.name for m in closure] == [
         "fractofl.core",
-        "fractofl.core.imageio",
-        "fractofl.core.models",
-        "fractofl.core.preprocessing",
+        "fractofl.core.images",
+        "fractofl.core.images.imageio",
+        "fractofl.core.images.preprocessing",
+        "fractofl.core.model",
+        "fractofl.core.model.architectures",
         "fractofl.serving",
         "fractofl.serving.contract",
         "fractofl.serving.decoding",
@@ -28,7 +30,7 @@ def test_inference_needs_exactly_the_model_preprocessing_decoding_and_heatmap_mo
     ]
     paths = {m.name: m.archive_path for m in closure}
     assert paths["fractofl.core"] == "fractofl/core/__init__.py"
-    assert paths["fractofl.core.models"] == "fractofl/core/models.py"
+    assert paths["fractofl.core.model.architectures"] == "fractofl/core/model/architectures.py"
 
 
 @pytest.mark.parametrize(
@@ -38,8 +40,8 @@ def test_inference_needs_exactly_the_model_preprocessing_decoding_and_heatmap_mo
         ("from hydra import compose\n", "imports hydra"),
         # registry.py imports cryptography unguarded: the chain names who pulled it in
         (
-            "from fractofl.core.registry import ModelRegistry\n",
-            "fractofl.core.registry imports cryptography",
+            "from fractofl.core.trust.registry import ModelRegistry\n",
+            "fractofl.core.trust.registry imports cryptography",
         ),
         ("from fractofl.cli import main\n", "only fractofl.core, fractofl.serving ship"),
         ("try:\n    import boto3\nexcept ImportError:\n    pass\n", "imports boto3"),
@@ -62,7 +64,7 @@ def test_guarded_optional_and_type_checking_imports_are_allowed(tmp_path: Path) 
     entry.write_text(
         "from typing import TYPE_CHECKING\n"
         "import numpy\n"
-        "from fractofl.core.preprocessing import Preprocessing\n"
+        "from fractofl.core.images.preprocessing import Preprocessing\n"
         "if TYPE_CHECKING:\n"
         "    import flwr\n"
         "def verify():\n"
@@ -74,4 +76,8 @@ def test_guarded_optional_and_type_checking_imports_are_allowed(tmp_path: Path) 
     # Execute
     closure = import_closure(entry)
     # Assert
-    assert [m.name for m in closure] == ["fractofl.core", "fractofl.core.preprocessing"]
+    assert [m.name for m in closure] == [
+        "fractofl.core",
+        "fractofl.core.images",
+        "fractofl.core.images.preprocessing",
+    ]

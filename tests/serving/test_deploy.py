@@ -32,8 +32,8 @@ from moto.sagemaker.models import sagemaker_backends
 from moto.server import ThreadedMotoServer
 
 from fractofl.cli.main import main
-from fractofl.core.run_config import ServingConfig
-from fractofl.core.signing import create_key_pair
+from fractofl.core.config.run_config import ServingConfig
+from fractofl.core.trust.signing import create_key_pair
 from fractofl.serving.aws import DeployError
 from fractofl.serving.deploy import deploy, find_endpoint, wait_in_service
 from fractofl.serving.s3_upload import MIB, upload_artifact

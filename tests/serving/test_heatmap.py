@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from fractofl.core.run_config import ServingConfig
+from fractofl.core.config.run_config import ServingConfig
 from fractofl.serving.client import EndpointClient
 from fractofl.serving.contract import API_KEY_HEADER, HEATMAP_HEADER
 from fractofl.serving.heatmap import grad_cam, target_layer

@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fractofl.core.imageio import read_grayscale
-from fractofl.core.registry import version_name
-from fractofl.core.signing import create_key_pair, public_pem
+from fractofl.core.images.imageio import read_grayscale
+from fractofl.core.trust.registry import version_name
+from fractofl.core.trust.signing import create_key_pair, public_pem
 from fractofl.serving.inference import (
     TRUSTED_KEY_ENV,
     TRUSTED_KEY_FILE,

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from fractofl.core.imageio import read_grayscale
-from fractofl.core.registry import MODEL_FILE, SIGNATURE_FILE
+from fractofl.core.images.imageio import read_grayscale
+from fractofl.core.trust.registry import MODEL_FILE, SIGNATURE_FILE
 from tests.serving.conftest import (
     PublishedModel,
     RunningEndpoint,

@@ -12,9 +12,9 @@ import pytest
 import safetensors.torch
 import torch
 
-from fractofl.core import registry as reg
-from fractofl.core.registry import ModelRegistry, ModelVerificationError
-from fractofl.core.signing import create_key_pair, load_public_key
+from fractofl.core.trust import registry as reg
+from fractofl.core.trust.registry import ModelRegistry, ModelVerificationError
+from fractofl.core.trust.signing import create_key_pair, load_public_key
 from fractofl.serving import inference
 from fractofl.serving.errors import ArtifactError
 from fractofl.serving.package import Artifact, extract_artifact, package_version
@@ -39,9 +39,11 @@ def test_artifact_holds_weights_signed_metadata_and_vendored_code(
     assert sorted(files) == [
         "code/fractofl/__init__.py",
         "code/fractofl/core/__init__.py",
-        "code/fractofl/core/imageio.py",
-        "code/fractofl/core/models.py",
-        "code/fractofl/core/preprocessing.py",
+        "code/fractofl/core/images/__init__.py",
+        "code/fractofl/core/images/imageio.py",
+        "code/fractofl/core/images/preprocessing.py",
+        "code/fractofl/core/model/__init__.py",
+        "code/fractofl/core/model/architectures.py",
         "code/fractofl/serving/__init__.py",
         "code/fractofl/serving/contract.py",
         "code/fractofl/serving/decoding.py",
@@ -73,7 +75,10 @@ def test_artifact_holds_weights_signed_metadata_and_vendored_code(
     }
     # ... and the very source files that trained the model, and no torch to reinstall
     assert files["code/inference.py"] == (REPO / "serving" / "inference.py").read_bytes()
-    assert files["code/fractofl/core/models.py"] == (REPO / "core" / "models.py").read_bytes()
+    assert (
+        files["code/fractofl/core/model/architectures.py"]
+        == (REPO / "core" / "model" / "architectures.py").read_bytes()
+    )
     requirements = files["code/requirements.txt"].decode().splitlines()
     assert [r for r in requirements if r and not r.startswith("#")] == ["cryptography>=42"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from fractofl.core.run_config import ServingConfig
+from fractofl.core.config.run_config import ServingConfig
 from fractofl.serving.artifact_loader import load_handlers
 from fractofl.serving.client import EndpointClient
 from fractofl.serving.errors import EndpointError

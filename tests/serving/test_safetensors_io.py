@@ -8,7 +8,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from fractofl.core.models import build_model
+from fractofl.core.model.architectures import build_model
 from fractofl.serving.safetensors_io import (
     SafetensorsError,
     from_safetensors,

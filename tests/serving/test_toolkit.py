@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from fractofl.core.imageio import read_grayscale
+from fractofl.core.images.imageio import read_grayscale
 from fractofl.serving.contract import CUSTOM_ATTRIBUTES_HEADER
 from fractofl.serving.inference import TRUSTED_KEY_ENV
 from tests.serving.conftest import PublishedModel
@@ -89,8 +89,12 @@ def test_artifact_answers_under_the_sagemaker_toolkit(
     code = opt_ml_model / "code"
     assert report["served_by"] == {
         "inference": str(code / "inference.py"),
-        "fractofl.core.models": str(code / "fractofl" / "core" / "models.py"),
-        "fractofl.core.preprocessing": str(code / "fractofl" / "core" / "preprocessing.py"),
+        "fractofl.core.model.architectures": str(
+            code / "fractofl" / "core" / "model" / "architectures.py"
+        ),
+        "fractofl.core.images.preprocessing": str(
+            code / "fractofl" / "core" / "images" / "preprocessing.py"
+        ),
     }
     assert report["heavy_modules"] == []
     assert "signature verified: True" in result.stderr

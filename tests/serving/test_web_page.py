@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
-from fractofl.core.registry import ModelRegistry
-from fractofl.core.signing import load_public_key
+from fractofl.core.config.taxonomy import DEFAULT_CLASSES
 from fractofl.core.synth.sample import render_sample
 from fractofl.core.synth.style import SynthStyle
-from fractofl.core.taxonomy import DEFAULT_CLASSES
+from fractofl.core.trust.registry import ModelRegistry
+from fractofl.core.trust.signing import load_public_key
 from fractofl.serving.inference import ServedModel, input_fn, model_fn, predict_fn
 from fractofl.serving.package import extract_artifact, package_version
 from tests.serving.browser import artifacts_dir

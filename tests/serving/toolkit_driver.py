@@ -48,7 +48,11 @@ def main(model_dir: str, requests_file: str) -> None:
         )
     served_by = {
         name: str(getattr(sys.modules.get(name), "__file__", None))
-        for name in ("inference", "fractofl.core.models", "fractofl.core.preprocessing")
+        for name in (
+            "inference",
+            "fractofl.core.model.architectures",
+            "fractofl.core.images.preprocessing",
+        )
     }
     heavy = sorted({n.split(".")[0] for n in sys.modules} & {"flwr", "hydra", "omegaconf"})
     print(json.dumps({"replies": replies, "served_by": served_by, "heavy_modules": heavy}))

@@ -9,7 +9,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.app.error import Error
 
-from fractofl.core.compression import CompressionSpec, encode_update
+from fractofl.core.wire.compression import CompressionSpec, encode_update
 from fractofl.strategies.guard import UpdateVerdict
 from fractofl.strategies.registry import build_strategy
 from fractofl.strategies.validation import (

@@ -9,9 +9,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from fractofl.client.member import clip_update
-from fractofl.core.compression import CompressionSpec
-from fractofl.core.run_config import from_nested
-from fractofl.core.update_protocol import CLIPPING_NORM_KEY, UNIT_WEIGHT_KEY
+from fractofl.core.config.run_config import from_nested
+from fractofl.core.wire.compression import CompressionSpec
+from fractofl.core.wire.update_protocol import CLIPPING_NORM_KEY, UNIT_WEIGHT_KEY
 from fractofl.strategies.privacy import (
     DifferentialPrivacy,
     PrivacyBudgetExhaustedError,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from fractofl.core.run_config import PrivacyConfig, from_nested
+from fractofl.core.config.run_config import PrivacyConfig, from_nested
 from fractofl.strategies.secure_aggregation import (
     SECAGG_STRATEGIES,
     SecureAggregationSettingsError,

@@ -8,7 +8,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import Strategy
 
-from fractofl.core.compression import CompressionSpec, encode_update
+from fractofl.core.wire.compression import CompressionSpec, encode_update
 from fractofl.strategies.registry import build_strategy
 from fractofl.strategies.state import restore_strategy_state, strategy_state
 from tests.strategies.flower_grid import grid_with_nodes

@@ -20,7 +20,7 @@ from flwr.serverapp.strategy import (
 )
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from fractofl.core.compression import CompressionSpec, encode_update
+from fractofl.core.wire.compression import CompressionSpec, encode_update
 from fractofl.strategies.registry import (
     STRATEGY_REGISTRY,
     CommonStrategyArgs,

@@ -1,0 +1,142 @@
+"""Loading a member's labelled images (one sub-folder per class) into tensors.
+
+Unreadable files are skipped with a warning that names them: one bad file never stops
+training. Decoded images are kept in memory, because members train on them every round.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fractofl.core.images.imageio import (
+    IMAGE_SUFFIXES,
+    UnreadableImageError,
+    read_grayscale,
+    walk_image_tree,
+)
+from fractofl.core.images.preprocessing import Preprocessing
+
+log = logging.getLogger("fractofl")
+
+
+class NoUsableImagesError(ValueError):
+    """A data folder holds no readable image of any configured class."""
+
+
+@dataclass
+class LabelledTensors:
+    """Preprocessed images ``x`` (N, C, S, S) with integer labels ``y`` (N,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, indices: np.ndarray) -> LabelledTensors:
+        """The examples at ``indices``."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return LabelledTensors(self.x[index], self.y[index])
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        """Examples per class index."""
+        return torch.bincount(self.y, minlength=num_classes).tolist()
+
+
+def list_labelled_files(root: Path, classes: Sequence[str]) -> list[tuple[Path, int]]:
+    """Image files under ``root/<class>/`` (recursively, hidden ones left out) for the
+    configured classes, in a stable order.
+
+    Folders of unknown classes are ignored (``fractofl data check`` reports them).
+    """
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist or is not a directory")
+    files: list[tuple[Path, int]] = []
+    for label, name in enumerate(classes):
+        folder = root / name
+        if folder.is_dir():
+            files += [
+                (path, label)
+                for path in walk_image_tree(folder)
+                if path.suffix.lower() in IMAGE_SUFFIXES
+            ]
+    return files
+
+
+def load_labelled_tensors(
+    root: Path, classes: Sequence[str], preprocessing: Preprocessing
+) -> LabelledTensors:
+    """Decode and preprocess every readable image of ``root``; skip and log the others."""
+    images: list[torch.Tensor] = []
+    labels: list[int] = []
+    skipped: list[tuple[Path, str]] = []
+    for path, label in list_labelled_files(root, classes):
+        try:
+            pixels = read_grayscale(path)
+        except UnreadableImageError as exc:
+            log.warning("skipping unreadable image %s: %s", path, exc)
+            skipped.append((path, str(exc)))
+            continue
+        images.append(preprocessing.to_tensor(pixels))
+        labels.append(label)
+    if not images:
+        raise NoUsableImagesError(
+            f"no readable image of the classes {list(classes)} under {root}; "
+            f"run `fractofl data check {root}` for a report"
+        )
+    return LabelledTensors(torch.stack(images), torch.tensor(labels, dtype=torch.long), skipped)
+
+
+def split_train_val(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic shuffled split of ``range(count)``; validation gets at least one
+    example whenever ``val_fraction > 0`` and ``count >= 2``."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction={val_fraction} must be in [0, 1)")
+    order = np.random.default_rng(seed).permutation(count)
+    n_val = round(count * val_fraction)
+    if val_fraction > 0 and count >= 2:
+        n_val = max(n_val, 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+class AugmentedTensors(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Random flips and quarter turns: fracture textures have no preferred orientation."""
+
+    def __init__(self, data: LabelledTensors, augment: bool) -> None:
+        self.data = data
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.data.x[index]
+        if self.augment:
+            # torch's global generator is seeded per run, so this stays reproducible.
+            turns = int(torch.randint(0, 4, ()).item())
+            if turns:
+                image = torch.rot90(image, turns, dims=(1, 2))
+            if torch.rand(()) < 0.5:
+                image = torch.flip(image, dims=(2,))
+        return image, self.data.y[index]
+
+
+def make_loader(
+    data: LabelledTensors, batch_size: int, shuffle: bool, augment: bool, seed: int
+) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
+    """A single-process loader over in-memory tensors."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        AugmentedTensors(data, augment),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+    )

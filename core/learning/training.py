@@ -1,0 +1,110 @@
+"""Training and evaluation as plain functions: they know nothing of Flower."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fractofl.core.learning.metrics import accuracy, confusion_matrix, macro_f1
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Mean loss and accuracy over the last local epoch, and that epoch's example count."""
+
+    loss: float
+    accuracy: float
+    examples: int
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Loss, accuracy, macro-F1 and the confusion matrix ``[true, predicted]``."""
+
+    loss: float
+    accuracy: float
+    macro_f1: float
+    confusion: np.ndarray
+    examples: int
+
+
+def train(
+    model: nn.Module,
+    loader: Batches,
+    epochs: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    device: torch.device,
+    proximal_mu: float = 0.0,
+) -> TrainResult:
+    """Train ``model`` in place with SGD for ``epochs`` passes over ``loader``.
+
+    With ``proximal_mu > 0`` the loss gets FedProx's term ``mu/2 * ||w - w_start||^2``,
+    ``w_start`` being the weights the model had on entry (the global model).
+    """
+    if epochs < 1:
+        raise ValueError(f"train.local_epochs={epochs} must be at least 1")
+    model.to(device).train()
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+    )
+    criterion = nn.CrossEntropyLoss()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for _ in range(epochs):
+        loss_sum, correct, seen = 0.0, 0, 0
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(images)
+            loss = criterion(logits, labels)
+            objective = loss
+            if anchor:
+                drift = sum(
+                    torch.sum((p - a) ** 2) for p, a in zip(model.parameters(), anchor, strict=True)
+                )
+                objective = loss + 0.5 * proximal_mu * drift
+            objective.backward()
+            optimizer.step()
+            loss_sum += float(loss.item()) * labels.shape[0]
+            correct += int((logits.argmax(dim=1) == labels).sum().item())
+            seen += int(labels.shape[0])
+    if seen == 0:
+        raise ValueError("the training loader yielded no examples")
+    return TrainResult(loss=loss_sum / seen, accuracy=correct / seen, examples=seen)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: Batches, num_classes: int, device: torch.device
+) -> EvalResult:
+    """Evaluate ``model`` on ``loader`` without changing it."""
+    model.to(device).eval()
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    loss_sum = 0.0
+    truths: list[np.ndarray] = []
+    predictions: list[np.ndarray] = []
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        logits = model(images)
+        loss_sum += float(criterion(logits, labels).item())
+        truths.append(labels.cpu().numpy())
+        predictions.append(logits.argmax(dim=1).cpu().numpy())
+    if not truths:
+        raise ValueError("the evaluation loader yielded no examples")
+    matrix = confusion_matrix(np.concatenate(truths), np.concatenate(predictions), num_classes)
+    examples = int(matrix.sum())
+    return EvalResult(
+        loss=loss_sum / examples,
+        accuracy=accuracy(matrix),
+        macro_f1=macro_f1(matrix),
+        confusion=matrix,
+        examples=examples,
+    )

@@ -1,0 +1,41 @@
+"""Objects built from a run config, shared by members, coordinator and baseline."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fractofl.core.config.run_config import RunConfig
+from fractofl.core.images.preprocessing import Preprocessing
+from fractofl.core.model.architectures import build_model, default_preprocessing
+from fractofl.core.model.checkpoint import Checkpoint
+
+
+def model_for(cfg: RunConfig) -> nn.Module:
+    """The configured architecture with fresh weights (grayscale input)."""
+    return build_model(cfg.model.name, num_classes=len(cfg.data.classes), **cfg.model.args)
+
+
+def preprocessing_for(cfg: RunConfig) -> Preprocessing:
+    """The preprocessing of the configured model."""
+    return default_preprocessing(cfg.model.name, cfg.model.image_size)
+
+
+def checkpoint_for(
+    cfg: RunConfig,
+    state_dict: dict[str, torch.Tensor],
+    round: int,
+    run_id: str,
+    metrics: dict[str, float],
+) -> Checkpoint:
+    """The self-describing checkpoint of weights trained under ``cfg``."""
+    return Checkpoint(
+        architecture=cfg.model.name,
+        arch_args=dict(cfg.model.args),
+        classes=list(cfg.data.classes),
+        preprocessing=preprocessing_for(cfg),
+        state_dict=state_dict,
+        round=round,
+        run_id=run_id,
+        metrics=metrics,
+    )

@@ -1,0 +1,38 @@
+"""What the coordinator tells members about the update they send back.
+
+The coordinator's train config carries the compression to apply; members reply with the
+compressed change of the weights (see :mod:`fractofl.core.wire.compression`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fractofl.core.wire.compression import CompressionSpec
+
+ARRAYS_KEY = "arrays"  # Flower's Message-API strategies' record names
+CONFIG_KEY = "config"
+METRICS_KEY = "metrics"
+SERVER_ROUND_KEY = "server-round"
+EXAMPLES_KEY = "num-examples"  # the metric FedAvg weighs updates by
+COMPRESSION_MODE_KEY = "compression-mode"
+COMPRESSION_TOPK_KEY = "compression-topk"
+PROXIMAL_MU_KEY = "proximal-mu"  # set by Flower's FedProx
+CLIPPING_NORM_KEY = "clipping_norm"  # set under differential privacy (Flower's key)
+UNIT_WEIGHT_KEY = "dp-unit-weight"
+"""Under differential privacy every member reports this metric as 1 and the mean is
+weighted by it: one member's influence is then bounded whatever its data set's size."""
+
+
+def spec_from_config(config: Mapping[str, object]) -> CompressionSpec:
+    """The compression a member must apply, as the coordinator's train config says."""
+    topk = config.get(COMPRESSION_TOPK_KEY, 1.0)
+    return CompressionSpec(
+        mode=str(config.get(COMPRESSION_MODE_KEY, "none")),
+        topk_fraction=float(topk) if isinstance(topk, int | float) else 1.0,
+    )
+
+
+def spec_to_config(spec: CompressionSpec) -> dict[str, str | float]:
+    """The train-config entries that make members apply ``spec``."""
+    return {COMPRESSION_MODE_KEY: spec.mode, COMPRESSION_TOPK_KEY: spec.topk_fraction}

@@ -1,0 +1,65 @@
+"""Model registry: every entry builds, takes grayscale input, and fails loudly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fractofl.core.model.architectures import (
+    MODEL_REGISTRY,
+    UnknownModelError,
+    build_model,
+    default_preprocessing,
+    load_pretrained,
+    model_arguments,
+)
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
+def test_every_registered_model_classifies_grayscale_images(name: str) -> None:
+    # Prepare
+    model = build_model(name, num_classes=4).eval()
+    prep = default_preprocessing(name, image_size=64)
+    batch = torch.stack([prep.to_tensor(torch.rand(80, 96).numpy()) for _ in range(2)])
+    # Execute
+    with torch.no_grad():
+        logits = model(batch)
+    # Assert
+    assert batch.shape == (2, 1, 64, 64)
+    assert logits.shape == (2, 4)
+    assert torch.isfinite(logits).all()
+
+
+def test_unknown_model_lists_known_names() -> None:
+    with pytest.raises(UnknownModelError, match=r"known models: .*resnet18.*small_cnn"):
+        build_model("vgg99", num_classes=4)
+
+
+def test_unknown_argument_lists_valid_ones() -> None:
+    assert model_arguments("small_cnn") == ["width", "dropout"]
+    with pytest.raises(UnknownModelError, match="takes: width, dropout"):
+        build_model("small_cnn", num_classes=4, depth=3)
+
+
+def test_local_pretrained_rgb_weights_are_adapted_to_grayscale(tmp_path: Path) -> None:
+    # Prepare: an "RGB ImageNet-like" ResNet-18 state with a 1000-class head.
+    from torchvision.models import resnet18
+
+    source = resnet18(weights=None, num_classes=1000)
+    path = tmp_path / "rgb.pt"
+    torch.save(source.state_dict(), path)
+    model = build_model("resnet18", num_classes=4)
+    # Execute
+    skipped = load_pretrained(model, "resnet18", str(path))
+    # Assert: first conv summed over colour channels, head skipped, the rest loaded.
+    assert torch.allclose(model.conv1.weight, source.conv1.weight.sum(dim=1, keepdim=True))
+    assert set(skipped) == {"fc.weight", "fc.bias"}
+    assert torch.equal(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+
+
+def test_missing_pretrained_file_says_what_to_do(tmp_path: Path) -> None:
+    model = build_model("small_cnn", num_classes=4)
+    with pytest.raises(FileNotFoundError, match="local state_dict file"):
+        load_pretrained(model, "small_cnn", str(tmp_path / "nope.pt"))
