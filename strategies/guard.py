@@ -24,7 +24,7 @@ from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 
 from fractofl.core.wire.compression import CompressionError, CompressionSpec, decode_update
-from fractofl.core.wire.update_protocol import spec_to_config
+from fractofl.core.wire.update_protocol import EXAMPLES_KEY, spec_to_config
 from fractofl.strategies.mean import weighted_mean_update
 from fractofl.strategies.npy_arrays import array_of, array_view
 from fractofl.strategies.validation import (
@@ -58,7 +58,7 @@ CLIPPING_TOLERANCE = 1.0 + 1e-3  # float32 rounding of a clipped update's norm
 
 
 def _weight(content: RecordDict, key: str) -> float:
-    """The positive weight (``num-examples``) a reply carries, or ValueError saying why."""
+    """The positive weight (``key``, e.g. ``EXAMPLES_KEY``) a reply carries, or ValueError."""
     records = list(content.metric_records.values())
     value = records[0].get(key) if len(records) == 1 else None
     if not isinstance(value, int | float) or not value > 0:
@@ -259,7 +259,7 @@ class UpdateGuard(WrappingStrategy):
         )
 
     def _train_weight_key(self) -> str:
-        inner_key = str(getattr(self.inner, "weighted_by_key", "num-examples"))
+        inner_key = str(getattr(self.inner, "weighted_by_key", EXAMPLES_KEY))
         return self.train_weight_key or inner_key
 
     def _finish(self, arrays: ArrayRecord, replaced: dict[str, np.ndarray]) -> ArrayRecord:

@@ -1,6 +1,7 @@
 """Strategy registry: aggregation strategies selected by name (``strategy=<name>``).
 
-Every strategy is one of Flower's, configured in its own module, and wrapped in the
+Every strategy is one of Flower's, configured in its own module (FedAdam and FedYogi share
+one builder, :mod:`fractofl.strategies.fedopt`), and wrapped in the
 :class:`~fractofl.strategies.guard.UpdateGuard` that decodes and screens member updates.
 """
 
@@ -16,12 +17,11 @@ from fractofl.core.wire.compression import CompressionSpec
 from fractofl.strategies.bulyan import build_bulyan
 from fractofl.strategies.common import CommonStrategyArgs
 from fractofl.strategies.fedadagrad import build_fedadagrad
-from fractofl.strategies.fedadam import build_fedadam
 from fractofl.strategies.fedavg import build_fedavg
 from fractofl.strategies.fedmedian import build_fedmedian
+from fractofl.strategies.fedopt import build_fedadam, build_fedyogi
 from fractofl.strategies.fedprox import build_fedprox
 from fractofl.strategies.fedtrimmedavg import build_fedtrimmedavg
-from fractofl.strategies.fedyogi import build_fedyogi
 from fractofl.strategies.guard import ScreenListener, UpdateGuard
 from fractofl.strategies.krum import build_krum
 from fractofl.strategies.multikrum import build_multikrum

@@ -25,7 +25,7 @@ from fractofl.core.model.checkpoint import Checkpoint
 from fractofl.core.synth.sample import render_sample
 from fractofl.core.synth.style import SynthStyle
 from fractofl.core.trust.registry import ModelRegistry
-from fractofl.core.trust.signing import create_key_pair, load_private_key
+from fractofl.core.trust.signing import create_key_pair, load_private_key, load_public_key
 from fractofl.serving.package import Artifact, extract_artifact, package_version
 from tests.serving.browser import chromium  # noqa: F401  (the browser tests' fixture)
 
@@ -122,15 +122,22 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> PublishedModel:
     return publish_small_model(tmp_path_factory.mktemp("published"))
 
 
+def package_published(published: PublishedModel, out: Path) -> Artifact:
+    """The SageMaker artifact of the registry's latest version, written into ``out``."""
+    registry, trusted = ModelRegistry(published.registry), load_public_key(published.public_key)
+    return package_version(registry, "latest", trusted, out)
+
+
+def extracted_model(published: PublishedModel, out: Path) -> Path:
+    """The latest version packaged into ``out`` and extracted to ``out/model``, as SageMaker
+    extracts an artifact to /opt/ml/model."""
+    return extract_artifact(package_published(published, out).path, out / "model")
+
+
 @pytest.fixture(scope="session")
 def artifact(published: PublishedModel, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     """The version's SageMaker artifact."""
-    from fractofl.core.trust.signing import load_public_key
-
-    out = tmp_path_factory.mktemp("artifacts")
-    return package_version(
-        ModelRegistry(published.registry), "latest", load_public_key(published.public_key), out
-    )
+    return package_published(published, tmp_path_factory.mktemp("artifacts"))
 
 
 @pytest.fixture(scope="session")

@@ -18,16 +18,14 @@ from playwright.sync_api import Browser, Page, expect
 from fractofl.core.config.taxonomy import DEFAULT_CLASSES
 from fractofl.core.synth.sample import render_sample
 from fractofl.core.synth.style import SynthStyle
-from fractofl.core.trust.registry import ModelRegistry
-from fractofl.core.trust.signing import load_public_key
 from fractofl.serving.inference import ServedModel, input_fn, model_fn, predict_fn
-from fractofl.serving.package import extract_artifact, package_version
 from tests.serving.browser import artifacts_dir
 from tests.serving.conftest import (
     API_KEY,
     NO_RATE_LIMIT,
     PublishedModel,
     RunningEndpoint,
+    extracted_model,
     publish_trained_model,
     start_endpoint,
     stop_endpoint,
@@ -52,10 +50,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> PublishedModel:
 @pytest.fixture(scope="module")
 def served(trained: PublishedModel, tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
     """The version's artifact loaded in this process: what the page must show."""
-    out = tmp_path_factory.mktemp("trained-artifact")
-    registry, trusted = ModelRegistry(trained.registry), load_public_key(trained.public_key)
-    artifact = package_version(registry, "latest", trusted, out)
-    return model_fn(str(extract_artifact(artifact.path, out / "model")))
+    return model_fn(str(extracted_model(trained, tmp_path_factory.mktemp("trained-artifact"))))
 
 
 @pytest.fixture(scope="module")
