@@ -30,8 +30,8 @@ test: setup browser nginx  ## the whole test suite (what CI runs)
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy core client server strategies cli serving
 
-bench: setup  ## benchmarks; results go to bench/RESULTS.md
-	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python bench/run.py
+bench: setup  ## every part of the benchmark (or PARTS=serving,front); results go to bench/RESULTS.md
+	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python bench/run.py $(if $(PARTS),--parts $(PARTS))
 
 clean:
 	rm -rf runs data bench/out

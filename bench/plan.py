@@ -1,9 +1,30 @@
-"""What the benchmark runs: the full plan that goes into RESULTS.md and a quick smoke test."""
+"""What the benchmark runs: every part's sizes in the full plan (what RESULTS.md records)
+and in a quick smoke test of the harness, and the layout of the work folder."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+PROGRAMS_DIR = BENCH_DIR / "programs"
+
+ALL_STRATEGIES: tuple[str, ...] = (
+    "fedavg",
+    "fedprox",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+)
+QUICK_DATA = ("data.synth.per_class=40", "data.synth.test_per_class=10")
+STRATEGY_MEMBERS = 5
+STRATEGY_ALPHA = 0.5
 
 # 50 members need a pool whose Dirichlet(0.5) split gives each of them a few images:
 # 200 per class and 4 per member succeeds for seed 7; 120 per class does not.
@@ -26,58 +47,146 @@ SCALE_QUICK: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class Plan:
-    """Sizes and folders of one benchmark run."""
+class SimulationSizes:
+    """Parts accuracy, cost and scale: 4 members on the default synthetic set."""
 
-    mode: str
-    work: Path
     data_overrides: tuple[str, ...]
-    accuracy_rounds: int | None
+    accuracy_rounds: int | None  # None: the config default
     cost_rounds: int
     scale_members: int
     scale_overrides: tuple[str, ...]
-    timeout_s: float
+
+    def rounds_overrides(self) -> list[str]:
+        """``federation.rounds`` for the accuracy part, or nothing to keep the default."""
+        return [] if self.accuracy_rounds is None else [f"federation.rounds={self.accuracy_rounds}"]
+
+
+@dataclass(frozen=True)
+class StrategySizes:
+    """Parts strategies, byzantine, compression and aggregation: 5 members, one split."""
+
+    rounds: int
+    strategies: tuple[str, ...]
+    guarded: tuple[str, ...]  # run again under attack with the guard's norm test on
+    data_overrides: tuple[str, ...]
+    aggregation_updates: int
+    aggregation_repeats: int
+
+
+@dataclass(frozen=True)
+class ServingSizes:
+    """Part serving: the model served and the requests sent."""
+
+    model: str
+    requests: int  # per path, after the warm-up
+    concurrency: int
+
+
+@dataclass(frozen=True)
+class FederationSizes:
+    """Part federation: members and rounds of each configuration."""
+
+    members: int
+    rounds: int
+
+
+@dataclass(frozen=True)
+class FrontSizes:
+    """Part front: members, rounds per run, runs per path, POSTs per request size."""
+
+    members: int
+    rounds: int
+    repeats: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and folders of one benchmark invocation."""
+
+    mode: str
+    work: Path
+    timeout_s: float  # per subprocess
+    simulation: SimulationSizes
+    strategies: StrategySizes
+    serving: ServingSizes
+    federation: FederationSizes
+    front: FrontSizes
 
     @property
     def data_dir(self) -> Path:
-        """Synthetic data sets (one per split / size)."""
+        """Synthetic data sets (one per split and size), shared by the parts that simulate."""
         return self.work / "data"
 
     @property
     def runs_dir(self) -> Path:
-        """fractofl run folders (output.root)."""
+        """fractofl run folders (``output.root``), named ``<part>-<run>``."""
         return self.work / "runs"
 
     @property
     def logs_dir(self) -> Path:
-        """One log file per subprocess."""
+        """One log file per subprocess, named as its run."""
         return self.work / "logs"
 
-    def rounds_overrides(self) -> list[str]:
-        """``federation.rounds`` for part (a), or nothing to keep the config default."""
-        return [] if self.accuracy_rounds is None else [f"federation.rounds={self.accuracy_rounds}"]
+    @property
+    def strategy_data_root(self) -> Path:
+        """The one synthetic set (5 members, alpha 0.5) every strategies-group run uses."""
+        return self.data_dir / f"members{STRATEGY_MEMBERS}-alpha05"
+
+    def strategy_overrides(self) -> list[str]:
+        """Data, members and rounds shared by every strategies-group run (one split)."""
+        return [
+            f"data.root={self.strategy_data_root}",
+            f"federation.members={STRATEGY_MEMBERS}",
+            f"data.alpha={STRATEGY_ALPHA}",
+            f"federation.rounds={self.strategies.rounds}",
+            *self.strategies.data_overrides,
+        ]
+
+    def fresh_dir(self, part: str) -> Path:
+        """An empty folder of the part's own (PKI, coordinator state, registry, logs):
+        what an earlier invocation left there is removed first."""
+        folder = self.work / part
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        return folder
 
 
 def make_plan(quick: bool, work_root: Path) -> Plan:
-    """The full plan (config defaults, 50-member scale test) or the quick one."""
+    """The full plan (what RESULTS.md records) or the quick smoke test of the harness."""
     if quick:
         return Plan(
             mode="quick",
             work=(work_root / "quick").resolve(),
-            data_overrides=("data.synth.per_class=40", "data.synth.test_per_class=10"),
-            accuracy_rounds=2,
-            cost_rounds=2,
-            scale_members=10,
-            scale_overrides=SCALE_QUICK,
             timeout_s=900.0,
+            simulation=SimulationSizes(QUICK_DATA, 2, 2, 10, SCALE_QUICK),
+            strategies=StrategySizes(
+                rounds=2,
+                strategies=("fedavg", "fedmedian", "krum"),
+                guarded=("fedavg",),
+                data_overrides=QUICK_DATA,
+                aggregation_updates=10,
+                aggregation_repeats=2,
+            ),
+            serving=ServingSizes(model="resnet18", requests=20, concurrency=4),
+            federation=FederationSizes(members=2, rounds=1),
+            front=FrontSizes(members=2, rounds=1, repeats=1, samples=10),
         )
     return Plan(
         mode="full",
         work=(work_root / "full").resolve(),
-        data_overrides=(),
-        accuracy_rounds=None,
-        cost_rounds=3,
-        scale_members=50,
-        scale_overrides=SCALE_FULL,
         timeout_s=3600.0,
+        simulation=SimulationSizes((), None, 3, 50, SCALE_FULL),
+        strategies=StrategySizes(
+            rounds=8,
+            strategies=ALL_STRATEGIES,
+            guarded=("fedavg", "fedmedian", "krum"),
+            data_overrides=(),
+            aggregation_updates=10,
+            aggregation_repeats=7,
+        ),
+        serving=ServingSizes(model="resnet18", requests=200, concurrency=8),
+        federation=FederationSizes(members=3, rounds=3),
+        front=FrontSizes(members=2, rounds=3, repeats=4, samples=60),
     )

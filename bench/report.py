@@ -1,4 +1,4 @@
-"""The results table (Markdown) and the section of RESULTS.md that the benchmark owns."""
+"""Markdown for RESULTS.md: table cells, tables, and each part's section between its markers."""
 
 from __future__ import annotations
 
@@ -7,30 +7,28 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from outcome import PartOutcome
 from proc import Finished
 
-BEGIN = "<!-- bench:begin (written by bench/run.py; edits inside are overwritten) -->"
-END = "<!-- bench:end -->"
+NEW_RESULTS_FILE = "# fractofl benchmark results\n\n"
 
-HEADERS = (
-    "Part",
-    "Run",
-    "Test acc",
-    "Macro-F1",
-    "Acc fed / central",
-    "s / round",
-    "s / round, rounds 2+",
-    "Peak RSS GiB tree (main)",
-    "Wall s",
-    "Status",
-)
+ROW_HEADERS = {
+    "run": "Run",
+    "accuracy": "Test acc",
+    "macro_f1": "Macro-F1",
+    "vs_central": "Acc fed / central",
+    "per_round": "s / round",
+    "per_round_warm": "s / round, rounds 2+",
+    "peak": "Peak RSS GiB tree (main)",
+    "wall": "Wall s",
+    "status": "Status",
+}
 
 
 @dataclass
 class Row:
-    """One line of the results table; every cell is already formatted."""
+    """One line of a run table (parts accuracy, cost, scale); every cell already formatted."""
 
-    part: str
     run: str
     accuracy: str = ""
     macro_f1: str = ""
@@ -40,6 +38,17 @@ class Row:
     peak: str = ""
     wall: str = ""
     status: str = "ok"
+
+
+@dataclass(frozen=True)
+class Header:
+    """What every section of one invocation states above its tables."""
+
+    command: str
+    date: str
+    mode: str
+    work: Path
+    machine: Mapping[str, str]
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -79,38 +88,47 @@ def markdown_grid(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
-    """The rows as a GitHub Markdown table."""
-    return markdown_grid(HEADERS, [[getattr(row, f.name) for f in fields(row)] for row in rows])
+    """The rows as a Markdown table, without the columns that are empty in every row."""
+    names = [f.name for f in fields(Row) if any(getattr(row, f.name) for row in rows)]
+    return markdown_grid(
+        [ROW_HEADERS[name] for name in names],
+        [[getattr(row, name) for name in names] for row in rows],
+    )
 
 
-def results_section(
-    *,
-    table: str,
-    command: str,
-    date: str,
-    machine: Mapping[str, str],
-    commands: Sequence[tuple[str, Finished]],
-    failures: Sequence[tuple[str, Finished]],
-    notes: Sequence[str],
-) -> str:
-    """The Markdown that goes between the markers of RESULTS.md."""
-    parts = [
-        BEGIN,
-        "## Latest benchmark",
+def begin_marker(part: str) -> str:
+    """The line that opens ``part``'s section of RESULTS.md."""
+    return f"<!-- bench-{part}:begin (written by bench/run.py; edits inside are overwritten) -->"
+
+
+def end_marker(part: str) -> str:
+    """The line that closes ``part``'s section of RESULTS.md."""
+    return f"<!-- bench-{part}:end -->"
+
+
+def part_section(part: str, title: str, header: Header, outcome: PartOutcome) -> str:
+    """The Markdown of one part's section, markers included."""
+    lines = [
+        begin_marker(part),
+        f"## {title}",
         "",
-        f"- command: `{command}`",
-        f"- date: {date}",
-        *(f"- {key}: {value}" for key, value in machine.items()),
-        "",
-        table,
-        "",
-        "Notes:",
-        "",
-        *(f"- {note}" for note in notes),
+        f"- command: `{header.command}` (part `{part}`)",
+        f"- date: {header.date}",
+        f"- mode: {header.mode}; work folder {header.work}",
+        *(f"- {key}: {value}" for key, value in header.machine.items()),
         "",
     ]
-    parts += [*subprocess_lines(commands, failures), END]
-    return "\n".join(parts) + "\n"
+    for table in outcome.tables:
+        lines += [table, ""]
+    if outcome.notes:
+        lines += ["Notes:", "", *(f"- {note}" for note in outcome.notes), ""]
+    lines += [*subprocess_lines(outcome.commands, outcome.failures), end_marker(part)]
+    return "\n".join(lines) + "\n"
+
+
+def stopped_table(error: BaseException, traceback_tail: str) -> str:
+    """What a part's section shows in place of its results when the part stopped."""
+    return f"**The part stopped**: {error}\n\n```text\n{traceback_tail}\n```"
 
 
 def subprocess_lines(
@@ -129,19 +147,23 @@ def subprocess_lines(
                 "```",
                 "",
             ]
-    lines += ["<details><summary>Subprocesses run</summary>", ""]
-    lines += [
-        f"- {label} ({finished.wall_s:.0f} s): `{finished.shell}`" for label, finished in commands
-    ]
-    lines += ["", "</details>"]
+    if commands:
+        lines += ["<details><summary>Subprocesses run</summary>", ""]
+        lines += [
+            f"- {label} ({finished.wall_s:.0f} s): `{finished.shell}`"
+            for label, finished in commands
+        ]
+        lines += ["", "</details>"]
     return lines
 
 
-def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
-    """Replace the section of ``path`` between ``begin`` and ``end`` (append it, or create
-    the file); other sections of the file are left as they are."""
-    text = path.read_text() if path.is_file() else "# fractofl benchmark results\n\n"
-    start = text.find(begin)
+def write_section(path: Path, part: str, section: str) -> None:
+    """Replace ``part``'s section of ``path`` (found by the start of its begin marker, so a
+    change of the marker's comment does not orphan it), or append it, or create the file;
+    other sections are left as they are."""
+    text = path.read_text() if path.is_file() else NEW_RESULTS_FILE
+    start = text.find(f"<!-- bench-{part}:begin")
+    end = end_marker(part)
     stop = text.find(end, start + 1) if start != -1 else -1
     if start != -1 and stop > start:
         text = text[:start] + section.rstrip("\n") + text[stop + len(end) :]

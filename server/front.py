@@ -37,7 +37,7 @@ UPSTREAM_NAME = ALWAYS_INCLUDED_HOSTS[0]
 """The DNS name the front verifies in the SuperLink's certificate: nginx 1.22 checks DNS
 names only, not IP addresses, and every SuperLink certificate carries ``localhost``."""
 UPSTREAM_KEEPALIVE = 16  # idle TLS connections to the SuperLink kept open for reuse
-WORKER_CONNECTIONS = 1024  # per worker; each member holds a few (one worker, bench/front.py)
+WORKER_CONNECTIONS = 1024  # per worker; each member holds a few (one worker: the front benchmark)
 MIB = 1 << 20
 FLOWER_CHUNK_BYTES = FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE
 """Flower sends arrays in pieces of at most this size (5 MiB), one POST each; other

@@ -1,19 +1,18 @@
-"""Part (d) of the strategies benchmark: runs ``aggregation.py`` in its own process and
-turns its measurements into tables."""
+"""Part aggregation: runs ``programs/aggregation.py`` in its own process and turns its
+measurements into tables."""
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any, cast
 
 from outcome import PartOutcome
+from plan import PROGRAMS_DIR, Plan
 from proc import bench_env, run_logged
 from report import fmt, markdown_grid, status
-from strategy_plan import StrategyPlan
 
-SCRIPT = Path(__file__).with_name("aggregation.py")
+SCRIPT = PROGRAMS_DIR / "aggregation.py"
 TARGET_RATIO = 2.0
 TOP_ENTRIES = 12
 
@@ -62,9 +61,9 @@ def _tables(result: dict[str, Any], malloc_default: dict[str, Any]) -> str:
         for entry in result["profile_guard_fedavg"][1 : TOP_ENTRIES + 1]
     ]
     return (
-        f"### (d) Aggregating {result['updates']} updates of ResNet-18 size "
+        f"Aggregating {result['updates']} updates of ResNet-18 size "
         f"({result['parameters_float'] / 1e6:.2f} M float parameters, "
-        f"{result['bytes_per_update'] / 1e6:.1f} MB each)\n\n"
+        f"{result['bytes_per_update'] / 1e6:.1f} MB each):\n\n"
         + markdown_grid(["Path", "Median s", "x floor"], rows)
         + f"\n\nTarget (1) within {TARGET_RATIO:g}x of the floor: **{met}** "
         f"({result['ratio_guard_to_copy']:.1f}x; Flower alone "
@@ -78,7 +77,7 @@ def _tables(result: dict[str, Any], malloc_default: dict[str, Any]) -> str:
 
 
 def _measure(
-    plan: StrategyPlan, out: PartOutcome, name: str, retain_freed_mb: int | None
+    plan: Plan, out: PartOutcome, name: str, retain_freed_mb: int | None
 ) -> dict[str, Any] | None:
     """Run ``aggregation.py`` once in its own process; its JSON result, or None."""
     json_path = plan.work / f"{name}.json"
@@ -86,23 +85,22 @@ def _measure(
     command = [
         sys.executable,
         str(SCRIPT),
-        f"--updates={plan.aggregation_updates}",
-        f"--repeats={plan.aggregation_repeats}",
+        f"--updates={plan.strategies.aggregation_updates}",
+        f"--repeats={plan.strategies.aggregation_repeats}",
         f"--json={json_path}",
     ]
     if retain_freed_mb is not None:
         command.append(f"--retain-freed-mb={retain_freed_mb}")
     finished = run_logged(command, plan.logs_dir / f"{name}.log", bench_env(), plan.timeout_s)
     ok = finished.returncode == 0 and json_path.is_file()
-    out.record(f"(d) {name}", finished, ok)
-    print(f"    (d) {name}: exit {finished.returncode} in {finished.wall_s:.0f} s")
+    out.record(name, finished, ok)
     if not ok:
-        out.tables.append(f"### (d) Aggregation time ({name})\n\n{status(finished, ok)}")
+        out.tables.append(f"{name}: {status(finished, ok)}")
         return None
     return cast(dict[str, Any], json.loads(json_path.read_text()))
 
 
-def run_aggregation(plan: StrategyPlan, shared: dict[str, object]) -> PartOutcome:
+def run_aggregation(plan: Plan, shared: dict[str, object]) -> PartOutcome:
     """Time (1) the coordinator path, (2) Flower's FedAvg, (3) a numpy copy, in one
     process with the coordinator's default malloc setting; and (1) once more in a process
     with malloc's defaults, to show what the setting buys."""
@@ -112,13 +110,13 @@ def run_aggregation(plan: StrategyPlan, shared: dict[str, object]) -> PartOutcom
     if result is None or malloc_default is None:
         return out
     out.tables.append(_tables(result, malloc_default))
-    out.data["d"] = {k: v for k, v in result.items() if k != "samples"}
-    out.data["d_malloc_defaults"] = {
+    out.data["default"] = {k: v for k, v in result.items() if k != "samples"}
+    out.data["malloc_defaults"] = {
         k: v for k, v in malloc_default.items() if k.endswith("_s") or k.startswith("ratio")
     }
     out.notes.append(
-        f"(d) median of {result['repeats']} repetitions after one untimed warm-up of each "
-        "path, all in one process (`bench/aggregation.py`); random float32 deltas "
+        f"Median of {result['repeats']} repetitions after one untimed warm-up of each "
+        "path, all in one process (`bench/programs/aggregation.py`); random float32 deltas "
         "(std 0.01) on a fresh `build_model('resnet18', 4)`; (1) gets encoded deltas "
         "(`encode_update`, compression none) after `configure_train` on a real in-memory "
         "Grid of 10 nodes, (2) gets the same updates as full weights, (3) copies the same "

@@ -1,13 +1,14 @@
-"""Part (c) of the strategies benchmark: bytes sent and accuracy under update compression."""
+"""Part compression: bytes sent and accuracy of FedAvg under update compression."""
 
 from __future__ import annotations
 
 from fractofl_cli import RunFolderResult
 from outcome import PartOutcome
+from plan import Plan
 from report import fmt, markdown_grid, ratio, status
 from run_metrics import mean_bytes_per_member
-from strategy_plan import StrategyPlan
-from strategy_runs import run_fractofl_in
+
+from parts.strategies import every_run, run_fractofl_in
 
 SETTINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("none (float32)", ()),
@@ -17,17 +18,18 @@ SETTINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def run_compression(plan: StrategyPlan, shared: dict[str, object]) -> PartOutcome:
-    """FedAvg with each compression; ``none`` reuses part (a)'s FedAvg run when there is one."""
+def run_compression(plan: Plan, shared: dict[str, object]) -> PartOutcome:
+    """FedAvg with each compression; ``none`` reuses the strategies part's FedAvg run when
+    the same invocation ran it."""
     out = PartOutcome()
     results: list[tuple[str, RunFolderResult, bool]] = []
     for label, extra in SETTINGS:
-        reused = shared.get("a:fedavg") if not extra else None
+        reused = shared.get("strategies:fedavg") if not extra else None
         if isinstance(reused, RunFolderResult):
             results.append((label, reused, True))
             continue
         run = run_fractofl_in(
-            plan, out, f"(c) fedavg {label}", "simulate", ["strategy=fedavg", *extra]
+            plan, out, "compression", f"fedavg {label}", "simulate", ["strategy=fedavg", *extra]
         )
         results.append((label, run, False))
 
@@ -38,7 +40,7 @@ def run_compression(plan: StrategyPlan, shared: dict[str, object]) -> PartOutcom
         mean_bytes = mean_bytes_per_member(run.rows) if run.ok else None
         rows.append(
             [
-                label + (" = (a) fedavg" if reused else ""),
+                label + (" = strategies' fedavg run" if reused else ""),
                 fmt(mean_bytes, 0),
                 fmt(ratio(mean_bytes, base_bytes)),
                 fmt(run.final_accuracy),
@@ -49,12 +51,11 @@ def run_compression(plan: StrategyPlan, shared: dict[str, object]) -> PartOutcom
         data[label] = {"mean_bytes_per_member": mean_bytes, "accuracy": run.final_accuracy}
     headers = ["Compression", "Mean bytes / member", "Bytes / none", "Final test acc"]
     out.tables.append(
-        f"### (c) FedAvg with update compression ({plan.rounds} rounds)\n\n"
-        + markdown_grid([*headers, "Acc / none", "Status"], rows)
+        every_run(plan) + "\n\n" + markdown_grid([*headers, "Acc / none", "Status"], rows)
     )
-    out.data["c"] = data
+    out.data = data
     out.notes.append(
-        "(c) 'Mean bytes / member': mean over rounds 1.. of metrics.csv bytes_per_member "
+        "'Mean bytes / member': mean over rounds 1.. of metrics.csv bytes_per_member "
         "(array bytes of a member's update as received, no framing); ratios are to "
         "`updates.compression=none` (float32)."
     )

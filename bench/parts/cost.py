@@ -1,20 +1,20 @@
-"""Part (b): wall time of a federated round, fractofl vs a plain Flower quickstart-style app."""
+"""Part cost: wall time of a federated round, fractofl vs a plain Flower quickstart-style app."""
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from accuracy import DIRICHLET_DATA, dirichlet_overrides
 from fractofl_cli import per_round, run_fractofl
 from outcome import PartOutcome
-from plan import Plan
+from plan import PROGRAMS_DIR, Plan
 from proc import bench_env, run_logged
-from report import Row, fmt, ratio, status
+from report import Row, fmt, markdown_table, ratio, status
 
-PLAIN_APP = Path(__file__).with_name("plain_flower_app.py")
+from parts.accuracy import DIRICHLET_DATA, dirichlet_overrides
+
+PLAIN_APP = PROGRAMS_DIR / "plain_flower_app.py"
 
 
 def _plain_times(timings: dict[str, Any]) -> list[float]:
@@ -31,13 +31,13 @@ def _ratio_cell(numerator: float | None, denominator: float | None) -> str:
     return "" if value is None else f"{value:.2f}x"
 
 
-def run_cost(plan: Plan) -> PartOutcome:
+def run_cost(plan: Plan, shared: dict[str, object]) -> PartOutcome:
     """Time ``cost_rounds`` rounds of both apps on the alpha-0.5 set, each in a fresh process.
 
-    fractofl runs first: it also makes the synthetic set if part (a) has not.
+    fractofl runs first: it also makes the synthetic set if the accuracy part has not.
     """
     out = PartOutcome()
-    rounds = plan.cost_rounds
+    rounds = plan.simulation.cost_rounds
     fractofl = run_fractofl(
         "simulate",
         [*dirichlet_overrides(plan), f"federation.rounds={rounds}"],
@@ -46,7 +46,7 @@ def run_cost(plan: Plan) -> PartOutcome:
         plan.logs_dir,
         plan.timeout_s,
     )
-    out.record("(b) fractofl simulate", fractofl.finished, fractofl.ok)
+    out.record("fractofl simulate", fractofl.finished, fractofl.ok)
     fractofl_s = fractofl.seconds_per_round() if fractofl.ok else None
     fractofl_warm = fractofl.seconds_per_round(start_round=1) if fractofl.ok else None
 
@@ -68,12 +68,11 @@ def run_cost(plan: Plan) -> PartOutcome:
     times = _plain_times(timings)
     plain_s, plain_warm = per_round(times), per_round(times[1:])
     plain_ok = plain.returncode == 0 and plain_s is not None
-    out.record("(b) plain Flower app", plain, plain_ok)
+    out.record("plain Flower app", plain, plain_ok)
     accuracies = timings.get("test_accuracy") or [None]
 
-    out.rows += [
+    rows = [
         Row(
-            part="b round cost",
             run=f"fractofl, {rounds} rounds",
             accuracy=fmt(fractofl.final_accuracy),
             macro_f1=fmt(fractofl.final_macro_f1),
@@ -83,7 +82,6 @@ def run_cost(plan: Plan) -> PartOutcome:
             status=status(fractofl.finished, fractofl.ok),
         ),
         Row(
-            part="b round cost",
             run=f"plain Flower app, {rounds} rounds",
             accuracy=fmt(accuracies[-1]),
             per_round=fmt(plain_s, 2),
@@ -92,14 +90,14 @@ def run_cost(plan: Plan) -> PartOutcome:
             status=status(plain, plain_ok),
         ),
         Row(
-            part="b round cost",
             run="ratio fractofl / plain",
             per_round=_ratio_cell(fractofl_s, plain_s),
             per_round_warm=_ratio_cell(fractofl_warm, plain_warm),
             status="ok" if fractofl_s and plain_s else "n/a",
         ),
     ]
-    out.data["cost"] = {
+    out.tables.append(markdown_table(rows))
+    out.data = {
         "rounds": rounds,
         "fractofl_s_per_round": fractofl_s,
         "plain_s_per_round": plain_s,
@@ -111,7 +109,7 @@ def run_cost(plan: Plan) -> PartOutcome:
         "plain_eval_times_from_round0": [t - times[0] for t in times] if times else [],
     }
     out.notes.append(
-        "(b) 's / round' excludes engine start-up: fractofl (elapsed_s at the last round - "
+        "'s / round' excludes engine start-up: fractofl (elapsed_s at the last round - "
         "at round 0) / rounds from metrics.csv; plain app the same from time.monotonic() in "
         "its centralized evaluate_fn. Round 1 still pays for the Ray workers' first imports "
         "and image decoding, so 's / round, rounds 2+' (last - round 1) / (rounds - 1) shows "

@@ -1,12 +1,10 @@
-"""Round time through the coordinator's front (nginx) against direct to the SuperLink.
-
-Usage: ``.venv/bin/python bench/front.py [--members 2] [--rounds 3] [--repeats 4]
-[--samples 60] [--work DIR] [--results FILE]`` (about 20 minutes on 2 CPU cores).
+"""Part front: round time through the coordinator's front (nginx) against direct to the
+SuperLink.
 
 One coordinator (``fractofl coordinator up``: the SuperLink on its private port, the front
-on the public one, TLS and member authentication) and ``--members`` registered members.
-Then, ``--repeats`` times and alternating so that a drift of the machine's load hits both
-alike, the same run (``fractofl coordinator run``, ResNet-18 at 32 x 32 so that every
+on the public one, TLS and member authentication) and the plan's registered members.
+Then, the plan's ``repeats`` times and alternating so that a drift of the machine's load
+hits both alike, the same run (``fractofl coordinator run``, ResNet-18 at 32 x 32 so that every
 update crosses in 5 MiB pieces) with the members' SuperNodes joined
 
   direct: to the SuperLink's private port (what members would do without the front);
@@ -17,43 +15,29 @@ over the rounds: start-up is left out). Bytes through the front are the sums of
 ``$request_length`` and ``$bytes_sent`` over the front's access-log lines written during
 each front run (polling and heartbeats included), per member and round. Because a
 round's noise is larger than the front's cost, ``front_pieces.py`` also times what the
-front adds to one request, small and 5 MiB (``--samples`` POSTs per path, interleaved),
-and the report adds that up over a member's requests and bytes in a round. The tables go
-to stdout and into ``bench/RESULTS.md`` (section ``bench-front``).
+front adds to one request, small and 5 MiB (the plan's ``samples`` POSTs per path,
+interleaved), and the report adds that up over a member's requests and bytes in a round.
 """
 
 from __future__ import annotations
 
-import argparse
-import shlex
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from federation import Processes, fractofl, free_port, processes, seconds_per_round
-from front_pieces import PIECE_BYTES, RequestTimes, time_requests
-from machine import describe_machine
-from report import markdown_grid, write_section
+from deployment import Processes, fractofl, free_port, free_ports, member_public_key, prepare_pki
+from fractofl_cli import seconds_per_round
+from outcome import PartOutcome
+from plan import Plan
+from report import markdown_grid
 
 from fractofl.core.config.run_config import DeploymentConfig
 from fractofl.core.synth.dataset import member_dir
-from fractofl.core.trust.pki import (
-    MEMBER_PUBLIC_KEY_FILE,
-    create_ca,
-    create_member_key_pair,
-    issue_server_certificate,
-)
 from fractofl.server.front import FrontFiles
 from fractofl.server.superlink import CoordinatorFiles, node_statuses
+from parts.front_pieces import PIECE_BYTES, RequestTimes, time_requests
 
-REPO = Path(__file__).resolve().parents[1]
-BEGIN = "<!-- bench-front:begin (written by bench/front.py; edits inside are overwritten) -->"
-END = "<!-- bench-front:end -->"
-RUN_TIMEOUT_S = 1800
 ONLINE_TIMEOUT_S = 180
 PER_CLASS, TEST_PER_CLASS = 60, 20
 WORK = [
@@ -77,14 +61,18 @@ class Measured:
 
 @dataclass(frozen=True)
 class Bench:
+    """One invocation of the part: its folder, size, ports and time limit."""
+
     work: Path
     members: int
     rounds: int
     front_port: int
     superlink_port: int
+    timeout_s: float
 
     @property
     def deployment(self) -> list[str]:
+        """The ``deployment.*`` overrides of every coordinator and member command."""
         return [
             f"deployment.pki_dir={self.work / 'pki'}",
             f"deployment.state_dir={self.work / 'coordinator'}",
@@ -94,6 +82,7 @@ class Bench:
 
     @property
     def files(self) -> CoordinatorFiles:
+        """The coordinator's state files (for the members' online status)."""
         return CoordinatorFiles.from_config(
             DeploymentConfig(
                 pki_dir=str(self.work / "pki"), state_dir=str(self.work / "coordinator")
@@ -101,6 +90,7 @@ class Bench:
         )
 
     def overrides(self, name: str) -> list[str]:
+        """The overrides of run ``name``."""
         work = self.work
         return [
             *self.deployment,
@@ -118,26 +108,15 @@ class Bench:
         ]
 
 
-def check(command: list[str], work: Path) -> None:
-    result = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"{shlex.join(command)} failed:\n{result.stderr[-2000:]}")
-
-
-def prepare(bench: Bench) -> None:
+def prepare(bench: Bench, out: PartOutcome) -> None:
     """CA, SuperLink certificate, members' key pairs, the synthetic set."""
-    create_ca(bench.work / "pki", "bench consortium CA", days=2)
-    issue_server_certificate(bench.work / "pki", ["localhost", "127.0.0.1"], days=2)
-    for member in range(bench.members):
-        create_member_key_pair(bench.work / f"member{member}")
-    check(
-        fractofl(
-            "synth", str(bench.work / "data"), "--members", str(bench.members),
-            "--per-class", str(PER_CLASS), "--test-per-class", str(TEST_PER_CLASS),
-            "--iid", "+data.synth.style.image_size=32",
-        ),
-        bench.work,
+    prepare_pki(bench.work, bench.members)
+    synth = fractofl(
+        "synth", str(bench.work / "data"), "--members", str(bench.members),
+        "--per-class", str(PER_CLASS), "--test-per-class", str(TEST_PER_CLASS),
+        "--iid", "+data.synth.style.image_size=32",
     )  # fmt: skip
+    out.run_step("synth", synth, bench.work / "logs" / "synth.log", bench.timeout_s, bench.work)
 
 
 def wait_nodes(bench: Bench, online: int) -> None:
@@ -147,11 +126,14 @@ def wait_nodes(bench: Bench, online: int) -> None:
     deadline = time.monotonic() + ONLINE_TIMEOUT_S
     while sum(s == "online" for s in node_statuses(bench.files).values()) != online:
         if time.monotonic() > deadline:
-            raise SystemExit(f"not {online} members online after {ONLINE_TIMEOUT_S} s")
+            raise RuntimeError(
+                f"not {online} members online after {ONLINE_TIMEOUT_S} s; see the members' "
+                f"logs in {bench.work / 'logs'}"
+            )
         time.sleep(1)
 
 
-def measure(bench: Bench, mode: str, repeat: int) -> Measured:
+def measure(bench: Bench, out: PartOutcome, mode: str, repeat: int) -> Measured:
     """Join the members to ``mode``'s port, run, leave; the run's figures."""
     port = bench.front_port if mode == "front" else bench.superlink_port
     access_log = FrontFiles.of(bench.files).access_log
@@ -171,13 +153,17 @@ def measure(bench: Bench, mode: str, repeat: int) -> Measured:
         wait_nodes(bench, bench.members)
         offset = access_log.stat().st_size
         name = f"{mode}{repeat}"
-        check(fractofl("coordinator", "run", *bench.overrides(name)), bench.work)
+        run = fractofl("coordinator", "run", *bench.overrides(name))
+        log = bench.work / "logs" / f"{name}-run.log"
+        out.run_step(f"{name}: coordinator run", run, log, bench.timeout_s, bench.work)
         with access_log.open("rb") as handle:
             handle.seek(offset)
             lines = handle.read().decode().splitlines()
     finally:
         members.stop_all()
     per_round = seconds_per_round(bench.work / "runs" / name)
+    if per_round is None:
+        raise RuntimeError(f"run {name} wrote no rounds to {bench.work / 'runs' / name}")
     if mode != "front":
         return Measured(mode, per_round)
     share = bench.members * bench.rounds
@@ -247,21 +233,28 @@ def _size(size: int) -> str:
     return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size} B"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--members", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--samples", type=int, default=60)
-    parser.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "front")
-    parser.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md")
-    args = parser.parse_args(argv)
-    work = (args.work / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")).resolve()
-    work.mkdir(parents=True)
-    front_port, superlink_port = processes.free_ports(2)
-    bench = Bench(work, args.members, args.rounds, front_port, superlink_port)
-    started = time.monotonic()
-    prepare(bench)
+NOTE = (
+    "s / round excludes start-up (metrics.csv, last round minus round 0). Bytes are "
+    "everything the front's access log counts for the run's requests (`$request_length + "
+    "$bytes_sent`: the global model down, the update up, evaluation, polling and "
+    "heartbeats), divided by members and rounds. A round is mostly ClientApp start-up (each "
+    "imports torch) and training, on 2 cores shared with everything else on the machine: "
+    "its run-to-run spread (the per-run column) is larger than the front's cost, so the "
+    "ratio of means moves by several percent either way between invocations. The "
+    "per-request timings isolate the front's own cost (TLS termination, a second TLS hop to "
+    "the SuperLink on a kept-alive connection, the body buffered in memory); the estimate "
+    "from them is an upper bound, since a member's requests partly overlap."
+)
+
+
+def run_front(plan: Plan, shared: dict[str, object]) -> PartOutcome:
+    """One coordinator; the per-request timings; then the runs, alternating direct and front."""
+    out = PartOutcome()
+    sizes = plan.front
+    work = plan.fresh_dir("front")
+    front_port, superlink_port = free_ports(2)
+    bench = Bench(work, sizes.members, sizes.rounds, front_port, superlink_port, plan.timeout_s)
+    prepare(bench, out)
     coordinator = Processes()
     measured: list[Measured] = []
     try:
@@ -269,60 +262,34 @@ def main(argv: list[str] | None = None) -> int:
             fractofl("coordinator", "up", *bench.deployment), work / "logs" / "up.log", work
         )
         for member in range(bench.members):
-            public_key = work / f"member{member}" / MEMBER_PUBLIC_KEY_FILE
-            add = ["member", "add", str(public_key), "--name", f"org{member}"]
-            check(fractofl(*add, *bench.deployment), work)
-        requests = time_requests(superlink_port, front_port, work / "pki" / "ca.crt", args.samples)
+            add = ["member", "add", str(member_public_key(work, member)), "--name", f"org{member}"]
+            log = work / "logs" / f"add{member}.log"
+            out.run_step(f"member add org{member}", fractofl(*add, *bench.deployment), log,
+                         plan.timeout_s, work)  # fmt: skip
+        requests = time_requests(superlink_port, front_port, work / "pki" / "ca.crt", sizes.samples)
         for timed in requests:
-            print(f"{timed.size} B: {timed.direct_s * 1e3:.2f} ms direct, "
+            print(f"    {timed.size} B: {timed.direct_s * 1e3:.2f} ms direct, "
                   f"{timed.front_s * 1e3:.2f} ms through the front", flush=True)  # fmt: skip
-        for repeat in range(args.repeats):
+        for repeat in range(sizes.repeats):
             for mode in MODES if repeat % 2 == 0 else MODES[::-1]:
-                measured.append(measure(bench, mode, repeat))
-                print(f"{mode} #{repeat}: {measured[-1].seconds_per_round:.2f} s/round", flush=True)
+                measured.append(measure(bench, out, mode, repeat))
+                print(f"    {mode} #{repeat}: {measured[-1].seconds_per_round:.2f} s/round",
+                      flush=True)  # fmt: skip
     finally:
         coordinator.stop_all()
-    grid = table(measured)
     request_grid, estimate = request_table(requests, measured)
-    print(grid, request_grid, estimate, sep="\n\n")
-    machine = describe_machine()
-    command = shlex.join([".venv/bin/python", "bench/front.py", *(argv or sys.argv[1:])])
-    section = "\n".join(
-        [
-            BEGIN,
-            "## Coordinator front: members through nginx against direct to the SuperLink",
-            "",
-            f"Command: `{command}` ({datetime.now(UTC):%Y-%m-%d}, "
-            f"{time.monotonic() - started:.0f} s; {machine['cpu model']}, "
-            f"torch {machine['torch']}, flwr {machine['flwr']}, nginx from Debian).",
-            f"Work: {args.members} members, {args.rounds} rounds of ResNet-18 (11.2 M "
-            f"parameters, 32 x 32 input, 1 local epoch, training and member evaluation) on "
-            f"{PER_CLASS} images per class split IID; TLS and member authentication; "
-            f"{args.repeats} runs per path, alternating; all processes on one machine.",
-            "",
-            grid,
-            "",
-            request_grid,
-            "",
-            estimate,
-            "",
-            "Notes: s / round excludes start-up (metrics.csv, last round minus round 0). "
-            "Bytes are everything the front's access log counts for the run's requests "
-            "(`$request_length + $bytes_sent`: the global model down, the update up, "
-            "evaluation, polling and heartbeats), divided by members and rounds. A round is "
-            "mostly ClientApp start-up (each imports torch) and training, on 2 cores shared "
-            "with everything else on the machine: its run-to-run spread (the per-run "
-            "column) is larger than the front's cost, so the ratio of means moves by several "
-            "percent either way between invocations. The per-request timings isolate the "
-            "front's own cost (TLS termination, a second TLS hop to the SuperLink on a "
-            "kept-alive connection, the body buffered in memory); the estimate from them is "
-            "an upper bound, since a member's requests partly overlap.",
-            END,
-        ]
-    )
-    write_section(args.results, section, BEGIN, END)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    out.tables += [
+        f"Work: {sizes.members} members, {sizes.rounds} rounds of ResNet-18 (11.2 M "
+        f"parameters, 32 x 32 input, 1 local epoch, training and member evaluation) on "
+        f"{PER_CLASS} images per class split IID; TLS and member authentication; "
+        f"{sizes.repeats} runs per path, alternating; all processes on one machine; nginx "
+        "from Debian.\n\n" + table(measured),
+        request_grid,
+        estimate,
+    ]
+    out.notes.append(NOTE)
+    out.data = {
+        "runs": [vars(m) for m in measured],
+        "requests": [vars(t) for t in requests],
+    }
+    return out

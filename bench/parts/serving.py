@@ -1,11 +1,9 @@
-"""Latency and throughput of the local endpoint against the in-process model forward.
+"""Part serving: latency and throughput of the local endpoint against the in-process
+model forward.
 
-Usage: ``.venv/bin/python bench/serving.py [--model resnet18] [--requests 200]
-[--concurrency 8] [--work DIR] [--results FILE]`` (about 2 minutes on 2 CPU cores).
-
-In one run: a fresh model of the chosen architecture (224 x 224 grayscale input, 4
-classes) is published to a temporary signed registry, and ``fractofl serve local``
-serves it in its own process. The benchmark process loads the very same artifact
+In one run: a fresh model of the plan's architecture (224 x 224 grayscale input, 4
+classes) is published to a signed registry of the part's own, and ``fractofl serve
+local`` serves it in its own process. The benchmark process loads the very same artifact
 in-process and interleaves, request by request,
 
   (1) the model forward: the network and softmax on the already preprocessed tensor,
@@ -13,19 +11,16 @@ in-process and interleaves, request by request,
       ``predict_fn`` and ``output_fn`` of the artifact's ``inference.py``,
   (3) one HTTP request to the endpoint (``POST /invocations``, keep-alive connection),
 
-in alternating blocks, so that all three see the same machine state; then (4)
-``--concurrency`` clients send
-requests at once, each on its own connection, for throughput. The table goes to
-stdout and into ``bench/RESULTS.md`` (section ``bench-serving``).
+in alternating blocks, so that all three see the same machine state; then (4) the plan's
+number of concurrent clients send requests at once, each on its own connection, for
+throughput.
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import io
 import json
-import shlex
 import signal
 import socket
 import statistics
@@ -35,14 +30,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
-from machine import describe_machine
+from outcome import PartOutcome
 from PIL import Image
-from report import markdown_grid, write_section
+from plan import Plan
+from proc import Finished
+from report import markdown_grid
 
 from fractofl.core.config.run_config import ModelConfig, RunConfig
 from fractofl.core.model.factory import checkpoint_for, model_for
@@ -51,9 +47,6 @@ from fractofl.core.trust.signing import create_key_pair, load_private_key, load_
 from fractofl.serving.artifact_loader import load_handlers
 from fractofl.serving.serve_local import prepare_model_dir
 
-BENCH_DIR = Path(__file__).resolve().parent
-BEGIN = "<!-- bench-serving:begin (written by bench/serving.py; edits inside are overwritten) -->"
-END = "<!-- bench-serving:end -->"
 IMAGE_SIZE = 224
 WARMUP = 20
 BLOCK = 20  # requests per path before switching to the next
@@ -223,16 +216,15 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
 
 
-def section(
-    command: str,
+def tables(
     model: str,
     requests: int,
     clients: int,
     results: dict[str, Latencies],
     throughput: float,
     loaded: Latencies,
-) -> str:
-    """The Markdown section for RESULTS.md."""
+) -> list[str]:
+    """The latency table with its target line, and the load table."""
     forward = results["forward"]
     rows = []
     labels = {
@@ -254,67 +246,52 @@ def section(
     ratio = results["http"].percentile(50) / forward.percentile(50)
     met = "met" if ratio <= TARGET_RATIO else "NOT met"
     sequential = 1 / results["http"].mean
-    machine = describe_machine()
-    lines = [
-        BEGIN,
-        "## Serving: local endpoint against the in-process forward",
-        "",
-        f"Command: `{command}`  ",
-        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {machine['cpus']} CPUs "
-        f"({machine['cpu model']}), {machine['memory']}, torch {machine['torch']}, "
-        f"{machine['device']}",
-        "",
-        f"Model `{model}` (fresh weights), one {IMAGE_SIZE} x {IMAGE_SIZE} 8-bit grayscale PNG "
-        f"per request; {requests} requests per path after {WARMUP} warm-up requests, the three "
-        f"paths alternating in blocks of {BLOCK} (with a {PAUSE_S} s pause) in one run.",
-        "",
-        markdown_grid(["Path", "p50 ms", "p99 ms", "p50 / (1)", "p99 / (1)"], rows),
-        "",
-        f"Target (3) p50 at most {TARGET_RATIO}x (1): **{met}** ({ratio:.2f}x).",
-        "",
-        markdown_grid(
-            ["Load", "Requests/s", "p50 ms", "p99 ms"],
+    latency = "\n\n".join(
+        [
+            f"Model `{model}` (fresh weights), one {IMAGE_SIZE} x {IMAGE_SIZE} 8-bit grayscale "
+            f"PNG per request; {requests} requests per path after {WARMUP} warm-up requests, "
+            f"the three paths alternating in blocks of {BLOCK} (with a {PAUSE_S} s pause) in "
+            "one run.",
+            markdown_grid(["Path", "p50 ms", "p99 ms", "p50 / (1)", "p99 / (1)"], rows),
+            f"Target (3) p50 at most {TARGET_RATIO}x (1): **{met}** ({ratio:.2f}x).",
+        ]
+    )
+    load = markdown_grid(
+        ["Load", "Requests/s", "p50 ms", "p99 ms"],
+        [
             [
-                [
-                    "1 client, sequential (from (3))",
-                    f"{sequential:.1f}",
-                    _ms(results["http"].percentile(50)),
-                    _ms(results["http"].percentile(99)),
-                ],
-                [
-                    f"{clients} concurrent clients",
-                    f"{throughput:.1f}",
-                    _ms(loaded.percentile(50)),
-                    _ms(loaded.percentile(99)),
-                ],
+                "1 client, sequential (from (3))",
+                f"{sequential:.1f}",
+                _ms(results["http"].percentile(50)),
+                _ms(results["http"].percentile(99)),
             ],
-        ),
-        "",
-        "Notes: the endpoint is `fractofl serve local` in its own process (torch's default "
-        "threads), answering every request on one inference thread; the benchmark process "
-        "holds the same artifact loaded in-process through the artifact's own "
-        "`code/inference.py`. (3) includes HTTP parsing, PNG decoding, preprocessing, JSON "
-        "encoding and the loopback round trip. With 8 clients the requests queue for the "
-        "inference thread, whose forward already uses both cores: throughput stays near "
-        "the sequential rate and latency grows with the queue.",
-        END,
-    ]
-    return "\n".join(lines) + "\n"
+            [
+                f"{clients} concurrent clients",
+                f"{throughput:.1f}",
+                _ms(loaded.percentile(50)),
+                _ms(loaded.percentile(99)),
+            ],
+        ],
+    )
+    return [latency, load]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark, print the table, write it into RESULTS.md."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--work", type=Path, default=BENCH_DIR / "out" / "serving")
-    parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md")
-    args = parser.parse_args(argv)
-    command = shlex.join(sys.orig_argv)
-    work: Path = args.work / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    work.mkdir(parents=True)
-    overrides, registry = publish_model(work, args.model)
+NOTE = (
+    "The endpoint is `fractofl serve local` in its own process (torch's default threads), "
+    "answering every request on one inference thread; the benchmark process holds the same "
+    "artifact loaded in-process through the artifact's own `code/inference.py`. (3) includes "
+    "HTTP parsing, PNG decoding, preprocessing, JSON encoding and the loopback round trip. "
+    "With 8 clients the requests queue for the inference thread, whose forward already uses "
+    "both cores: throughput stays near the sequential rate and latency grows with the queue."
+)
+
+
+def run_serving(plan: Plan, shared: dict[str, object]) -> PartOutcome:
+    """Publish a fresh model, serve it, time the three paths interleaved, then the load."""
+    out = PartOutcome()
+    sizes = plan.serving
+    work = plan.fresh_dir("serving")
+    overrides, registry = publish_model(work, sizes.model)
     trusted = load_public_key(work / "keys" / "bench.pub")
     handlers = load_handlers(prepare_model_dir(registry, "latest", trusted, work / "inprocess"))
     body = request_png()
@@ -331,31 +308,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers.output_fn(prediction, "application/json")
 
     port = free_port()
-    endpoint = start_endpoint(overrides, port, work / "endpoint.log")
+    log_path = work / "endpoint.log"
+    started = time.monotonic()
+    endpoint = start_endpoint(overrides, port, log_path)
     try:
         client = Client(port)
         answer = client.invoke(body)
         expected = json.loads(pipeline()[0])  # type: ignore[index]
         if answer["probabilities"] != expected["probabilities"]:
             raise RuntimeError("the endpoint and the in-process model disagree")
-        print(f"endpoint up on port {port}; {args.requests} requests per path ...", flush=True)
+        print(f"    endpoint up on port {port}; {sizes.requests} requests per path ...", flush=True)
         results = interleaved(
             {"forward": forward, "pipeline": pipeline, "http": lambda: client.invoke(body)},
-            args.requests,
+            sizes.requests,
         )
-        print(f"{args.concurrency} concurrent clients ...", flush=True)
-        throughput, loaded = concurrent_load(port, body, args.concurrency, args.requests * 2)
+        print(f"    {sizes.concurrency} concurrent clients ...", flush=True)
+        throughput, loaded = concurrent_load(port, body, sizes.concurrency, sizes.requests * 2)
     finally:
         endpoint.send_signal(signal.SIGTERM)
         endpoint.wait(timeout=30)
-    text = section(
-        command, args.model, args.requests, args.concurrency, results, throughput, loaded
+        command = tuple(str(part) for part in endpoint.args)  # type: ignore[union-attr]
+        finished = Finished(command, endpoint.returncode, time.monotonic() - started, log_path)
+        out.record("fractofl serve local", finished, endpoint.returncode == 0)
+    out.tables += tables(
+        sizes.model, sizes.requests, sizes.concurrency, results, throughput, loaded
     )
-    print(text)
-    write_section(args.results, text, BEGIN, END)
-    print(f"results written to {args.results}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    out.notes.append(NOTE)
+    out.data = {
+        name: {"p50_s": lat.percentile(50), "p99_s": lat.percentile(99)}
+        for name, lat in results.items()
+    }
+    out.data["concurrent"] = {
+        "clients": sizes.concurrency,
+        "requests_per_s": throughput,
+        "p50_s": loaded.percentile(50),
+        "p99_s": loaded.percentile(99),
+    }
+    return out

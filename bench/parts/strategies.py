@@ -1,5 +1,5 @@
-"""Parts (a) and (b) of the strategies benchmark: every strategy against centralized
-training, and the robust aggregators against one sign-flipping member."""
+"""Parts strategies and byzantine: every strategy against centralized training, and the
+robust aggregators against one sign-flipping member."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 from fractofl_cli import RunFolderResult, run_fractofl
 from outcome import PartOutcome
+from plan import Plan
 from report import fmt, markdown_grid, ratio, status
 from run_metrics import rounds_to_reach, total_refused
-from strategy_plan import StrategyPlan
 
 TARGET_SHARE = 0.95
 ATTACK = ("federation.attackers=1", "federation.attack=sign_flip")
@@ -18,21 +18,26 @@ NO_NORM_TEST = "updates.max_norm_multiple=1e9"
 
 
 def run_fractofl_in(
-    plan: StrategyPlan, out: PartOutcome, label: str, subcommand: str, extra: Sequence[str]
+    plan: Plan, out: PartOutcome, part: str, label: str, subcommand: str, extra: Sequence[str]
 ) -> RunFolderResult:
-    """Run ``fractofl <subcommand>`` on the plan's data with ``extra`` overrides; record it."""
-    name = re.sub(r"[^A-Za-z0-9.]+", "-", label).strip("-")  # "(a) fedavg" -> "a-fedavg"
+    """Run ``fractofl <subcommand>`` on the strategies group's data with ``extra``
+    overrides, in run folder ``<part>-<label>``; record it."""
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", label).strip("-")  # "krum guard on" -> "krum-guard-on"
     result = run_fractofl(
         subcommand,
-        [*plan.base_overrides(), *extra],
+        [*plan.strategy_overrides(), *extra],
         plan.runs_dir,
-        name,
+        f"{part}-{slug}",
         plan.logs_dir,
         plan.timeout_s,
     )
     out.record(label, result.finished, result.ok)
-    print(f"    {label}: exit {result.finished.returncode} in {result.finished.wall_s:.0f} s")
     return result
+
+
+def every_run(plan: Plan) -> str:
+    """The sentence above a table: rounds and the overrides every run shares."""
+    return f"{plan.strategies.rounds} rounds; every run: `{' '.join(plan.strategy_overrides())}`."
 
 
 def _rounds_cell(run: RunFolderResult, target: float | None) -> str:
@@ -42,10 +47,10 @@ def _rounds_cell(run: RunFolderResult, target: float | None) -> str:
     return "-" if reached is None else str(reached)
 
 
-def run_accuracy(plan: StrategyPlan, shared: dict[str, object]) -> PartOutcome:
-    """(a) Final accuracy and rounds to 95 % of centralized, for centralized and each strategy."""
+def run_strategies(plan: Plan, shared: dict[str, object]) -> PartOutcome:
+    """Final accuracy and rounds to 95 % of centralized, for centralized and each strategy."""
     out = PartOutcome()
-    central = run_fractofl_in(plan, out, "(a) centralized", "centralized", [])
+    central = run_fractofl_in(plan, out, "strategies", "centralized", "centralized", [])
     central_acc = central.final_accuracy
     target = None if central_acc is None else TARGET_SHARE * central_acc
     rows = [
@@ -59,8 +64,9 @@ def run_accuracy(plan: StrategyPlan, shared: dict[str, object]) -> PartOutcome:
         ]
     ]
     accuracies: dict[str, float | None] = {"centralized": central_acc}
-    for strategy in plan.strategies:
-        run = run_fractofl_in(plan, out, f"(a) {strategy}", "simulate", [f"strategy={strategy}"])
+    for strategy in plan.strategies.strategies:
+        extra = [f"strategy={strategy}"]
+        run = run_fractofl_in(plan, out, "strategies", strategy, "simulate", extra)
         accuracies[strategy] = run.final_accuracy
         rows.append(
             [
@@ -72,34 +78,32 @@ def run_accuracy(plan: StrategyPlan, shared: dict[str, object]) -> PartOutcome:
                 status(run.finished, run.ok),
             ]
         )
-        shared[f"a:{strategy}"] = run
+        shared[f"strategies:{strategy}"] = run
     headers = ["Run", "Final test acc", "Acc / central", "Rounds to 95 % of central", "Wall s"]
-    out.tables.append(
-        f"### (a) Strategies vs centralized ({plan.rounds} rounds)\n\n"
-        + markdown_grid([*headers, "Status"], rows)
-    )
-    out.data["a"] = {"target_accuracy": target, "final_accuracy": accuracies}
-    shared["a:accuracy"] = accuracies
+    out.tables.append(every_run(plan) + "\n\n" + markdown_grid([*headers, "Status"], rows))
+    out.data = {"target_accuracy": target, "final_accuracy": accuracies}
+    shared["strategies:accuracy"] = accuracies
     out.notes.append(
-        f"(a) 'Rounds to 95 % of central': first round >= 1 whose coordinator test accuracy "
+        f"'Rounds to 95 % of central': first round >= 1 whose coordinator test accuracy "
         f">= {TARGET_SHARE} x the centralized final accuracy ({fmt(target)}); '-' if none. "
         "Centralized: one 'round' = local_epochs epochs on the union of the members' data."
     )
     return out
 
 
-def run_byzantine(plan: StrategyPlan, shared: dict[str, object]) -> PartOutcome:
-    """(b) One sign-flipping member of five, with the guard's norm test on and off."""
+def run_byzantine(plan: Plan, shared: dict[str, object]) -> PartOutcome:
+    """One sign-flipping member of five, with the guard's norm test on and off."""
     out = PartOutcome()
-    clean = shared.get("a:accuracy", {})
+    clean = shared.get("strategies:accuracy", {})
     assert isinstance(clean, dict)
-    settings = [(s, True) for s in plan.guarded] + [(s, False) for s in plan.strategies]
+    sizes = plan.strategies
+    settings = [(s, True) for s in sizes.guarded] + [(s, False) for s in sizes.strategies]
     rows, data = [], {}
     for strategy, guarded in settings:
         guard = "on (x5 median)" if guarded else "off (1e9)"
         extra = [f"strategy={strategy}", *ATTACK, *([] if guarded else [NO_NORM_TEST])]
-        label = f"(b) {strategy} guard {'on' if guarded else 'off'}"
-        run = run_fractofl_in(plan, out, label, "simulate", extra)
+        label = f"{strategy} guard {'on' if guarded else 'off'}"
+        run = run_fractofl_in(plan, out, "byzantine", label, "simulate", extra)
         refused = total_refused(run.rows) if run.ok else None
         rows.append(
             [
@@ -116,16 +120,18 @@ def run_byzantine(plan: StrategyPlan, shared: dict[str, object]) -> PartOutcome:
             "accuracy": run.final_accuracy,
             "refused_updates": refused,
         }
-    headers = ["Strategy", "Guard norm test", "Final test acc", "Clean acc (a)", "Refused"]
+    headers = ["Strategy", "Guard norm test", "Final test acc", "Clean acc", "Refused"]
     out.tables.append(
-        f"### (b) 1 of 5 members Byzantine (sign_flip) ({plan.rounds} rounds)\n\n"
+        f"1 of 5 members Byzantine (sign_flip); {every_run(plan)}\n\n"
         + markdown_grid([*headers, "Wall s", "Status"], rows)
     )
-    out.data["b"] = data
+    out.data = data
     out.notes.append(
-        "(b) `federation.attackers=1 federation.attack=sign_flip` (attack_scale 10: the "
+        "`federation.attackers=1 federation.attack=sign_flip` (attack_scale 10: the "
         "member sends -10 x its update). Guard on: `updates.max_norm_multiple=5` (default); "
         f"off: `{NO_NORM_TEST}`, so the aggregator faces the attack itself. 'Refused': sum of "
-        "metrics.csv refused_updates over the rounds."
+        "metrics.csv refused_updates over the rounds. 'Clean acc': the strategy's accuracy "
+        "without the attack, from the strategies part of the same invocation (empty when "
+        "that part did not run)."
     )
     return out

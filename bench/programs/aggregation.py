@@ -1,7 +1,7 @@
 """Aggregation time of 10 ResNet-18-sized updates: fractofl's coordinator path, Flower's
 FedAvg, and a plain numpy copy of the same bytes (the memory-bandwidth floor).
 
-Run by hand: ``.venv/bin/python bench/aggregation.py [--updates 10] [--repeats 7]
+Run by hand: ``.venv/bin/python bench/programs/aggregation.py [--updates 10] [--repeats 7]
 [--retain-freed-mb MB] [--json FILE]``. ``--retain-freed-mb`` applies the coordinator's
 ``updates.retain_freed_mb`` malloc setting to this process first (default: the
 coordinator's default; 0: malloc's own defaults). Everything is measured in this one

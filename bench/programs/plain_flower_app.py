@@ -10,7 +10,7 @@ constants, as in the quickstart. Only the data set, the number of rounds and the
 file come from the environment (``PLAIN_DATA_ROOT``, ``PLAIN_ROUNDS``, ``PLAIN_TIMINGS``),
 so that the benchmark harness can point them into its work folder.
 
-Run it as ``python bench/plain_flower_app.py``; it writes a JSON file with the
+Run it as ``python bench/programs/plain_flower_app.py``; it writes a JSON file with the
 ``time.monotonic()`` of every centralized evaluation (round 0 included) and the final
 test accuracy.
 """

@@ -1,7 +1,7 @@
 """Processes of a real federation started by tests and benchmarks: each in a session of its
 own, so that stopping it stops its children (SuperNodes start ClientApp processes).
 
-Imports only the standard library: bench/federation.py loads this file by path.
+Imports only the standard library: bench/deployment.py loads this file by path.
 """
 
 from __future__ import annotations

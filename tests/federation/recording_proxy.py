@@ -1,6 +1,7 @@
 """A TCP proxy on loopback that records every byte a member sends to the coordinator
 (and counts what it receives). The federation tests use it to search a member's traffic,
-bench/federation.py to measure bytes on the wire."""
+the federation part of the benchmark (bench/parts/federation.py) to measure bytes on
+the wire."""
 
 from __future__ import annotations
 
