@@ -50,6 +50,19 @@ def prepare_pki(work: Path, members: int) -> None:
         create_member_key_pair(work / f"member{member}")
 
 
+def run_folder_overrides(work: Path, name: str) -> list[str]:
+    """Overrides that keep run ``name``'s data (``work/data``), run folder, registry and
+    signing key inside ``work``."""
+    return [
+        f"data.root={work / 'data'}",
+        f"output.root={work / 'runs'}",
+        f"output.name={name}",
+        f"registry.root={work / 'registry'}",
+        f"registry.private_key={work / 'keys' / 'coordinator.key'}",
+        f"registry.public_key={work / 'keys' / 'coordinator.pub'}",
+    ]
+
+
 def member_public_key(work: Path, member: int) -> Path:
     """Member ``member``'s public key, as :func:`prepare_pki` wrote it."""
     return work / f"member{member}" / MEMBER_PUBLIC_KEY_FILE

@@ -126,9 +126,10 @@ def part_section(part: str, title: str, header: Header, outcome: PartOutcome) ->
     return "\n".join(lines) + "\n"
 
 
-def stopped_table(error: BaseException, traceback_tail: str) -> str:
+def stopped_table(reason: str, traceback_tail: str = "") -> str:
     """What a part's section shows in place of its results when the part stopped."""
-    return f"**The part stopped**: {error}\n\n```text\n{traceback_tail}\n```"
+    stopped = f"**The part stopped**: {reason}"
+    return f"{stopped}\n\n```text\n{traceback_tail}\n```" if traceback_tail else stopped
 
 
 def subprocess_lines(

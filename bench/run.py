@@ -56,10 +56,14 @@ def run_part(part: Part, plan: Plan, shared: Shared) -> tuple[PartOutcome, bool]
     in its own section, with the tail of the traceback)."""
     try:
         return part.load()(plan, shared), True
+    except StepFailed as error:  # its command and log tail are under "Failures"
+        headline = str(error).splitlines()[0]
+        error.outcome.tables.append(stopped_table(headline))
+        print(f"    {part.name} stopped: {headline}", file=sys.stderr, flush=True)
+        return error.outcome, False
     except Exception as error:  # one part's failure must not lose the others' results
         tail = "".join(traceback.format_exc()).rstrip().splitlines()[-TRACEBACK_LINES:]
-        outcome = error.outcome if isinstance(error, StepFailed) else PartOutcome()
-        outcome.tables.append(stopped_table(error, "\n".join(tail)))
+        outcome = PartOutcome(tables=[stopped_table(str(error), "\n".join(tail))])
         print(f"    {part.name} stopped: {error}", file=sys.stderr, flush=True)
         return outcome, False
 

@@ -24,8 +24,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fractofl.client.attacks import ATTACKS
 from fractofl.client.faults import FAULTS, fault_rounds
-from fractofl.core.config.run_config import RunConfig
+from fractofl.core.config.run_config import DATA_SOURCES, RunConfig
 from fractofl.core.config.taxonomy import validate_classes
+from fractofl.core.images.augmentation import AugmentationError, parse_augmentation
 from fractofl.core.images.partition import PARTITIONS
 from fractofl.core.model.architectures import build_model, get_spec, model_arguments
 from fractofl.core.synth.style import SynthStyle
@@ -87,6 +88,11 @@ def validate_run_config(cfg: RunConfig) -> None:
         SynthStyle(**cfg.data.synth.style)
     except ValueError as exc:
         raise ConfigError(f"data.synth.style: {exc}") from None
+    try:
+        parse_augmentation(cfg.train.augment)
+    except AugmentationError as exc:
+        raise ConfigError(str(exc)) from None
+    _check_data_source(cfg)
     if cfg.data.partition not in PARTITIONS:
         raise ConfigError(f"data.partition={cfg.data.partition!r}; valid: {', '.join(PARTITIONS)}")
     try:
@@ -130,6 +136,22 @@ def validate_run_config(cfg: RunConfig) -> None:
         raise ConfigError(
             f"federation.min_train_members={fed.min_train_members} exceeds "
             f"federation.members={fed.members}: no round could ever start"
+        )
+
+
+def _check_data_source(cfg: RunConfig) -> None:
+    data = cfg.data
+    if data.source not in DATA_SOURCES:
+        raise ConfigError(f"data.source={data.source!r}; valid: {', '.join(DATA_SOURCES)}")
+    if data.source == "folders" and not data.test_dir:
+        raise ConfigError(
+            "data=folders needs data.test_dir: the coordinator's test folder, one sub-folder "
+            "per class, with images no member trains on"
+        )
+    if data.source == "folders" and not (data.root or data.member_dirs):
+        raise ConfigError(
+            "data=folders needs data.root (a folder whose sub-folders are the members) or "
+            "data.member_dirs (the member folders themselves)"
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import yaml
 from fractofl.core.config.run_config import DeploymentConfig, RunConfig, from_nested
 from fractofl.server.errors import RunFolderError
 from fractofl.server.superlink import CoordinatorFiles
+
+log = logging.getLogger("fractofl")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -228,6 +231,8 @@ def _run(args: argparse.Namespace) -> int:
     from fractofl.cli.simulation import flower_app_config
     from fractofl.core.processes.flower_executables import flower_env, flower_tool
     from fractofl.server.evaluation import coordinator_test_dir
+    from fractofl.server.run_folder import SUMMARY_FILE
+    from fractofl.server.run_watch import RunWatcher, finished_table
     from fractofl.server.superlink import (
         CONNECTION,
         DeploymentError,
@@ -253,12 +258,20 @@ def _run(args: argparse.Namespace) -> int:
     app_dir = files.state_dir / "apps" / cfg.output.name
     app_dir.mkdir(parents=True, exist_ok=True)
     (app_dir / "pyproject.toml").write_text(flower_app_config(cfg))
-    status = subprocess.run(
-        [flower_tool("flwr"), "run", str(app_dir), CONNECTION, "--stream"],
-        env=flower_env(files.flwr_home),
-        check=False,
-    ).returncode
+    run_dir = Path(cfg.output.root) / cfg.output.name
+    # The ServerApp runs beside the SuperLink: follow its rounds through the run folder.
+    watcher = RunWatcher(run_dir, cfg.federation.rounds).start()
+    try:
+        status = subprocess.run(
+            [flower_tool("flwr"), "run", str(app_dir), CONNECTION, "--stream"],
+            env=flower_env(files.flwr_home),
+            check=False,
+        ).returncode
+    finally:
+        watcher.stop()
     if status != 0:
         print(f"fractofl: error: `flwr run` exited {status}", file=sys.stderr)
         return status
-    return report_run(Path(cfg.output.root) / cfg.output.name)
+    if (run_dir / SUMMARY_FILE).is_file():
+        log.info("%s", finished_table(run_dir))
+    return report_run(run_dir)

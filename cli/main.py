@@ -29,11 +29,13 @@ from fractofl.cli import (
 from fractofl.cli.config import ConfigError, compose_config, to_run_config, to_yaml
 from fractofl.client.supernode import MemberSetupError
 from fractofl.core.config.run_config import RunConfig
+from fractofl.core.files.whole_folder import CannotWriteError
 from fractofl.core.images.labelled import NoUsableImagesError
+from fractofl.core.images.member_folders import MemberFoldersError
 from fractofl.core.images.partition import PartitionError
 from fractofl.core.model.checkpoint import CheckpointError
 from fractofl.core.processes.flower_executables import FlowerToolError
-from fractofl.core.synth.dataset import ForeignFolderError
+from fractofl.core.synth.dataset import ForeignFolderError, UnknownSynthClassError
 from fractofl.core.trust.pki import PkiError
 from fractofl.core.trust.registry import RegistryError
 from fractofl.core.trust.signing import SigningKeyError
@@ -47,6 +49,9 @@ log = logging.getLogger("fractofl")
 USER_ERRORS = (
     PartitionError,
     ForeignFolderError,
+    UnknownSynthClassError,
+    CannotWriteError,
+    MemberFoldersError,
     NoUsableImagesError,
     FileExistsError,
     RunFolderError,
@@ -108,8 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def job(name: str, help_text: str) -> argparse.ArgumentParser:
+    def job(name: str, help_text: str, folder_help: str = "") -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if folder_help:  # before the overrides, so that `CMD FOLDER key=value` parses
+            cmd.add_argument("folder", type=Path, help=folder_help)
         cmd.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
         cmd.add_argument("--cfg", action="store_true", help="print the resolved config and exit")
         return cmd
@@ -129,14 +136,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.choices["config"].set_defaults(handler=_config)
 
-    synth = job("synth", "write a synthetic SEM fracture data set split across members")
-    synth.add_argument("out", type=Path, help="output folder")
+    synth = job(
+        "synth",
+        "write a synthetic SEM fracture data set split across members (options and "
+        "overrides in any order)",
+        folder_help="output folder",
+    )
     synth.add_argument("--members", type=int, help="number of members (federation.members)")
     synth.add_argument("--alpha", type=float, help="Dirichlet alpha over classes (data.alpha)")
     synth.add_argument("--per-class", type=int, help="training images per class")
     synth.add_argument("--test-per-class", type=int, help="coordinator test images per class")
     synth.add_argument("--seed", type=int, help="generator seed (data.synth.seed)")
     synth.add_argument("--iid", action="store_true", help="split IID instead of Dirichlet")
+    synth.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a set made with other settings (data.synth.overwrite)",
+    )
     synth.set_defaults(handler=_synth)
 
     data = sub.add_parser("data", help="inspect a member's image folder")
@@ -168,8 +184,9 @@ def _with_absolute_paths(cfg: RunConfig, kind: str) -> RunConfig:
     name = cfg.output.name or _fresh_name(Path(cfg.output.root), kind)
     data = replace(
         cfg.data,
-        root=str(Path(cfg.data.root).resolve()),
-        test_dir=str(Path(cfg.data.test_dir).resolve()) if cfg.data.test_dir else "",
+        root=_absolute(cfg.data.root),
+        member_dirs=[_absolute(p) for p in cfg.data.member_dirs],
+        test_dir=_absolute(cfg.data.test_dir),
     )
     output = replace(cfg.output, root=str(Path(cfg.output.root).resolve()), name=name)
     reg = cfg.registry
@@ -181,6 +198,11 @@ def _with_absolute_paths(cfg: RunConfig, kind: str) -> RunConfig:
         trusted_public_key=str(Path(reg.trusted_public_key).resolve()),
     )
     return replace(cfg, data=data, output=output, registry=registry)
+
+
+def _absolute(path: str) -> str:
+    """``path`` made absolute; an empty setting stays empty."""
+    return str(Path(path).expanduser().resolve()) if path else ""
 
 
 def _fresh_name(root: Path, kind: str) -> str:
@@ -195,15 +217,20 @@ def _fresh_name(root: Path, kind: str) -> str:
 def prepared_run(
     args: argparse.Namespace, kind: str, generate_data: bool = True
 ) -> RunConfig | None:
-    """The run config with absolute paths and (``generate_data``) its synthetic data in
-    place; ``None`` after printing it for ``--cfg``."""
-    from fractofl.cli.datasets import ensure_synthetic_data
+    """The run config with absolute paths and (``generate_data``) its data in place: the
+    synthetic set generated, or the member folders checked; ``None`` after printing it for
+    ``--cfg``."""
+    from fractofl.cli.config import validate_run_config
+    from fractofl.cli.datasets import ensure_synthetic_data, resolve_member_folders_of
 
     cfg, text = _load(args)
     if args.cfg:
         print(text)
         return None
     cfg = _with_absolute_paths(cfg, kind)
+    if generate_data and cfg.data.source == "folders":
+        cfg = resolve_member_folders_of(cfg, _requested_members(args.overrides))
+        validate_run_config(cfg)  # federation.members now follows the member folders
     if cfg.privacy.dp and kind == "federated":
         from fractofl.strategies.privacy import check_dp_settings
 
@@ -212,9 +239,15 @@ def prepared_run(
         from fractofl.strategies.secure_aggregation import check_secagg_settings
 
         check_secagg_settings(cfg)
-    if generate_data:
-        ensure_synthetic_data(cfg)
+    if generate_data and cfg.data.source == "synthetic":
+        ensure_synthetic_data(cfg)  # last: nothing is written before every check passed
     return cfg
+
+
+def _requested_members(overrides: Sequence[str]) -> int | None:
+    """``federation.members`` when the command line sets it."""
+    values = [o.split("=", 1)[1] for o in overrides if o.startswith("federation.members=")]
+    return int(values[-1]) if values and values[-1].isdigit() else None
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -244,13 +277,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _centralized(args: argparse.Namespace) -> int:
-    from fractofl.cli.datasets import simulated_member_dirs
+    from fractofl.cli.datasets import member_dirs
     from fractofl.server.centralized import run_centralized
 
     cfg = prepared_run(args, "centralized")
     if cfg is None:
         return EXIT_OK
-    return report_run(run_centralized(cfg, simulated_member_dirs(cfg)))
+    return report_run(run_centralized(cfg, member_dirs(cfg)))
 
 
 def report_run(run_dir: Path) -> int:
@@ -304,7 +337,9 @@ def _synth(args: argparse.Namespace) -> int:
         "data.synth.seed": args.seed,
     }
     extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    extra += [f"data.root={args.out}"] + (["data.partition=iid"] if args.iid else [])
+    out, args.overrides = _folder_and_overrides(args.folder, args.overrides)
+    extra += [f"data.root={out}"] + (["data.partition=iid"] if args.iid else [])
+    extra += ["data.synth.overwrite=true"] if args.overwrite else []
     cfg, text = _load(args, extra)
     if args.cfg:
         print(text)
@@ -312,6 +347,19 @@ def _synth(args: argparse.Namespace) -> int:
     root = ensure_synthetic_data(cfg)
     print(f"synthetic data set in {root}")
     return EXIT_OK
+
+
+def _folder_and_overrides(folder: Path, overrides: Sequence[str]) -> tuple[Path, list[str]]:
+    """The one token without ``=`` is the folder, wherever it stood among the overrides
+    (argparse assigns positionals by place, not by shape)."""
+    tokens = [str(folder), *overrides]
+    folders = [token for token in tokens if "=" not in token]
+    if len(folders) != 1:
+        raise ConfigError(
+            f"name exactly one output folder (got {', '.join(folders) or 'none'}); every "
+            "other argument is an option (--per-class 20) or an override (key=value)"
+        )
+    return Path(folders[0]), [token for token in tokens if "=" in token]
 
 
 def _data_check(args: argparse.Namespace) -> int:

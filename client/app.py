@@ -57,10 +57,10 @@ def _digest_metric(cfg: RunConfig) -> int:
     return zlib.crc32(config_digest(cfg).encode())
 
 
-def _member_seed(cfg: RunConfig, context: Context, server_round: int) -> int:
-    # The partition id is stable across runs in simulation; a real member has its node id.
-    member = int(context.node_config.get("partition-id", context.node_id))
-    return (cfg.seed * 1_000_003 + server_round * 10_007 + member) % 2**31
+def _member_seed(cfg: RunConfig, data: MemberData, server_round: int) -> int:
+    # From what the member's folder holds, not from a partition id or a node id: the same
+    # folder trains with the same seed in a simulation and in a deployment.
+    return (cfg.seed * 1_000_003 + server_round * 10_007 + data.identity) % 2**31
 
 
 def _member(context: Context) -> tuple[RunConfig, MemberData, nn.Module]:
@@ -116,7 +116,7 @@ def _local_update(
     """One round of local training: the change of the weights and the reply's metrics."""
     server_round = int(cast(int, config.get(SERVER_ROUND_KEY, 0)))
     inject_fault(cfg.federation, context.node_config, server_round)
-    seed = _member_seed(cfg, context, server_round)
+    seed = _member_seed(cfg, data, server_round)
     start = state_as_numpy(model)
     mu = float(cast(float, config.get(PROXIMAL_MU_KEY, 0.0)))
     result = train_locally(model, data, cfg, seed=seed, proximal_mu=mu)

@@ -1,8 +1,9 @@
 """A member's side of a round, without Flower: find its data, train, evaluate.
 
 The data folder comes from the node config (``data-dir``) on a real member; a virtual
-member in simulation has only a ``partition-id`` and uses the synthetic set's tree for
-that partition, so one ClientApp serves both.
+member in simulation has only a ``partition-id`` and uses that entry of
+``data.member_dirs`` (``data=folders``) or the synthetic set's tree for that partition,
+so one ClientApp serves both.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fractofl.core.images.labelled import make_loader
 from fractofl.core.learning.device import resolve_device
 from fractofl.core.learning.member_data import MemberData
 from fractofl.core.learning.training import EvalResult, TrainResult, evaluate, train
+from fractofl.core.model.factory import augmentation_for
 from fractofl.core.synth.dataset import member_dir
 
 
@@ -34,7 +36,10 @@ def resolve_data_dir(node_config: Mapping[str, Any], cfg: RunConfig) -> Path:
     if DATA_DIR_KEY in node_config:
         return Path(str(node_config[DATA_DIR_KEY])).expanduser()
     if PARTITION_KEY in node_config:
-        return member_dir(Path(cfg.data.root), int(node_config[PARTITION_KEY]))
+        partition = int(node_config[PARTITION_KEY])
+        if cfg.data.member_dirs:  # data=folders: the launcher listed the member folders
+            return Path(cfg.data.member_dirs[partition])
+        return member_dir(Path(cfg.data.root), partition)
     raise MemberConfigError(
         f"node config has neither '{DATA_DIR_KEY}' nor '{PARTITION_KEY}'; start the member "
         f"with --node-config '{DATA_DIR_KEY}=\"/path/to/images\"'"
@@ -48,7 +53,7 @@ def train_locally(
     FedProx's term, sent by the coordinator)."""
     torch.set_num_threads(max(1, cfg.train.threads))
     torch.manual_seed(seed)
-    loader = make_loader(data.train, cfg.train.batch_size, True, cfg.train.augment, seed)
+    loader = make_loader(data.train, cfg.train.batch_size, True, augmentation_for(cfg), seed)
     return train(
         model,
         loader,
@@ -85,7 +90,7 @@ def evaluate_locally(model: nn.Module, data: MemberData, cfg: RunConfig) -> Eval
     """Evaluate on the member's validation split (None when it has none)."""
     if len(data.val) == 0:
         return None
-    loader = make_loader(data.val, cfg.train.batch_size, False, False, cfg.seed)
+    loader = make_loader(data.val, cfg.train.batch_size, False, None, cfg.seed)
     return evaluate(model, loader, len(cfg.data.classes), resolve_device(cfg.train.device))
 
 

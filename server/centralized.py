@@ -21,7 +21,7 @@ from fractofl.core.images.labelled import LabelledTensors, make_loader
 from fractofl.core.learning.device import resolve_device, seed_everything
 from fractofl.core.learning.member_data import load_member_data
 from fractofl.core.learning.training import train
-from fractofl.core.model.factory import model_for
+from fractofl.core.model.factory import augmentation_for, model_for
 from fractofl.server.evaluation import CoordinatorEvaluator
 from fractofl.server.recorder import RoundRow
 from fractofl.server.run_folder import RunFolder
@@ -44,6 +44,7 @@ def run_centralized(cfg: RunConfig, member_dirs: Sequence[Path]) -> Path:
     folder = RunFolder.create(cfg, uuid.uuid4().hex[:8], kind="centralized")
     log.info("centralized baseline on %d images from %d members", len(data), len(member_dirs))
     device = resolve_device(cfg.train.device)
+    augmentation = augmentation_for(cfg)
     started = time.monotonic()
     rows: list[RoundRow] = []
     last = None
@@ -51,7 +52,7 @@ def run_centralized(cfg: RunConfig, member_dirs: Sequence[Path]) -> Path:
         train_loss = math.nan
         if server_round:
             loader = make_loader(
-                data, cfg.train.batch_size, True, cfg.train.augment, cfg.seed + server_round
+                data, cfg.train.batch_size, True, augmentation, cfg.seed + server_round
             )
             train_loss = train(
                 model,

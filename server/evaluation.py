@@ -38,7 +38,7 @@ class CoordinatorEvaluator:
     def evaluate_state(self, state_dict: dict[str, torch.Tensor]) -> EvalResult:
         """Load ``state_dict`` into the model and evaluate it."""
         self.model.load_state_dict(state_dict)
-        loader = make_loader(self.data, self.batch_size, False, False, self.seed)
+        loader = make_loader(self.data, self.batch_size, False, None, self.seed)
         return evaluate(self.model, loader, self.num_classes, self.device)
 
     def evaluate_arrays(self, arrays: ArrayRecord) -> EvalResult:

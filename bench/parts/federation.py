@@ -35,12 +35,14 @@ from deployment import (
     free_port,
     member_public_key,
     prepare_pki,
+    run_folder_overrides,
 )
 from fractofl_cli import seconds_per_round
 from outcome import PartOutcome, StepFailed
 from plan import Plan
 from report import markdown_grid
 
+from fractofl.core.model.checkpoint import load_checkpoint
 from fractofl.core.synth.dataset import member_dir
 
 WORK = [
@@ -66,7 +68,9 @@ NOTE = (
     "cores, so the deployment rows are an upper bound for members on machines of their own. "
     "SecAgg+ sends four messages per member per training round instead of one (setup, key "
     "shares, masked update, unmasking), each a ClientApp process; its masked update is a "
-    "vector of 64-bit integers."
+    "vector of 64-bit integers. 'Final weights vs (1)': every run trains the same members' "
+    "folders with the same seed (members seed from what their folder holds, so a simulated "
+    "and a deployed member train alike); SecAgg+ differs by its quantisation."
 )
 
 
@@ -78,6 +82,7 @@ class Measured:
     seconds_per_round: float
     bytes_per_member_round: float | None
     status: str
+    run_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -96,14 +101,8 @@ class Setting:
 
     def run_overrides(self, name: str) -> list[str]:
         """The overrides of every run: data, outputs, registry, size and WORK."""
-        work = self.work
         return [
-            f"data.root={self.data}",
-            f"output.root={work / 'runs'}",
-            f"output.name={name}",
-            f"registry.root={work / 'registry'}",
-            f"registry.private_key={work / 'keys' / 'coordinator.key'}",
-            f"registry.public_key={work / 'keys' / 'coordinator.pub'}",
+            *run_folder_overrides(self.work, name),
             f"federation.members={self.members}",
             f"federation.rounds={self.rounds}",
             *WORK,
@@ -115,7 +114,18 @@ def _measured(label: str, run_dir: Path, traffic: float | None) -> Measured:
     per_round = seconds_per_round(run_dir)
     if per_round is None:
         return Measured(label, math.nan, traffic, f"FAILED: no rounds in {run_dir}/metrics.csv")
-    return Measured(label, per_round, traffic, "ok")
+    return Measured(label, per_round, traffic, "ok", run_dir)
+
+
+def model_difference(first: Path | None, second: Path | None) -> float | None:
+    """The largest absolute difference between two runs' final weights (``model.pt``), or
+    None when either run has none."""
+    if first is None or second is None:
+        return None
+    a, b = (load_checkpoint(d / "model.pt").state_dict for d in (first, second))
+    return max(
+        float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point()
+    )
 
 
 def simulation(setting: Setting, out: PartOutcome) -> Measured:
@@ -183,19 +193,22 @@ def deployment(setting: Setting, out: PartOutcome, name: str) -> Measured:
 
 def table(measured: list[Measured]) -> str:
     """Seconds per round and the ratio to the simulation, bytes per member and round."""
-    base = measured[0].seconds_per_round
-    rows = [
-        [
-            m.label,
-            f"{m.seconds_per_round:.2f}",
-            f"{m.seconds_per_round / base:.2f}x",
-            "" if m.bytes_per_member_round is None else f"{m.bytes_per_member_round / 1e6:.2f}",
-            m.status,
-        ]
-        for m in measured
-    ]
-    headers = ["Configuration", "s / round", "vs simulation", "MB / member / round", "Status"]
-    return markdown_grid(headers, rows)
+    base = measured[0]
+    rows = []
+    for m in measured:
+        difference = model_difference(base.run_dir, m.run_dir) if m is not base else None
+        rows.append(
+            [
+                m.label,
+                f"{m.seconds_per_round:.2f}",
+                f"{m.seconds_per_round / base.seconds_per_round:.2f}x",
+                "" if m.bytes_per_member_round is None else f"{m.bytes_per_member_round / 1e6:.2f}",
+                "" if difference is None else f"{difference:.3g}",
+                m.status,
+            ]
+        )
+    headers = ["Configuration", "s / round", "vs simulation", "MB / member / round"]
+    return markdown_grid([*headers, "Final weights vs (1), max abs diff", "Status"], rows)
 
 
 def run_federation(plan: Plan, shared: dict[str, object]) -> PartOutcome:

@@ -26,7 +26,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployment import Processes, fractofl, free_port, free_ports, member_public_key, prepare_pki
+from deployment import (
+    Processes,
+    fractofl,
+    free_port,
+    free_ports,
+    member_public_key,
+    prepare_pki,
+    run_folder_overrides,
+)
 from fractofl_cli import seconds_per_round
 from outcome import PartOutcome
 from plan import Plan
@@ -91,15 +99,9 @@ class Bench:
 
     def overrides(self, name: str) -> list[str]:
         """The overrides of run ``name``."""
-        work = self.work
         return [
             *self.deployment,
-            f"data.root={work / 'data'}",
-            f"output.root={work / 'runs'}",
-            f"output.name={name}",
-            f"registry.root={work / 'registry'}",
-            f"registry.private_key={work / 'keys' / 'coordinator.key'}",
-            f"registry.public_key={work / 'keys' / 'coordinator.pub'}",
+            *run_folder_overrides(self.work, name),
             f"federation.members={self.members}",
             f"federation.min_train_members={self.members}",
             f"federation.min_evaluate_members={self.members}",

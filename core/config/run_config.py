@@ -43,13 +43,21 @@ class SynthConfig:
     test_per_class: int = 100
     seed: int = 7
     style: dict[str, Any] = field(default_factory=dict)
+    overwrite: bool = False  # replace a set made with other settings (never one's own images)
+
+
+DATA_SOURCES = ("synthetic", "folders")
 
 
 @dataclass
 class DataConfig:
-    """Where member and coordinator data live and how the synthetic set is split."""
+    """Where member and coordinator data live: a synthetic set (``source=synthetic``,
+    generated under ``root`` when missing, split as ``partition`` says) or existing member
+    folders (``source=folders``: the sub-folders of ``root``, or ``member_dirs``)."""
 
+    source: str = "synthetic"
     root: str = "data/synthetic"
+    member_dirs: list[str] = field(default_factory=list)
     test_dir: str = ""
     classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
     partition: str = "dirichlet"
@@ -68,7 +76,7 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    augment: bool = True
+    augment: str = "fracture"  # see fractofl.core.images.augmentation
     device: str = "auto"
     threads: int = 1
 

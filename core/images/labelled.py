@@ -6,6 +6,7 @@ training. Decoded images are kept in memory, because members train on them every
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fractofl.core.images.augmentation import Augmentation
 from fractofl.core.images.imageio import (
     IMAGE_SUFFIXES,
     UnreadableImageError,
@@ -24,6 +26,8 @@ from fractofl.core.images.imageio import (
 from fractofl.core.images.preprocessing import Preprocessing
 
 log = logging.getLogger("fractofl")
+
+IDENTITY_MODULUS = 2**31  # a member's identity feeds torch and numpy seeds
 
 
 class NoUsableImagesError(ValueError):
@@ -71,6 +75,17 @@ def list_labelled_files(root: Path, classes: Sequence[str]) -> list[tuple[Path, 
     return files
 
 
+def folder_identity(root: Path, classes: Sequence[str]) -> int:
+    """A number (31 bits) that names an image folder by what it holds: the class, relative
+    path and size of every image of ``classes``. The same folder gives the same number
+    wherever it is mounted, in a simulation or on a real member's machine."""
+    digest = hashlib.sha256()
+    for path, label in list_labelled_files(root, classes):
+        relative = path.relative_to(root).as_posix()
+        digest.update(f"{label}\0{relative}\0{path.stat().st_size}\n".encode())
+    return int.from_bytes(digest.digest()[:8], "big") % IDENTITY_MODULUS
+
+
 def load_labelled_tensors(
     root: Path, classes: Sequence[str], preprocessing: Preprocessing
 ) -> LabelledTensors:
@@ -108,34 +123,34 @@ def split_train_val(count: int, val_fraction: float, seed: int) -> tuple[np.ndar
 
 
 class AugmentedTensors(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Random flips and quarter turns: fracture textures have no preferred orientation."""
+    """Labelled tensors, each image passed through ``augmentation`` when it is read."""
 
-    def __init__(self, data: LabelledTensors, augment: bool) -> None:
+    def __init__(self, data: LabelledTensors, augmentation: Augmentation | None) -> None:
         self.data = data
-        self.augment = augment
+        self.augmentation = augmentation
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.data.x[index]
-        if self.augment:
+        if self.augmentation is not None:
             # torch's global generator is seeded per run, so this stays reproducible.
-            turns = int(torch.randint(0, 4, ()).item())
-            if turns:
-                image = torch.rot90(image, turns, dims=(1, 2))
-            if torch.rand(()) < 0.5:
-                image = torch.flip(image, dims=(2,))
+            image = self.augmentation(image)
         return image, self.data.y[index]
 
 
 def make_loader(
-    data: LabelledTensors, batch_size: int, shuffle: bool, augment: bool, seed: int
+    data: LabelledTensors,
+    batch_size: int,
+    shuffle: bool,
+    augmentation: Augmentation | None,
+    seed: int,
 ) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
-    """A single-process loader over in-memory tensors."""
+    """A single-process loader over in-memory tensors (``augmentation``: training only)."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
-        AugmentedTensors(data, augment),
+        AugmentedTensors(data, augmentation),
         batch_size=batch_size,
         shuffle=shuffle,
         generator=generator,

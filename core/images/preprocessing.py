@@ -1,4 +1,5 @@
-"""Preprocessing that every model carries: input size, normalisation, channels.
+"""Preprocessing that every model carries: input size, normalisation, channels, and the
+augmentation it was trained with.
 
 The same :class:`Preprocessing` is stored in checkpoints and read back at inference
 time, so a served model prepares images exactly as it was trained (as timm does).
@@ -22,6 +23,9 @@ class Preprocessing:
     mean: float = 0.5
     std: float = 0.25
     in_channels: int = 1
+    # Training-time transforms (``train.augment``, see augmentation.py), recorded so that a
+    # model says what it was trained to be invariant to; inference never applies them.
+    augmentation: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.image_size < 8:
@@ -35,8 +39,10 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**values)
+        """Inverse of :meth:`to_dict` (a model saved before augmentation was recorded has
+        none)."""
+        augmentation = tuple(values.get("augmentation", ()))
+        return cls(**{**values, "augmentation": augmentation})
 
     def to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """Resize a float HxW image in [0, 1] and normalise it to a (C, S, S) tensor."""

@@ -7,17 +7,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fractofl.core.config.run_config import RunConfig
-from fractofl.core.images.labelled import LabelledTensors, load_labelled_tensors, split_train_val
+from fractofl.core.images.labelled import (
+    LabelledTensors,
+    folder_identity,
+    load_labelled_tensors,
+    split_train_val,
+)
 from fractofl.core.images.preprocessing import Preprocessing
 from fractofl.core.model.factory import preprocessing_for
 
 
 @dataclass(frozen=True)
 class MemberData:
-    """A member's images, split once into local training and validation parts."""
+    """A member's images, split once into local training and validation parts, and the
+    folder's identity (by content: the same in a simulation and in a deployment)."""
 
     train: LabelledTensors
     val: LabelledTensors
+    identity: int = 0
 
 
 @functools.lru_cache(maxsize=64)
@@ -30,7 +37,8 @@ def _load(
 ) -> MemberData:
     data = load_labelled_tensors(data_dir, classes, preprocessing)
     train_idx, val_idx = split_train_val(len(data), val_fraction, seed)
-    return MemberData(train=data.subset(train_idx), val=data.subset(val_idx))
+    identity = folder_identity(data_dir, classes)
+    return MemberData(train=data.subset(train_idx), val=data.subset(val_idx), identity=identity)
 
 
 def load_member_data(data_dir: Path, cfg: RunConfig) -> MemberData:

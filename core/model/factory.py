@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
 from fractofl.core.config.run_config import RunConfig
+from fractofl.core.images.augmentation import Augmentation, parse_augmentation
 from fractofl.core.images.preprocessing import Preprocessing
 from fractofl.core.model.architectures import build_model, default_preprocessing
 from fractofl.core.model.checkpoint import Checkpoint
@@ -17,8 +20,17 @@ def model_for(cfg: RunConfig) -> nn.Module:
 
 
 def preprocessing_for(cfg: RunConfig) -> Preprocessing:
-    """The preprocessing of the configured model."""
-    return default_preprocessing(cfg.model.name, cfg.model.image_size)
+    """The preprocessing of the configured model, with the augmentation it trains with."""
+    preprocessing = default_preprocessing(cfg.model.name, cfg.model.image_size)
+    return replace(preprocessing, augmentation=parse_augmentation(cfg.train.augment))
+
+
+def augmentation_for(cfg: RunConfig) -> Augmentation | None:
+    """The training augmentation of ``train.augment`` (None for ``none``)."""
+    preprocessing = preprocessing_for(cfg)
+    if not preprocessing.augmentation:
+        return None
+    return Augmentation(preprocessing.augmentation, pixel_std=preprocessing.std)
 
 
 def checkpoint_for(

@@ -8,13 +8,18 @@ Layout of the output folder::
 
 Every image is drawn from its own random stream, derived from (seed, split, index),
 so the set is identical for a seed whatever the partition or the order of work.
+
+Nothing is written before everything the set needs has been checked (classes the
+generator can draw, a split that gives every member enough images, permission and free
+space), and the set is built in a hidden sibling folder that replaces ``root`` only when
+complete: a failure part-way leaves no half-written folder. An existing set made with
+other settings, or a folder of someone's own images, is never replaced unless asked.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,14 +29,31 @@ import numpy as np
 from PIL import Image
 
 from fractofl.core.config.taxonomy import validate_classes
+from fractofl.core.files.whole_folder import check_can_write, folder_written_whole
 from fractofl.core.images.partition import partition_indices
 from fractofl.core.synth.sample import render_sample
 from fractofl.core.synth.style import SynthStyle
+from fractofl.core.synth.textures import TEXTURES
 
 MANIFEST = "manifest.json"
 MEMBERS_DIR = "members"
 TEST_DIR = "coordinator-test"
 _TRAIN_STREAM, _TEST_STREAM = 0, 1
+# Disk estimate per image: its pixels (8-bit PNG of noisy texture hardly compresses) plus
+# the PNG and file-system overhead; the manifest and folders are negligible.
+PNG_OVERHEAD_BYTES = 4096
+# The configuration key behind each field of a SynthSpec, for messages.
+SPEC_SETTINGS = {
+    "classes": "data.classes",
+    "members": "federation.members",
+    "partition": "data.partition",
+    "alpha": "data.alpha",
+    "per_class": "data.synth.per_class",
+    "test_per_class": "data.synth.test_per_class",
+    "seed": "data.synth.seed",
+    "min_per_member": "data.min_per_member",
+    "style": "data.synth.style",
+}
 
 Progress = Callable[[int, int], None]
 
@@ -86,13 +108,68 @@ class ForeignFolderError(FileExistsError):
     """The output folder holds files that this generator did not write."""
 
 
-def _refuse_foreign_folder(root: Path) -> None:
-    # Regenerating wipes the old set: never do that to a folder of someone's real images.
-    if root.is_dir() and any(root.iterdir()) and not (root / MANIFEST).is_file():
+class OtherSynthSetError(FileExistsError):
+    """The output folder holds a synthetic set made with other settings."""
+
+
+class UnknownSynthClassError(ValueError):
+    """The generator has no texture for some of the classes asked for."""
+
+
+def check_synthesizable(spec: SynthSpec) -> None:
+    """Raise :class:`UnknownSynthClassError` when a class has no synthetic texture."""
+    unknown = [name for name in spec.classes if name not in TEXTURES]
+    if unknown:
+        raise UnknownSynthClassError(
+            f"the synthetic generator draws only {', '.join(TEXTURES)}; data.classes also "
+            f"names {', '.join(unknown)}. For your own images use data=folders (README: "
+            "'Your own images'); nothing was written"
+        )
+
+
+def spec_differences(root: Path, spec: SynthSpec) -> dict[str, tuple[Any, Any]]:
+    """The settings (by configuration key) in which the set under ``root`` differs from
+    ``spec``: key -> (in the folder, asked); empty when there is no set or it is the same."""
+    try:
+        stored = json.loads((root / MANIFEST).read_text())["spec"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    asked = spec.to_dict()
+    return {
+        SPEC_SETTINGS.get(field, field): (stored.get(field), value)
+        for field, value in asked.items()
+        if stored.get(field) != value
+    }
+
+
+def check_replaceable(root: Path, spec: SynthSpec, overwrite: bool) -> None:
+    """Refuse to replace someone's own images, or (unless ``overwrite``) a synthetic set
+    made with other settings, which running members may be reading."""
+    if not root.is_dir() or not any(root.iterdir()):
+        return
+    if not (root / MANIFEST).is_file():
         raise ForeignFolderError(
             f"{root} is not empty and has no {MANIFEST}, so it was not written by "
-            "`fractofl synth`; choose an empty or new folder (data.root)"
+            "`fractofl synth`. If these are your own member folders, use data=folders "
+            "(README: 'Your own images'); otherwise choose an empty or new folder (data.root)"
         )
+    differences = spec_differences(root, spec)
+    if differences and not overwrite:
+        listed = ", ".join(
+            f"{key}={old!r} (asked: {new!r})" for key, (old, new) in differences.items()
+        )
+        raise OtherSynthSetError(
+            f"{root} holds a synthetic set made with {listed}; replacing it would change "
+            "the images that members of a running federation may be reading. Choose "
+            "another data.root, or replace it with data.synth.overwrite=true "
+            "(`fractofl synth --overwrite`)"
+        )
+
+
+def estimated_bytes(spec: SynthSpec) -> int:
+    """About how much disk the set of ``spec`` takes."""
+    images = len(spec.classes) * (spec.per_class + spec.test_per_class)
+    return images * (spec.style.image_size**2 + PNG_OVERHEAD_BYTES)
 
 
 def render_image(spec: SynthSpec, stream: int, index: int, label: int) -> np.ndarray:
@@ -107,33 +184,46 @@ def pool_labels(classes: Sequence[str], per_class: int) -> np.ndarray:
 
 
 def generate_dataset(
-    root: Path, spec: SynthSpec, progress: Progress | None = None
+    root: Path, spec: SynthSpec, progress: Progress | None = None, overwrite: bool = False
 ) -> dict[str, Any]:
-    """Write the data set of ``spec`` under ``root`` (replacing what was there).
+    """Write the data set of ``spec`` under ``root``, whole or not at all.
 
-    Returns the manifest: spec, digest and images per member and class.
+    ``overwrite`` allows replacing a synthetic set made with other settings. Returns the
+    manifest: spec, digest and images per member and class.
     """
-    _refuse_foreign_folder(root)
     validate_classes(spec.classes)
+    check_synthesizable(spec)
+    check_replaceable(root, spec, overwrite)
     train_labels = pool_labels(spec.classes, spec.per_class)
     test_labels = pool_labels(spec.classes, spec.test_per_class)
     parts = partition_indices(
         train_labels, spec.members, spec.partition, spec.alpha, spec.seed, spec.min_per_member
     )
-    for stale in (root / MEMBERS_DIR, root / TEST_DIR, root / MANIFEST):
-        if stale.is_dir():
-            shutil.rmtree(stale)
-        elif stale.exists():
-            stale.unlink()
+    check_can_write(root, estimated_bytes(spec))
+    with folder_written_whole(root) as staging:
+        counts = _write_images(staging, spec, parts, train_labels, test_labels, progress)
+        manifest = {"spec": spec.to_dict(), "digest": spec.digest(), "counts": counts}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
 
+
+def _write_images(
+    root: Path,
+    spec: SynthSpec,
+    parts: Sequence[np.ndarray],
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+    progress: Progress | None,
+) -> dict[str, dict[str, int]]:
+    """Render every member's and the test set's images under ``root``; counts per folder."""
     total = len(train_labels) + len(test_labels)
     done = 0
     counts: dict[str, dict[str, int]] = {}
-    jobs: list[tuple[Path, int, int, np.ndarray]] = [
-        (member_dir(root, m), _TRAIN_STREAM, m, part) for m, part in enumerate(parts)
+    jobs: list[tuple[Path, int, np.ndarray]] = [
+        (member_dir(root, m), _TRAIN_STREAM, part) for m, part in enumerate(parts)
     ]
-    jobs.append((holdout_dir(root), _TEST_STREAM, -1, np.arange(len(test_labels))))
-    for folder, stream, _, indices in jobs:
+    jobs.append((holdout_dir(root), _TEST_STREAM, np.arange(len(test_labels))))
+    for folder, stream, indices in jobs:
         labels = train_labels if stream == _TRAIN_STREAM else test_labels
         per_class = dict.fromkeys(spec.classes, 0)
         for index in indices:
@@ -147,7 +237,4 @@ def generate_dataset(
             if progress is not None:
                 progress(done, total)
         counts[folder.relative_to(root).as_posix()] = per_class
-
-    manifest = {"spec": spec.to_dict(), "digest": spec.digest(), "counts": counts}
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return manifest
+    return counts

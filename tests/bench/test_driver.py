@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from outcome import PartOutcome, StepFailed
+from outcome import PartOutcome
 from parts import PART_NAMES, PARTS, Part, Shared, select_parts
 from plan import Plan, make_plan
 from report import Header, Row, begin_marker, end_marker, markdown_table, part_section
@@ -99,9 +99,20 @@ class _FailingPart(Part):
             out = PartOutcome()
             log = plan.logs_dir / "ok.log"
             out.run_step("fine", [sys.executable, "-c", "print('fine')"], log, 60)
-            bad = [sys.executable, "-c", "import sys; print('the cause'); sys.exit(3)"]
+            bad = [sys.executable, "-c", "import sys; print('the', 'cause'); sys.exit(3)"]
             out.run_step("broken", bad, plan.logs_dir / "bad.log", 60)
             return out
+
+        return run
+
+
+@dataclass(frozen=True)
+class _RaisingPart(Part):
+    """A part whose runner raises an error of its own."""
+
+    def load(self):  # type: ignore[no-untyped-def]
+        def run(plan: Plan, shared: Shared) -> PartOutcome:
+            raise RuntimeError("no members online")
 
         return run
 
@@ -118,5 +129,17 @@ def test_a_part_that_stops_reports_its_steps_and_the_cause(tmp_path: Path) -> No
     assert [label for label, _ in outcome.commands] == ["fine", "broken"]
     assert [label for label, _ in outcome.failures] == ["broken"]
     assert "**broken** (exit 3)" in section and "the cause" in section
-    assert "**The part stopped**: broken failed (exit 3)" in section
-    assert StepFailed.__name__ in section
+    assert "**The part stopped**: broken failed (exit 3): " in section
+    assert section.count("the cause") == 1  # the log tail once, under Failures
+
+
+def test_a_part_that_raises_shows_the_traceback(tmp_path: Path) -> None:
+    # Prepare
+    plan = make_plan(True, tmp_path)
+    part = _RaisingPart("raising", "A raising part", "unused:unused")
+    # Execute
+    outcome, completed = run_part(part, plan, {})
+    # Assert
+    assert not completed and outcome.commands == []
+    assert "**The part stopped**: no members online" in outcome.tables[0]
+    assert "RuntimeError: no members online" in outcome.tables[0]

@@ -201,6 +201,10 @@ def test_three_members_train_two_rounds_over_tls(
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0.0 <= summary["final"]["test_accuracy"] <= 1.0
     assert "final test accuracy" in result.stdout
+    # ... shown round by round as a simulation shows them, and the same closing table
+    for row in rows:
+        assert f"round {row['round']:>3}/2 | members {row['members_answered']:>2}" in result.stderr
+    assert f"federated run finished; run folder {run_dir}" in result.stderr
     registry = ModelRegistry(federation.workdir / "registry")
     trusted = load_public_key(federation.workdir / "keys" / "coordinator.pub")
     assert [registry.verify(n, trusted).round for n in registry.version_numbers()] == [1, 2]

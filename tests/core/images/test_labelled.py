@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -12,8 +13,11 @@ import pytest
 from PIL import Image
 
 from fractofl.core.config.taxonomy import DEFAULT_CLASSES
+from fractofl.core.images.augmentation import Augmentation, parse_augmentation
 from fractofl.core.images.labelled import (
+    IDENTITY_MODULUS,
     NoUsableImagesError,
+    folder_identity,
     load_labelled_tensors,
     make_loader,
     split_train_val,
@@ -75,9 +79,10 @@ def test_training_runs_on_a_messy_folder(tmp_path: Path) -> None:
     root = _messy_member(tmp_path / "member")
     data = load_labelled_tensors(root, DEFAULT_CLASSES, default_preprocessing("small_cnn", 32))
     model = build_model("small_cnn", num_classes=4, width=4)
-    loader = make_loader(data, batch_size=4, shuffle=True, augment=True, seed=0)
+    augmentation = Augmentation(parse_augmentation("fracture"), pixel_std=0.25)
+    loader = make_loader(data, batch_size=4, shuffle=True, augmentation=augmentation, seed=0)
     result = train(model, loader, 1, 0.01, 0.9, 0.0, resolve_device("cpu"))
-    scored = evaluate(model, make_loader(data, 4, False, False, 0), 4, resolve_device("cpu"))
+    scored = evaluate(model, make_loader(data, 4, False, None, 0), 4, resolve_device("cpu"))
     assert result.examples == 10 and np.isfinite(result.loss)
     assert scored.examples == 10 and scored.confusion.sum() == 10
 
@@ -105,3 +110,17 @@ def test_train_val_split_is_deterministic_and_disjoint() -> None:
     assert np.array_equal(train_a, train_b) and np.array_equal(val_a, val_b)
     assert len(val_a) == 5 and not set(train_a) & set(val_a)
     assert len(split_train_val(3, 0.05, seed=1)[1]) == 1  # a split always gets one
+
+
+def test_a_folder_is_named_by_what_it_holds_wherever_it_is(tmp_path: Path) -> None:
+    # Prepare: one member folder, a copy elsewhere, and a copy with one image changed
+    original = _messy_member(tmp_path / "here" / "member")
+    copy = Path(shutil.copytree(original, tmp_path / "there" / "renamed"))
+    changed = Path(shutil.copytree(original, tmp_path / "changed"))
+    first = sorted((changed / "fatigue").glob("*.png"))[0]
+    first.write_bytes(first.read_bytes() + b"\0")
+    # Execute
+    identities = [folder_identity(p, DEFAULT_CLASSES) for p in (original, copy, changed)]
+    # Assert: the same content is the same member, a changed one another
+    assert identities[0] == identities[1] != identities[2]
+    assert 0 <= identities[0] < IDENTITY_MODULUS

@@ -25,7 +25,7 @@ def _drift(mu: float) -> float:
     torch.manual_seed(0)
     model = build_model("small_cnn", num_classes=2, width=4)
     start = [p.detach().clone() for p in model.parameters()]
-    loader = make_loader(_separable(), 16, True, False, seed=0)
+    loader = make_loader(_separable(), 16, True, None, seed=0)
     train(model, loader, 3, 0.1, 0.0, 0.0, resolve_device("cpu"), proximal_mu=mu)
     return float(
         sum(torch.sum((p - s) ** 2) for p, s in zip(model.parameters(), start, strict=True))
@@ -37,9 +37,9 @@ def test_training_learns_a_separable_task() -> None:
     model = build_model("small_cnn", num_classes=2, width=4)
     data = _separable()
     result = train(
-        model, make_loader(data, 16, True, False, 0), 5, 0.1, 0.9, 0.0, resolve_device("cpu")
+        model, make_loader(data, 16, True, None, 0), 5, 0.1, 0.9, 0.0, resolve_device("cpu")
     )
-    scored = evaluate(model, make_loader(data, 16, False, False, 0), 2, resolve_device("cpu"))
+    scored = evaluate(model, make_loader(data, 16, False, None, 0), 2, resolve_device("cpu"))
     assert result.examples == 64
     assert scored.accuracy >= 0.95
 
