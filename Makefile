@@ -24,8 +24,11 @@ nginx:  ## Debian's nginx: the coordinator's front (`fractofl coordinator up`) a
 browser:  ## Debian's Chromium and a Japanese font, for the web page's browser tests
 	bash scripts/install-browser.sh
 
+# One worker per core; a test file's tests stay on one worker (they share real processes).
+TEST_WORKERS ?= auto
+
 test: setup browser nginx  ## the whole test suite (what CI runs)
-	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python -m pytest
+	FLWR_TELEMETRY_ENABLED=0 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy core client server strategies cli serving

@@ -24,15 +24,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fractofl.client.attacks import ATTACKS
 from fractofl.client.faults import FAULTS, fault_rounds
-from fractofl.core.config.run_config import DATA_SOURCES, RunConfig
+from fractofl.core.config.run_config import DATA_SOURCES, ENGINES, RunConfig
 from fractofl.core.config.taxonomy import validate_classes
-from fractofl.core.images.augmentation import AugmentationError, parse_augmentation
 from fractofl.core.images.partition import PARTITIONS
-from fractofl.core.model.architectures import build_model, get_spec, model_arguments
 from fractofl.core.synth.style import SynthStyle
 from fractofl.core.wire.compression import CompressionSpec
 from fractofl.server.heap import MAX_RETAIN_MB
-from fractofl.strategies.registry import strategy_arguments
 
 CONFIG_MODULE = "fractofl.conf"
 CONFIG_NAME = "config"
@@ -57,30 +54,52 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
         GlobalHydra.instance().clear()
 
 
-def to_run_config(cfg: DictConfig) -> RunConfig:
-    """Convert a composed config to the typed object and check the open tables."""
+def to_run_config(cfg: DictConfig, training: bool = True) -> RunConfig:
+    """Convert a composed config to the typed object and check it (``training=False``:
+    leave out the model, strategy and augmentation checks, which import torch and Flower,
+    for commands that train nothing: ``member add``, ``coordinator status`` ...)."""
     _reject_unknown_keys(cfg, RunConfig, "")
     run_config = cast(RunConfig, OmegaConf.to_object(cfg))
-    validate_run_config(run_config)
+    validate_run_config(run_config, training)
     return run_config
 
 
-def load_run_config(overrides: Sequence[str] = ()) -> RunConfig:
+def load_run_config(overrides: Sequence[str] = (), training: bool = True) -> RunConfig:
     """Compose and convert in one step."""
-    return to_run_config(compose_config(overrides))
+    return to_run_config(compose_config(overrides), training)
 
 
-def validate_run_config(cfg: RunConfig) -> None:
+def validate_run_config(cfg: RunConfig, training: bool = True) -> None:
     """Check what the schema cannot: class names, registry names and their arguments."""
     try:
         validate_classes(cfg.data.classes)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if training:
+        _check_training(cfg)
+    _check_settings(cfg)
+
+
+def _check_training(cfg: RunConfig) -> None:
+    """The registries a run trains with: model, strategy, augmentation (imports torch and
+    Flower, so only the commands that train ask for it)."""
+    from fractofl.core.images.augmentation import AugmentationError, parse_augmentation
+    from fractofl.core.model.architectures import build_model, get_spec, model_arguments
+    from fractofl.strategies.registry import strategy_arguments
+
+    try:
         get_spec(cfg.model.name)
         build_model(cfg.model.name, len(cfg.data.classes), **cfg.model.args)
         strategy_arguments(cfg.strategy.name)
-    except (KeyError, ValueError, TypeError) as exc:
+        parse_augmentation(cfg.train.augment)
+    except (KeyError, ValueError, TypeError, AugmentationError) as exc:
         raise ConfigError(str(exc)) from None
     _check_table("strategy.args", cfg.strategy.args, strategy_arguments(cfg.strategy.name))
     _check_table("model.args", cfg.model.args, model_arguments(cfg.model.name))
+
+
+def _check_settings(cfg: RunConfig) -> None:
+    """Every other setting's range and names."""
     _check_table(
         "data.synth.style", cfg.data.synth.style, [f.name for f in dataclasses.fields(SynthStyle)]
     )
@@ -88,11 +107,9 @@ def validate_run_config(cfg: RunConfig) -> None:
         SynthStyle(**cfg.data.synth.style)
     except ValueError as exc:
         raise ConfigError(f"data.synth.style: {exc}") from None
-    try:
-        parse_augmentation(cfg.train.augment)
-    except AugmentationError as exc:
-        raise ConfigError(str(exc)) from None
     _check_data_source(cfg)
+    if cfg.output.engine not in ENGINES:
+        raise ConfigError(f"output.engine={cfg.output.engine!r}; valid: {', '.join(ENGINES)}")
     if cfg.data.partition not in PARTITIONS:
         raise ConfigError(f"data.partition={cfg.data.partition!r}; valid: {', '.join(PARTITIONS)}")
     try:

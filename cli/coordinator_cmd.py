@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
@@ -112,22 +111,28 @@ def resume_config(run_dir: Path) -> RunConfig:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    from fractofl.cli.deployed_run import resume_deployed
     from fractofl.cli.main import report_run
     from fractofl.cli.simulation import simulate
 
     cfg = resume_config(args.run_dir)
+    if cfg.output.engine == "deployment":
+        log.info("resuming %s on the Deployment Engine, as it was started", args.run_dir)
+        return resume_deployed(cfg, args.run_dir.resolve())
     simulate(cfg)
     return report_run(args.run_dir)
 
 
 def _up(args: argparse.Namespace) -> int:
-    from fractofl.cli.config import compose_config, to_run_config
+    from fractofl.cli.profile import coordinator_config, save_coordinator_profile
     from fractofl.core.processes.flower_executables import flower_env
     from fractofl.server.launcher import plan_services, run_services
 
-    deployment = to_run_config(compose_config(args.overrides)).deployment
+    deployment = coordinator_config(args.overrides).deployment
     files = CoordinatorFiles.from_config(deployment)
     services = plan_services(deployment, files, args.insecure, not args.no_front)
+    saved = save_coordinator_profile(deployment)
+    print(f"deployment settings saved in {saved}: later coordinator commands use them", flush=True)
     for warning in up_warnings(deployment, args.insecure, args.no_front):
         print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     ready = ready_message(deployment, files, args.insecure, args.no_front)
@@ -198,10 +203,10 @@ def up_warnings(deployment: DeploymentConfig, insecure: bool, no_front: bool) ->
 def _front_config(args: argparse.Namespace) -> int:
     import os
 
-    from fractofl.cli.config import compose_config, to_run_config
+    from fractofl.cli.profile import coordinator_config
     from fractofl.server.front import check_front_settings, front_config
 
-    deployment = to_run_config(compose_config(args.overrides)).deployment
+    deployment = coordinator_config(args.overrides).deployment
     check_front_settings(deployment)
     files = CoordinatorFiles.from_config(deployment)
     print(front_config(deployment, files, args.insecure, os.geteuid() == 0), end="")
@@ -209,12 +214,12 @@ def _front_config(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from fractofl.cli.config import compose_config, to_run_config
     from fractofl.cli.member_cmd import print_members
+    from fractofl.cli.profile import coordinator_config
     from fractofl.server.member_registry import member_statuses
     from fractofl.server.status import probe_front, probe_superlink
 
-    deployment = to_run_config(compose_config(args.overrides)).deployment
+    deployment = coordinator_config(args.overrides).deployment
     files = CoordinatorFiles.from_config(deployment)
     superlink = probe_superlink(deployment)
     print(f"SuperLink  {superlink}")
@@ -227,51 +232,15 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fractofl.cli.main import prepared_run, report_run
-    from fractofl.cli.simulation import flower_app_config
-    from fractofl.core.processes.flower_executables import flower_env, flower_tool
-    from fractofl.server.evaluation import coordinator_test_dir
-    from fractofl.server.run_folder import SUMMARY_FILE
-    from fractofl.server.run_watch import RunWatcher, finished_table
-    from fractofl.server.superlink import (
-        CONNECTION,
-        DeploymentError,
-        control_host,
-        wait_for_port,
-    )
+    from fractofl.cli.deployed_run import run_deployed
+    from fractofl.cli.main import prepared_run
+    from fractofl.cli.profile import apply_coordinator_profile
 
     # The members' images are theirs: nothing is generated here, the coordinator only
     # needs its own test set.
     cfg = prepared_run(args, "federated", generate_data=False)
     if cfg is None:
         return 0
-    test_dir = coordinator_test_dir(cfg)
-    if not test_dir.is_dir():
-        raise DeploymentError(
-            f"the coordinator's test set {test_dir} does not exist: set data.test_dir to a "
-            "folder of labelled images (one sub-folder per class), or generate the synthetic "
-            "set with `fractofl synth` and point data.root at it"
-        )
-    deployment = cfg.deployment
-    files = CoordinatorFiles.from_config(deployment)
-    wait_for_port(control_host(deployment), deployment.superlink_port, deployment.connect_timeout_s)
-    app_dir = files.state_dir / "apps" / cfg.output.name
-    app_dir.mkdir(parents=True, exist_ok=True)
-    (app_dir / "pyproject.toml").write_text(flower_app_config(cfg))
-    run_dir = Path(cfg.output.root) / cfg.output.name
-    # The ServerApp runs beside the SuperLink: follow its rounds through the run folder.
-    watcher = RunWatcher(run_dir, cfg.federation.rounds).start()
-    try:
-        status = subprocess.run(
-            [flower_tool("flwr"), "run", str(app_dir), CONNECTION, "--stream"],
-            env=flower_env(files.flwr_home),
-            check=False,
-        ).returncode
-    finally:
-        watcher.stop()
-    if status != 0:
-        print(f"fractofl: error: `flwr run` exited {status}", file=sys.stderr)
-        return status
-    if (run_dir / SUMMARY_FILE).is_file():
-        log.info("%s", finished_table(run_dir))
-    return report_run(run_dir)
+    cfg = apply_coordinator_profile(cfg, args.overrides)
+    deployed = dataclasses.replace(cfg.output, engine="deployment")
+    return run_deployed(dataclasses.replace(cfg, output=deployed))

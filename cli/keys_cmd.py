@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
-    registry = to_run_config(compose_config(args.overrides)).registry
+    registry = to_run_config(compose_config(args.overrides), training=False).registry
     private_path = args.private_key or Path(registry.private_key)
     public_path = args.public_key or Path(registry.public_key)
     variable = args.passphrase_env or registry.passphrase_env

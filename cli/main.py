@@ -27,47 +27,56 @@ from fractofl.cli import (
     serve_cmd,
 )
 from fractofl.cli.config import ConfigError, compose_config, to_run_config, to_yaml
-from fractofl.client.supernode import MemberSetupError
 from fractofl.core.config.run_config import RunConfig
-from fractofl.core.files.whole_folder import CannotWriteError
-from fractofl.core.images.labelled import NoUsableImagesError
-from fractofl.core.images.member_folders import MemberFoldersError
-from fractofl.core.images.partition import PartitionError
-from fractofl.core.model.checkpoint import CheckpointError
-from fractofl.core.processes.flower_executables import FlowerToolError
-from fractofl.core.synth.dataset import ForeignFolderError, UnknownSynthClassError
-from fractofl.core.trust.pki import PkiError
-from fractofl.core.trust.registry import RegistryError
-from fractofl.core.trust.signing import SigningKeyError
-from fractofl.server.errors import NotEnoughMembersError, RoundStateError, RunFolderError
-from fractofl.server.superlink import DeploymentError
-from fractofl.strategies.privacy import PrivacyBudgetExhaustedError, PrivacySettingsError
-from fractofl.strategies.secure_aggregation import SecureAggregationSettingsError
 
 log = logging.getLogger("fractofl")
 
-USER_ERRORS = (
-    PartitionError,
-    ForeignFolderError,
-    UnknownSynthClassError,
-    CannotWriteError,
-    MemberFoldersError,
-    NoUsableImagesError,
-    FileExistsError,
-    RunFolderError,
-    RoundStateError,
-    SigningKeyError,
-    RegistryError,  # and ModelVerificationError, its subclass
-    CheckpointError,
-    NotEnoughMembersError,
-    PkiError,
-    DeploymentError,
-    MemberSetupError,
-    FlowerToolError,
-    PrivacySettingsError,
-    PrivacyBudgetExhaustedError,
-    SecureAggregationSettingsError,
-)
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Problems the user can fix from the message alone (printed without a traceback).
+    Imported when an error happens, not at start: several of their modules import torch
+    or Flower, which a command like ``member add`` never needs."""
+    from fractofl.cli.profile import ProfileError
+    from fractofl.client.supernode import MemberSetupError
+    from fractofl.core.files.whole_folder import CannotWriteError
+    from fractofl.core.images.labelled import NoUsableImagesError
+    from fractofl.core.images.member_folders import MemberFoldersError
+    from fractofl.core.images.partition import PartitionError
+    from fractofl.core.model.checkpoint import CheckpointError
+    from fractofl.core.processes.flower_executables import FlowerToolError
+    from fractofl.core.synth.dataset import ForeignFolderError, UnknownSynthClassError
+    from fractofl.core.trust.pki import PkiError
+    from fractofl.core.trust.registry import RegistryError
+    from fractofl.core.trust.signing import SigningKeyError
+    from fractofl.server.errors import NotEnoughMembersError, RoundStateError, RunFolderError
+    from fractofl.server.superlink import DeploymentError
+    from fractofl.strategies.privacy import PrivacyBudgetExhaustedError, PrivacySettingsError
+    from fractofl.strategies.secure_aggregation import SecureAggregationSettingsError
+
+    return (
+        PartitionError,
+        ForeignFolderError,
+        UnknownSynthClassError,
+        CannotWriteError,
+        MemberFoldersError,
+        ProfileError,
+        NoUsableImagesError,
+        FileExistsError,
+        RunFolderError,
+        RoundStateError,
+        SigningKeyError,
+        RegistryError,  # and ModelVerificationError, its subclass
+        CheckpointError,
+        NotEnoughMembersError,
+        PkiError,
+        DeploymentError,
+        MemberSetupError,
+        FlowerToolError,
+        PrivacySettingsError,
+        PrivacyBudgetExhaustedError,
+        SecureAggregationSettingsError,
+    )
+
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -89,8 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fractofl: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except USER_ERRORS as exc:
-        # Problems the user can fix from the message alone: no traceback.
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):
+            raise
         print(f"fractofl: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -189,6 +199,13 @@ def _with_absolute_paths(cfg: RunConfig, kind: str) -> RunConfig:
         test_dir=_absolute(cfg.data.test_dir),
     )
     output = replace(cfg.output, root=str(Path(cfg.output.root).resolve()), name=name)
+    # The ServerApp of a real federation runs where the SuperLink runs: no relative paths.
+    deployment = replace(
+        cfg.deployment,
+        pki_dir=_absolute(cfg.deployment.pki_dir),
+        state_dir=_absolute(cfg.deployment.state_dir),
+        member_dir=_absolute(cfg.deployment.member_dir),
+    )
     reg = cfg.registry
     registry = replace(
         reg,
@@ -197,7 +214,7 @@ def _with_absolute_paths(cfg: RunConfig, kind: str) -> RunConfig:
         public_key=str(Path(reg.public_key).resolve()),
         trusted_public_key=str(Path(reg.trusted_public_key).resolve()),
     )
-    return replace(cfg, data=data, output=output, registry=registry)
+    return replace(cfg, data=data, output=output, registry=registry, deployment=deployment)
 
 
 def _absolute(path: str) -> str:
@@ -288,11 +305,17 @@ def _centralized(args: argparse.Namespace) -> int:
 
 def report_run(run_dir: Path) -> int:
     """Print a finished run's folder and final accuracy; exit code 1 if it did not finish."""
+    from fractofl.server.round_state import STATE_FILE
     from fractofl.server.run_folder import SUMMARY_FILE
 
     summary_path = run_dir / SUMMARY_FILE
     if not summary_path.is_file():
-        print(f"fractofl: the run did not finish: no {summary_path}", file=sys.stderr)
+        hint = (
+            f"; continue it with `fractofl coordinator resume {run_dir}`"
+            if (run_dir / STATE_FILE).is_file()
+            else ""
+        )
+        print(f"fractofl: the run did not finish: no {summary_path}{hint}", file=sys.stderr)
         return EXIT_FAILED
     summary = json.loads(summary_path.read_text())
     final = summary["final"]

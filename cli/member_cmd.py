@@ -4,14 +4,24 @@ register of members."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fractofl.cli.config import compose_config, to_run_config
+from fractofl.cli.profile import (
+    MEMBER_PROFILE,
+    coordinator_config,
+    member_profile,
+    save_member_profile,
+)
+from fractofl.client.supernode import MemberSetupError
 
 if TYPE_CHECKING:
     from fractofl.server.member_registry import Member
+
+log = logging.getLogger("fractofl")
 
 DEFAULT_LOCAL_PORT = 9094
 """Flower's default for the SuperNode's own loopback port; members on one host need
@@ -34,10 +44,10 @@ def register_actions(actions: argparse._SubParsersAction) -> None:  # type: igno
     )
     join.add_argument(
         "--superlink",
-        required=True,
-        help="the coordinator's front, HOST:PORT (its deployment.front_port)",
+        help="the coordinator's front, HOST:PORT (its deployment.front_port); saved, with "
+        "the other settings, in deployment.member_dir/join.yaml for the next `member join`",
     )
-    join.add_argument("--data", type=Path, required=True, help="this member's image folder")
+    join.add_argument("--data", type=Path, help="this member's image folder (saved too)")
     join.add_argument(
         "--key",
         type=Path,
@@ -49,11 +59,13 @@ def register_actions(actions: argparse._SubParsersAction) -> None:  # type: igno
     join.add_argument(
         "--port",
         type=int,
-        default=DEFAULT_LOCAL_PORT,
         help=f"the SuperNode's own loopback port (default {DEFAULT_LOCAL_PORT})",
     )
     join.add_argument(
-        "--insecure", action="store_true", help="plain text, no key (a test federation only)"
+        "--insecure",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="plain text, no key (a test federation only; --no-insecure undoes a saved one)",
     )
     join.add_argument("overrides", nargs="*", help="Hydra overrides (deployment.member_dir=...)")
     join.set_defaults(handler=_join, cfg=False)
@@ -97,35 +109,93 @@ def register_actions(actions: argparse._SubParsersAction) -> None:  # type: igno
 
 
 def _join(args: argparse.Namespace) -> int:
-    from fractofl.client.supernode import JoinSettings, supernode_command
+    from fractofl.client.supernode import JoinSettings, supernode_command, why_it_stopped
     from fractofl.core.processes.flower_executables import flower_env, run_in_foreground
     from fractofl.core.trust.pki import CA_CERT_FILE, MEMBER_KEY_FILE
 
-    member_dir = Path(to_run_config(compose_config(args.overrides)).deployment.member_dir)
-    settings = JoinSettings(
-        args.superlink,
-        args.data,
-        None if args.insecure else args.key or member_dir / MEMBER_KEY_FILE,
-        None if args.insecure else args.ca or member_dir / CA_CERT_FILE,
-        args.port,
+    member_dir = Path(
+        to_run_config(compose_config(args.overrides), training=False).deployment.member_dir
     )
-    command = supernode_command(settings, args.insecure)
-    if args.insecure:
+    given = join_settings(args, member_dir)
+    insecure = bool(given["insecure"])
+    settings = JoinSettings(
+        str(given["superlink"]),
+        Path(str(given["data"])),
+        None if insecure else Path(str(given["key"] or member_dir / MEMBER_KEY_FILE)),
+        None if insecure else Path(str(given["ca"] or member_dir / CA_CERT_FILE)),
+        int(str(given["port"])),
+    )
+    command = supernode_command(settings, insecure)
+    saved = save_member_profile(member_dir, {**given, "data": str(settings.data_dir.resolve())})
+    print(f"join settings saved in {saved}: the next `member join` needs none", flush=True)
+    if insecure:
         print(
             "WARNING: --insecure: this member's updates travel in plain text and the "
             "coordinator is not verified",
             file=sys.stderr,
         )
-    home = member_dir.resolve() / f"flwr-home-{args.port}"
-    print(f"joining {args.superlink} with the images in {args.data}; Ctrl-C leaves", flush=True)
-    return run_in_foreground(command, flower_env(home))
+    home = member_dir.resolve() / f"flwr-home-{settings.local_port}"
+    print(
+        f"joining {settings.superlink} with the images in {settings.data_dir}; Ctrl-C leaves",
+        flush=True,
+    )
+    exited = run_in_foreground(command, flower_env(home))
+    reason = why_it_stopped(
+        exited.code, exited.asked_to_stop, settings.superlink, consortium_name(settings.ca_cert)
+    )
+    if reason is not None:
+        print(f"fractofl: this member left the federation: {reason}", file=sys.stderr)
+    return exited.code
+
+
+JOIN_SETTINGS = ("superlink", "data", "key", "ca", "port", "insecure")
+
+
+def join_settings(args: argparse.Namespace, member_dir: Path) -> dict[str, object]:
+    """``member join``'s settings: the command line's, else the saved ones, else the
+    defaults; says which saved ones it used and which the command line replaced."""
+    saved = member_profile(member_dir)
+    settings: dict[str, object] = {"key": None, "ca": None, "port": DEFAULT_LOCAL_PORT}
+    settings["insecure"] = False
+    taken = []
+    for name in JOIN_SETTINGS:
+        value = getattr(args, name)
+        if value is not None:
+            if name in saved and saved[name] != (str(value) if isinstance(value, Path) else value):
+                log.info("--%s %s from the command line, not %s as saved", name, value, saved[name])
+            settings[name] = str(value) if isinstance(value, Path) else value
+        elif name in saved:
+            settings[name] = saved[name]
+            taken.append(f"--{name} {saved[name]}")
+    if taken:
+        log.info("member join settings from %s: %s", member_dir / MEMBER_PROFILE, " ".join(taken))
+    missing = [f"--{name}" for name in ("superlink", "data") if not settings.get(name)]
+    if missing:
+        raise MemberSetupError(
+            f"member join needs {' and '.join(missing)} (the coordinator's address and this "
+            f"member's image folder) the first time; then {member_dir / MEMBER_PROFILE} "
+            "remembers them"
+        )
+    return settings
+
+
+def consortium_name(ca_cert: Path | None) -> str:
+    """The consortium as its CA certificate names it (a test federation has none)."""
+    from fractofl.core.trust.pki import PkiError, certificate_summary
+
+    if ca_cert is None or not ca_cert.is_file():
+        return "the federation"
+    try:
+        return str(certificate_summary(ca_cert)["subject"])
+    except (PkiError, ValueError):
+        return "the federation"
 
 
 def _add(args: argparse.Namespace) -> int:
     from fractofl.server.member_registry import add_member
     from fractofl.server.superlink import CoordinatorFiles
 
-    deployment = to_run_config(compose_config(args.overrides)).deployment
+    deployment = coordinator_config(args.overrides).deployment
     files = CoordinatorFiles.from_config(deployment)
     member = add_member(files, deployment, args.public_key, args.name)
     print(f"registered {member.name}: node id {member.node_id}, key {member.fingerprint}")
@@ -136,7 +206,7 @@ def _revoke(args: argparse.Namespace) -> int:
     from fractofl.server.member_registry import revoke_member
     from fractofl.server.superlink import CoordinatorFiles
 
-    deployment = to_run_config(compose_config(args.overrides)).deployment
+    deployment = coordinator_config(args.overrides).deployment
     member = revoke_member(CoordinatorFiles.from_config(deployment), deployment, args.name)
     print(
         f"revoked {member.name}: node id {member.node_id} unregistered, key "
@@ -153,7 +223,7 @@ def _list(args: argparse.Namespace) -> int:
     from fractofl.server.member_registry import member_statuses
     from fractofl.server.superlink import CoordinatorFiles
 
-    deployment = to_run_config(compose_config(args.overrides)).deployment
+    deployment = coordinator_config(args.overrides).deployment
     statuses = member_statuses(CoordinatorFiles.from_config(deployment), deployment)
     if args.json:
         rows = [{**dataclasses.asdict(m), "status": status} for m, status in statuses]

@@ -6,17 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from fractofl.cli.config import compose_config, to_run_config
-from fractofl.core.trust.registry import (
-    ModelRegistry,
-    ModelVerificationError,
-    RegistryError,
-    version_name,
-)
-from fractofl.core.trust.signing import SigningKeyError, fingerprint, load_public_key
+
+# The registry reads checkpoints (torch): imported where a command uses it, so that the
+# `fractofl` command starts without torch.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from fractofl.core.trust.registry import ModelRegistry
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _open(args: argparse.Namespace, overrides: list[str]) -> tuple[ModelRegistry, Path]:
     """The registry and the trusted key's path, from the config and the options."""
+    from fractofl.core.trust.registry import ModelRegistry
+
     registry = to_run_config(compose_config(overrides)).registry
     root = args.registry or Path(registry.root)
     return ModelRegistry(root), args.public_key or Path(registry.trusted_public_key)
@@ -93,6 +94,8 @@ def _row(
     registry: ModelRegistry, number: int, trusted: Ed25519PublicKey | None
 ) -> tuple[list[str], str]:
     """One table row and, when the version fails, why."""
+    from fractofl.core.trust.registry import RegistryError, version_name
+
     problem, verified = "", "-"
     if trusted is not None:
         try:
@@ -117,6 +120,8 @@ def _row(
 
 
 def _trusted_or_none(key_path: Path) -> Ed25519PublicKey | None:
+    from fractofl.core.trust.signing import SigningKeyError, load_public_key
+
     try:
         return load_public_key(key_path)
     except SigningKeyError as exc:
@@ -125,6 +130,9 @@ def _trusted_or_none(key_path: Path) -> Ed25519PublicKey | None:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from fractofl.core.trust.registry import ModelVerificationError
+    from fractofl.core.trust.signing import fingerprint
+
     registry, key_path = _open(args, args.overrides)
     meta = registry.metadata(args.version)
     print(json.dumps(meta.to_dict(), indent=2, sort_keys=True))
@@ -139,6 +147,9 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from fractofl.core.trust.registry import ModelVerificationError
+    from fractofl.core.trust.signing import load_public_key
+
     versions = [t for t in args.targets if "=" not in t]
     overrides = [*(t for t in args.targets if "=" in t), *args.overrides]
     if args.all and versions:
@@ -165,6 +176,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from fractofl.core.trust.signing import load_public_key
+
     registry, key_path = _open(args, args.overrides)
     name = registry.folder(args.version).name
     out = registry.export(name, args.out, load_public_key(key_path))

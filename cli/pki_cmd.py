@@ -69,10 +69,13 @@ def _register_member(sub: argparse._SubParsersAction) -> argparse._SubParsersAct
 
 
 def _ca_init(args: argparse.Namespace) -> int:
-    deployment = load_run_config(args.overrides).deployment
+    from fractofl.cli.profile import coordinator_config, save_coordinator_profile
+
+    deployment = coordinator_config(args.overrides).deployment
     files = create_ca(
         Path(deployment.pki_dir), deployment.ca_name, deployment.ca_days, force=args.force
     )
+    print(f"deployment settings saved in {save_coordinator_profile(deployment)}")
     summary = certificate_summary(files.certificate)
     print(f"CA certificate: {files.certificate.resolve()}")
     print(f"  {summary['subject']}, valid until {summary['not_valid_after']}")
@@ -92,7 +95,9 @@ def _ca_init(args: argparse.Namespace) -> int:
 
 
 def _ca_issue(args: argparse.Namespace) -> int:
-    deployment = load_run_config(args.overrides).deployment
+    from fractofl.cli.profile import coordinator_config
+
+    deployment = coordinator_config(args.overrides).deployment
     hosts = args.host or deployment.hosts
     issued = issue_server_certificate(
         Path(deployment.pki_dir), hosts, deployment.certificate_days, force=args.force
@@ -108,7 +113,7 @@ def _ca_issue(args: argparse.Namespace) -> int:
 
 
 def _member_keys(args: argparse.Namespace) -> int:
-    deployment = load_run_config(args.overrides).deployment
+    deployment = load_run_config(args.overrides, training=False).deployment
     member_dir = args.dir or Path(deployment.member_dir)
     keys = create_member_key_pair(member_dir, force=args.force)
     print(f"private key: {keys.private_key.resolve()} (mode 0600)")

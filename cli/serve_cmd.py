@@ -15,15 +15,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from fractofl.cli import serve_deploy_cmd
 from fractofl.cli.config import ConfigError, load_run_config
 from fractofl.core.config.run_config import RunConfig
-from fractofl.core.trust.registry import ModelRegistry
-from fractofl.core.trust.signing import load_public_key
-from fractofl.serving.local_endpoint import EndpointSettings
-from fractofl.serving.package import package_version
-from fractofl.serving.serve_local import start_local_endpoint
+
+# The registry and the endpoint import torch: imported where a command uses them, so that
+# the `fractofl` command starts without torch.
+if TYPE_CHECKING:
+    from fractofl.core.trust.registry import ModelRegistry
 
 LATEST = "latest"
 
@@ -79,11 +80,16 @@ def split_targets(targets: Sequence[str], extra: Sequence[str]) -> tuple[str, li
 
 def _open(args: argparse.Namespace) -> tuple[RunConfig, str, ModelRegistry]:
     version, overrides = split_targets(args.targets, args.overrides)
+    from fractofl.core.trust.registry import ModelRegistry
+
     cfg = load_run_config(overrides)
     return cfg, version, ModelRegistry(Path(cfg.registry.root))
 
 
 def _package(args: argparse.Namespace) -> int:
+    from fractofl.core.trust.signing import load_public_key
+    from fractofl.serving.package import package_version
+
     cfg, version, registry = _open(args)
     trusted = load_public_key(Path(cfg.registry.trusted_public_key))
     artifact = package_version(registry, version, trusted, Path(cfg.serving.artifacts))
@@ -95,6 +101,10 @@ def _package(args: argparse.Namespace) -> int:
 
 
 def _local(args: argparse.Namespace) -> int:
+    from fractofl.core.trust.signing import load_public_key
+    from fractofl.serving.local_endpoint import EndpointSettings
+    from fractofl.serving.serve_local import start_local_endpoint
+
     cfg, version, registry = _open(args)
     trusted = load_public_key(Path(cfg.registry.trusted_public_key))
     serving = replace(

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from fractofl.cli.config import load_run_config
 from fractofl.cli.progress import Progress
-from fractofl.core.trust.registry import ModelRegistry
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -57,6 +56,8 @@ def _deploy(args: argparse.Namespace) -> int:
         check_settings(cfg.serving, args.endpoint)  # settings first: they need no files
     except DeployError as exc:
         return _fail(str(exc))
+    from fractofl.core.trust.registry import ModelRegistry
+
     version = ModelRegistry(Path(cfg.registry.root)).folder(args.version).name
     artifact = args.artifact or Path(cfg.serving.artifacts) / artifact_name(version)
     if args.artifact and not artifact.is_file():

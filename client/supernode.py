@@ -49,6 +49,32 @@ class JoinSettings:
                 raise MemberSetupError(f"{flag} {path} does not exist")
 
 
+def why_it_stopped(code: int, asked_to_stop: bool, superlink: str, coordinator: str) -> str | None:
+    """What a member should know when its SuperNode stopped without being asked to, or
+    None when it was asked to (Ctrl-C, SIGTERM).
+
+    Flower 1.42's SuperNode stops by itself, gracefully (exit code 0, "SuperNode terminated
+    gracefully"), only when the SuperLink answers 401 to its key: the coordinator
+    unregistered the node. It exits 1 on errors, e.g. ``Failed to activate SuperNode``
+    (code 305 in its log) for a key the coordinator never registered or revoked.
+    """
+    if asked_to_stop:
+        return None
+    ask = f"the operator of {coordinator} (the coordinator at {superlink})"
+    if code == 0:
+        return (
+            "the coordinator no longer accepts this member's key: it unregistered this node "
+            f"(`fractofl member revoke`). Ask {ask} why. To join again you need a new key "
+            "pair (`fractofl member keys --force`), whose member.pub they add"
+        )
+    return (
+        f"the SuperNode stopped with an error (exit code {code}; its log above says which). "
+        "If it says `Failed to activate SuperNode`, the coordinator does not know this key: "
+        f"it was never registered, or it was revoked. Send member.pub to {ask}, who "
+        "registers it with `fractofl member add`"
+    )
+
+
 def supernode_command(settings: JoinSettings, insecure: bool) -> list[str]:
     """``flower-supernode`` for ``settings``; with ``insecure``, plain text and no key."""
     settings.check()

@@ -20,6 +20,7 @@ from fractofl.core.wire.compression import CompressionSpec
 from fractofl.server.errors import NotEnoughMembersError
 from fractofl.server.evaluation import CoordinatorEvaluator
 from fractofl.server.heap import retain_freed_memory
+from fractofl.server.member_registry import member_names
 from fractofl.server.progress import RoundProgress
 from fractofl.server.publishing import RoundPublisher
 from fractofl.server.recorder import RoundRecorder, RoundRow
@@ -117,6 +118,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
     model = model_for(cfg)
     start = _start(cfg, run_id, ArrayRecord(model.state_dict()))
     folder, state = start.folder, start.state
+    folder.member_names = member_names(cfg.deployment)
     evaluator = CoordinatorEvaluator(cfg, model_for(cfg))
     log.info("run folder %s; coordinator test set: %d images", folder.path, len(evaluator.data))
     fed = cfg.federation
@@ -188,6 +190,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
                 min_train_members=fed.min_train_members,
                 min_available_members=max(fed.min_train_members, fed.min_evaluate_members),
                 exchange=exchange,
+                names=folder.member_names,
             ),
             evaluate_fn=recorder.evaluate,
             on_participation=on_participation,

@@ -62,6 +62,16 @@ class Member:
         return not self.revoked
 
 
+def member_names(deployment: DeploymentConfig) -> dict[int, str]:
+    """Node id -> registered organisation name, from the coordinator's register (empty in a
+    simulation, or when the register cannot be read: names only decorate the logs)."""
+    try:
+        members = MemberRegistry(Path(deployment.state_dir)).members()
+    except MemberRegistryError:
+        return {}
+    return {member.node_id: member.name for member in members}
+
+
 class MemberRegistry:
     """``members.json`` in the coordinator's state folder."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -21,6 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fractofl.server.errors import NotEnoughMembersError
+from fractofl.strategies.replies import reply_senders
 
 log = logging.getLogger("fractofl")
 
@@ -46,6 +47,13 @@ class RoundPolicy:
     min_train_members: int
     min_available_members: int
     exchange: Exchange = send_and_receive
+    names: Mapping[int, str] = field(default_factory=dict)
+    """Node id -> registered member name, for the log (a real federation)."""
+
+    def who(self, node: int) -> str:
+        """A member as the log names it: ``org2 (node 123)``, or ``node 123``."""
+        name = self.names.get(node)
+        return f"{name} (node {node})" if name else f"node {node}"
 
 
 @dataclass
@@ -93,20 +101,24 @@ def _train_attempt(
     messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
     sampled = [msg.metadata.dst_node_id for msg in messages]
     replies = policy.exchange(grid, messages, policy.timeout_s)
-    replied = {msg.metadata.src_node_id for msg in replies}
+    senders = reply_senders(messages, replies)
     seen.sampled = sampled
     seen.failed = {
-        msg.metadata.src_node_id: str(msg.error.reason) for msg in replies if msg.has_error()
+        node: str(msg.error.reason)
+        for node, msg in zip(senders, replies, strict=True)
+        if msg.has_error()
     }
-    seen.answered = [msg.metadata.src_node_id for msg in replies if not msg.has_error()]
-    seen.stragglers = [node for node in sampled if node not in replied]
+    seen.answered = [
+        node for node, msg in zip(senders, replies, strict=True) if not msg.has_error()
+    ]
+    seen.stragglers = [node for node in sampled if node not in senders]
     for node, reason in seen.failed.items():
-        log.warning("round %d: member node %d failed: %s", server_round, node, reason)
+        log.warning("round %d: member %s failed: %s", server_round, policy.who(node), reason)
     for node in seen.stragglers:
         log.warning(
-            "round %d: member node %d did not answer within %.0f s (straggler)",
+            "round %d: member %s did not answer within %.0f s (straggler)",
             server_round,
-            node,
+            policy.who(node),
             policy.timeout_s,
         )
     return replies

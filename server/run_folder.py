@@ -41,7 +41,7 @@ MODEL_FILE = "model.pt"
 SUMMARY_FILE = "summary.json"
 UPDATES_FILE = "updates.csv"
 MEMBERS_FILE = "members.csv"
-MEMBERS_COLUMNS = ["round", "attempt", "node_id", "status", "detail"]
+MEMBERS_COLUMNS = ["round", "attempt", "node_id", "member", "status", "detail"]
 
 
 class RunFolder:
@@ -52,6 +52,8 @@ class RunFolder:
         self.cfg = cfg
         self.run_id = run_id
         self.kind = kind
+        self.member_names: dict[int, str] = {}
+        """Node id -> registered name (a real federation), for members.csv."""
 
     @classmethod
     def create(cls, cfg: RunConfig, run_id: str, kind: str) -> RunFolder:
@@ -118,7 +120,8 @@ class RunFolder:
             if new:
                 writer.writerow(MEMBERS_COLUMNS)
             for node, status, detail in sorted(events):
-                writer.writerow([seen.round, seen.attempts, node, status, detail])
+                name = self.member_names.get(node, "")
+                writer.writerow([seen.round, seen.attempts, node, name, status, detail])
 
     def record_round(self, rows: Sequence[RoundRow], row: RoundRow) -> None:
         """Rewrite the metrics file with ``rows`` (``row`` is the newest)."""

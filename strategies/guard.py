@@ -27,6 +27,7 @@ from fractofl.core.wire.compression import CompressionError, CompressionSpec, de
 from fractofl.core.wire.update_protocol import EXAMPLES_KEY, spec_to_config
 from fractofl.strategies.mean import weighted_mean_update
 from fractofl.strategies.npy_arrays import array_of, array_view
+from fractofl.strategies.replies import reply_senders
 from fractofl.strategies.validation import (
     measure_update,
     norm_outliers,
@@ -110,6 +111,7 @@ class UpdateGuard(WrappingStrategy):
         self.clipping_bound: float | None = None
         """Under differential privacy: refuse an update whose L2 norm (all floating-point
         arrays, as members clip them) exceeds this, i.e. a member that did not clip."""
+        self._instructions: list[Message] = []
         self.train_weight_key: str | None = None
         """The metric that weighs training updates, when not the wrapped strategy's
         ``weighted_by_key`` (differential privacy: every member weighs 1)."""
@@ -131,7 +133,9 @@ class UpdateGuard(WrappingStrategy):
         self._reference = {key: array.numpy() for key, array in arrays.items()}
         for key, value in spec_to_config(self.compression).items():
             config[key] = value
-        return self.inner.configure_train(server_round, arrays, config, grid)
+        # Kept to name the member behind a reply (Flower's error replies name the SuperLink).
+        self._instructions = list(self.inner.configure_train(server_round, arrays, config, grid))
+        return self._instructions
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -177,10 +181,8 @@ class UpdateGuard(WrappingStrategy):
         ``tests/strategies`` checks that the result equals Flower's own."""
         inner = cast(FedAvg, self.inner)
         log.info("aggregate_train: %d updates accepted, %d failures", len(accepted), len(failed))
-        for msg in failed:
-            log.info(
-                "\t> error in reply from node %d: %s", msg.metadata.src_node_id, msg.error.reason
-            )
+        for node, msg in zip(reply_senders(self._instructions, failed), failed, strict=True):
+            log.info("\t> error in reply for node %d: %s", node, msg.error.reason)
         if not accepted:
             return None, None
         contents = [msg.content for msg, _ in accepted]

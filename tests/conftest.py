@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,19 @@ def easy_dataset_5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("easy5") / "data"
     generate_dataset(root, easy_spec(members=5, per_class=FIVE_MEMBERS_PER_CLASS))
     return root
+
+
+@functools.cache
+def startup_seconds() -> float:
+    """How long a fresh member process takes to import what it runs, measured now: tests
+    that bound a wait scale it from this, so a loaded machine does not fail them."""
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-c", "import fractofl.client.app, fractofl.server.app"],
+        check=True,
+        capture_output=True,
+    )
+    return time.monotonic() - started
 
 
 def run_fractofl(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -211,13 +211,19 @@ class DeploymentConfig:
     connect_timeout_s: float = 120.0
 
 
+ENGINES = ("simulation", "deployment")
+
+
 @dataclass
 class OutputConfig:
-    """Where run folders are written; ``resume`` continues the run already there."""
+    """Where run folders are written; ``resume`` continues the run already there;
+    ``engine`` records which of Flower's engines ran it (set by the launcher), so that
+    ``fractofl coordinator resume`` continues it the same way."""
 
     root: str = "runs"
     name: str = ""
     resume: bool = False
+    engine: str = "simulation"
 
 
 @dataclass

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -44,16 +45,30 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     return {**os.environ, **OFFLINE_ENV, "FLWR_HOME": str(flwr_home), "PATH": path}
 
 
-def run_in_foreground(command: list[str], env: dict[str, str]) -> int:
-    """Run ``command`` until it exits; SIGTERM or Ctrl-C stop it. Its exit code."""
+@dataclass(frozen=True)
+class Exited:
+    """How a foreground process ended: its exit code, and whether we asked it to stop
+    (SIGTERM or Ctrl-C to this process) or it stopped by itself."""
+
+    code: int
+    asked_to_stop: bool
+
+
+def run_in_foreground(command: list[str], env: dict[str, str]) -> Exited:
+    """Run ``command`` until it exits; SIGTERM or Ctrl-C stop it."""
     process = subprocess.Popen(command, env=env)
+    asked = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal asked
+        asked = True
         process.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        return process.wait()
+        code = process.wait()
     except KeyboardInterrupt:
+        asked = True
         process.terminate()
-        return process.wait()
+        code = process.wait()
+    return Exited(code, asked)

@@ -36,7 +36,10 @@ def test_ca_init_then_issue_writes_the_coordinator_files(tmp_path: Path) -> None
     assert "must never leave the coordinator" in init.stdout
     assert stat.S_IMODE((pki / CA_KEY_FILE).stat().st_mode) == 0o600
     assert again.returncode == 1
-    assert again.stderr.strip().count("\n") == 0 and "--force" in again.stderr
+    errors = [line for line in again.stderr.splitlines() if line.startswith("fractofl: error")]
+    assert len(errors) == 1 and "--force" in errors[0]
+    # ... the second command took the first one's settings from the saved profile
+    assert "deployment settings from coordinator/deployment.yaml: ca_name=Test CA" in again.stderr
     assert "Traceback" not in again.stderr
     assert issue.returncode == 0, issue.stderr
     assert (

@@ -346,6 +346,10 @@ def test_a_revoked_member_exits_and_cannot_rejoin(fronted: FrontedFederation) ->
     # Assert: the running SuperNode exited, the old key is refused, re-adding needs a new pair
     assert revoked[0] == 0 and "revoked org2" in revoked[1]
     assert first.poll() is not None  # exited by itself, within the wait above
+    # ... saying why and whom to ask (the consortium as its CA names it, and the address)
+    said = fronted.join_log("org2").read_text()
+    assert "this member left the federation: the coordinator no longer accepts" in said
+    assert "(`fractofl member revoke`). Ask the operator of test consortium CA" in said
     assert again.returncode != 0
     assert "Failed to activate SuperNode" in fronted.join_log("org2-again").read_text()
     assert re_add[0] == 1 and "needs a new key pair" in re_add[2]

@@ -1,0 +1,130 @@
+"""A run on the Deployment Engine, new or resumed: ``fractofl coordinator run | resume``.
+
+The composed config goes to the SuperLink as a Flower app (``flwr run``). Flower's log is
+streamed to the terminal and kept, the rounds are shown from the run folder as they
+complete (:class:`~fractofl.server.run_watch.RunWatcher`), and a run that ends early
+says why, from Flower's log, and how to continue it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from fractofl.core.config.run_config import RunConfig
+from fractofl.server.errors import RunFolderError
+from fractofl.server.round_state import STATE_FILE
+from fractofl.server.superlink import DeploymentError, control_host, is_listening
+
+log = logging.getLogger("fractofl")
+
+KEPT_LOG_LINES = 400
+# The last "SomethingError: message" line of a Python traceback in Flower's log.
+_ERROR_LINE = re.compile(r"(?:^|\s)([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues the run in ``run_dir``."""
+    return f"fractofl coordinator resume {run_dir}"
+
+
+def failure_reason(lines: list[str]) -> str | None:
+    """The exception that ended a run, as the last traceback line of Flower's log says."""
+    for line in reversed(lines):
+        match = _ERROR_LINE.search(_ANSI.sub("", line).rstrip())
+        if match:
+            return f"{match.group(1).rsplit('.', 1)[-1]}: {match.group(2)}"
+    return None
+
+
+def check_coordinator_up(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse, saying what to do, when no SuperLink listens where ``cfg`` says."""
+    deployment = cfg.deployment
+    host = control_host(deployment)
+    if not is_listening(host, deployment.superlink_port):
+        raise DeploymentError(
+            f"the coordinator is not up: nothing answers on {host}:{deployment.superlink_port}"
+            f" (deployment.superlink_host/superlink_port). Start it with `fractofl coordinator"
+            f" up` and the same deployment settings, wait until the members are online "
+            f"(`fractofl coordinator status`), then run `{resume_command(run_dir)}` again"
+        )
+
+
+def run_deployed(cfg: RunConfig) -> int:
+    """Start the run of ``cfg`` (``output.resume``: continue it) on the SuperLink, follow
+    it to the end and report it; the exit code."""
+    from fractofl.cli.main import report_run
+    from fractofl.cli.simulation import flower_app_config
+    from fractofl.core.processes.flower_executables import flower_env, flower_tool
+    from fractofl.server.evaluation import coordinator_test_dir
+    from fractofl.server.run_folder import SUMMARY_FILE
+    from fractofl.server.run_watch import RunWatcher, finished_table
+    from fractofl.server.superlink import CONNECTION, CoordinatorFiles, wait_for_port
+
+    test_dir = coordinator_test_dir(cfg)
+    if not test_dir.is_dir():
+        raise DeploymentError(
+            f"the coordinator's test set {test_dir} does not exist: set data.test_dir to a "
+            "folder of labelled images (one sub-folder per class), or generate the synthetic "
+            "set with `fractofl synth` and point data.root at it"
+        )
+    deployment = cfg.deployment
+    files = CoordinatorFiles.from_config(deployment)
+    wait_for_port(control_host(deployment), deployment.superlink_port, deployment.connect_timeout_s)
+    app_dir = files.state_dir / "apps" / cfg.output.name
+    app_dir.mkdir(parents=True, exist_ok=True)
+    (app_dir / "pyproject.toml").write_text(flower_app_config(cfg))
+    run_dir = Path(cfg.output.root) / cfg.output.name
+    # The ServerApp runs beside the SuperLink: follow its rounds through the run folder.
+    watcher = RunWatcher(run_dir, cfg.federation.rounds).start()
+    try:
+        status, lines = _stream(
+            [flower_tool("flwr"), "run", str(app_dir), CONNECTION, "--stream"],
+            flower_env(files.flwr_home),
+        )
+    finally:
+        watcher.stop()
+    if (run_dir / SUMMARY_FILE).is_file():
+        log.info("%s", finished_table(run_dir))
+        return report_run(run_dir)
+    reason = failure_reason(lines) or f"`flwr run` exited {status}"
+    hint = (
+        f"continue it with `{resume_command(run_dir)}`"
+        if (run_dir / STATE_FILE).is_file()
+        else "no round completed; start it again"
+    )
+    print(
+        f"fractofl: the run did not finish: {reason}. The run folder is {run_dir}; {hint}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _stream(command: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
+    """Run ``command``, echoing its output; its exit code and its last lines."""
+    kept: collections.deque[str] = collections.deque(maxlen=KEPT_LOG_LINES)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        kept.append(line)
+    return process.wait(), list(kept)
+
+
+def resume_deployed(cfg: RunConfig, run_dir: Path) -> int:
+    """Continue a deployed run: the coordinator must be up again."""
+    if not (run_dir / STATE_FILE).is_file():
+        raise RunFolderError(
+            f"{run_dir} has no checkpoint: no round completed, so there is nothing to "
+            "continue; start the run again with `fractofl coordinator run`"
+        )
+    check_coordinator_up(cfg, run_dir)
+    return run_deployed(cfg)

@@ -1,0 +1,84 @@
+"""Who answered, who failed and who was late, counted by the member each reply answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+from fractofl.core.wire.compression import CompressionSpec, encode_update
+from fractofl.server.rounds import Participation, RoundPolicy, _train_attempt
+from fractofl.strategies.registry import CommonStrategyArgs, build_strategy
+from fractofl.strategies.replies import reply_senders
+from tests.strategies.flower_grid import grid_with_nodes
+
+WEIGHTS = {"w": np.zeros(4, dtype=np.float32)}
+
+
+def _pushed(messages: Iterable[Message]) -> list[Message]:
+    """The messages as a Grid's ``push_messages`` leaves them: each with its id."""
+    messages = list(messages)
+    for msg in messages:
+        msg.metadata.__dict__["_message_id"] = msg.object_id
+    return messages
+
+
+def _answer(instruction: Message) -> Message:
+    """A member's reply: a small update and its example count."""
+    update = encode_update({"w": np.full(4, 0.1, dtype=np.float32)}, CompressionSpec("none"))
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({k: Array(v) for k, v in update.items()}),
+            "metrics": MetricRecord({"num-examples": 10}),
+        }
+    )
+    return Message(content, reply_to=instruction)
+
+
+def _dead(instruction: Message) -> Message:
+    """The reply Flower's SuperLink itself sends for a member whose node went away."""
+    return create_message_error_unavailable_res_message(instruction.metadata, "node_unavail")
+
+
+def test_flowers_error_replies_are_counted_for_the_member_they_answer() -> None:
+    # Prepare: the run's messages, to three members of a real in-memory Grid
+    _, nodes = grid_with_nodes(3)
+    instructions = _pushed(
+        Message(RecordDict(), dst_node_id=node, message_type="train") for node in nodes
+    )
+    replies = [_answer(instructions[0]), _dead(instructions[1]), _dead(instructions[2])]
+    # Execute
+    senders = reply_senders(instructions, replies)
+    # Assert: the two error replies come from the SuperLink's node, but answer the others
+    assert [r.metadata.src_node_id for r in replies[1:]] == [1, 1]
+    assert senders == nodes
+
+
+def test_two_dead_members_in_one_round_fail_once_each_by_their_own_id() -> None:
+    # Prepare: a real in-memory Grid of 3 nodes and FedAvg behind the guard; the exchange
+    # delivers one member's update and Flower's error replies for the other two
+    grid, _ = grid_with_nodes(3)
+    common = CommonStrategyArgs(1.0, 1.0, 1, 1, 1, aggregate_metricrecords, aggregate_metricrecords)
+    strategy = build_strategy("fedavg", common, {}, CompressionSpec("none"), 5.0)
+
+    def exchange(grid: Grid, messages: list[Message], timeout_s: float) -> list[Message]:
+        sent = _pushed(messages)
+        return [_answer(sent[0]), _dead(sent[1]), _dead(sent[2])]
+
+    policy = RoundPolicy(
+        timeout_s=5, retries=0, min_train_members=1, min_available_members=1, exchange=exchange
+    )
+    seen = Participation(round=2)
+    arrays = ArrayRecord({k: Array(v) for k, v in WEIGHTS.items()})
+    # Execute
+    replies = _train_attempt(strategy, grid, 2, arrays, policy, seen)
+    # Assert: every member counted once: one answered, two failed by their own ids
+    assert len(replies) == 3 and len(seen.sampled) == 3
+    assert seen.answered == [seen.sampled[0]]
+    assert sorted(seen.failed) == sorted(seen.sampled[1:])
+    assert seen.stragglers == []
+    assert all("unavailable" in reason.lower() for reason in seen.failed.values())
