@@ -26,6 +26,8 @@ KEPT_LOG_LINES = 400
 # The last "SomethingError: message" line of a Python traceback in Flower's log.
 _ERROR_LINE = re.compile(r"(?:^|\s)([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Flower's CLI prints its own errors in a box: "╭─ Error ─...╮", "│ text │" lines, "╰─...╯".
+_BOX_START, _BOX_SIDE, _BOX_END = "╭─ Error", "│", "╰"
 
 
 def resume_command(run_dir: Path) -> str:
@@ -34,12 +36,30 @@ def resume_command(run_dir: Path) -> str:
 
 
 def failure_reason(lines: list[str]) -> str | None:
-    """The exception that ended a run, as the last traceback line of Flower's log says."""
-    for line in reversed(lines):
-        match = _ERROR_LINE.search(_ANSI.sub("", line).rstrip())
+    """Why a run ended, from the end of Flower's log: the exception of the last traceback
+    (``NotEnoughMembersError: round 3: ...``) or Flower's own error box (``Connection to
+    the SuperLink is unavailable ...``), whichever came last."""
+    plain = [_ANSI.sub("", line).rstrip() for line in lines]
+    for index in range(len(plain) - 1, -1, -1):
+        if plain[index].startswith(_BOX_END) and index:
+            box = _error_box(plain, index)
+            if box:
+                return box
+        match = _ERROR_LINE.search(plain[index])
         if match:
             return f"{match.group(1).rsplit('.', 1)[-1]}: {match.group(2)}"
     return None
+
+
+def _error_box(lines: list[str], end: int) -> str | None:
+    """The text of the rich error box that ends at ``lines[end]``, if it is one."""
+    start = end - 1
+    while start >= 0 and lines[start].startswith(_BOX_SIDE):
+        start -= 1
+    if start < 0 or not lines[start].startswith(_BOX_START):
+        return None
+    words = " ".join(line.strip(_BOX_SIDE + " ") for line in lines[start + 1 : end])
+    return " ".join(words.split()) or None
 
 
 def check_coordinator_up(cfg: RunConfig, run_dir: Path) -> None:

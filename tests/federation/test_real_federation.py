@@ -444,6 +444,7 @@ def test_a_deployed_run_resumes_after_the_coordinator_dies_and_ends_as_if_never_
     # is refused, saying what to do; resumed, every round appears once
     stopped = run_log.read_text()
     assert run.returncode != 0
+    assert "the run did not finish: Connection to the SuperLink is unavailable" in stopped
     assert f"fractofl coordinator resume {run_dir}" in stopped
     assert too_early.returncode == 1
     assert "the coordinator is not up" in too_early.stderr
