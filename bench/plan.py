@@ -71,6 +71,7 @@ class StrategySizes:
     data_overrides: tuple[str, ...]
     aggregation_updates: int
     aggregation_repeats: int
+    coordinator_updates: tuple[int, ...]  # part coordinator: updates in one round
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
                 data_overrides=QUICK_DATA,
                 aggregation_updates=10,
                 aggregation_repeats=2,
+                coordinator_updates=(10, 20),
             ),
             serving=ServingSizes(model="resnet18", requests=20, concurrency=4),
             federation=FederationSizes(members=2, rounds=1),
@@ -185,6 +187,7 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
             data_overrides=(),
             aggregation_updates=10,
             aggregation_repeats=7,
+            coordinator_updates=(10, 100, 1000),
         ),
         serving=ServingSizes(model="resnet18", requests=200, concurrency=8),
         federation=FederationSizes(members=3, rounds=3),

@@ -22,14 +22,22 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fractofl.cli.ray_cluster import RayClusterError, check_ray_address
 from fractofl.client.attacks import ATTACKS
 from fractofl.client.faults import FAULTS, fault_rounds
-from fractofl.core.config.run_config import DATA_SOURCES, ENGINES, RunConfig
+from fractofl.core.config.run_config import (
+    DATA_SOURCES,
+    ENGINES,
+    RunConfig,
+    RunConfigError,
+    check_retention,
+)
 from fractofl.core.config.taxonomy import validate_classes
 from fractofl.core.images.partition import PARTITIONS
 from fractofl.core.synth.style import SynthStyle
 from fractofl.core.wire.compression import CompressionSpec
 from fractofl.server.heap import MAX_RETAIN_MB
+from fractofl.strategies.aggregation_mode import AggregationSettingsError, streams_updates
 
 CONFIG_MODULE = "fractofl.conf"
 CONFIG_NAME = "config"
@@ -108,6 +116,10 @@ def _check_settings(cfg: RunConfig) -> None:
     except ValueError as exc:
         raise ConfigError(f"data.synth.style: {exc}") from None
     _check_data_source(cfg)
+    try:
+        check_retention(cfg.registry.retention)
+    except RunConfigError as exc:
+        raise ConfigError(str(exc)) from None
     if cfg.output.engine not in ENGINES:
         raise ConfigError(f"output.engine={cfg.output.engine!r}; valid: {', '.join(ENGINES)}")
     if cfg.data.partition not in PARTITIONS:
@@ -123,6 +135,12 @@ def _check_settings(cfg: RunConfig) -> None:
             f"updates.retain_freed_mb={cfg.updates.retain_freed_mb} must be between 0 "
             f"(malloc's defaults) and {MAX_RETAIN_MB} (glibc's limit)"
         )
+    if cfg.updates.spill_min_free_mb < 0:
+        raise ConfigError(f"updates.spill_min_free_mb={cfg.updates.spill_min_free_mb} must be >= 0")
+    try:
+        streams_updates(cfg)
+    except AggregationSettingsError as exc:
+        raise ConfigError(str(exc)) from None
     fed = cfg.federation
     if fed.attack not in ATTACKS or not 0 <= fed.attackers <= fed.members:
         raise ConfigError(
@@ -144,6 +162,7 @@ def _check_settings(cfg: RunConfig) -> None:
             f"federation.round_retries={fed.round_retries} must be >= 0 and "
             f"federation.round_timeout={fed.round_timeout} > 0"
         )
+    _check_ray_settings(cfg)
     if cfg.output.resume and not cfg.output.name:
         raise ConfigError(
             "output.resume=true needs output.name (the run folder to continue); or use "
@@ -154,6 +173,27 @@ def _check_settings(cfg: RunConfig) -> None:
             f"federation.min_train_members={fed.min_train_members} exceeds "
             f"federation.members={fed.members}: no round could ever start"
         )
+
+
+def _check_ray_settings(cfg: RunConfig) -> None:
+    """Per-member resources and the Ray cluster's address (``RAY_ADDRESS`` is checked
+    when a simulation starts: it may differ there)."""
+    fed = cfg.federation
+    if fed.member_cpus <= 0 or fed.member_gpus < 0:
+        raise ConfigError(
+            f"federation.member_cpus={fed.member_cpus:g} must be > 0 and "
+            f"federation.member_gpus={fed.member_gpus:g} >= 0 (cores and GPU share per member)"
+        )
+    if fed.ray_connect_timeout_s <= 0:
+        raise ConfigError(
+            f"federation.ray_connect_timeout_s={fed.ray_connect_timeout_s:g} must be > 0 "
+            "(seconds to wait for the Ray cluster's head)"
+        )
+    if fed.ray_address.strip():
+        try:
+            check_ray_address(fed.ray_address)
+        except RayClusterError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _check_data_source(cfg: RunConfig) -> None:
@@ -210,7 +250,10 @@ def _explain(exc: Exception) -> str:
     cause = str(exc.__cause__ or "")
     match = _FULL_KEY.search(cause) if "not in" in cause else None
     if not match:
-        return text
+        # e.g. "Error merging override k=1.5: Value '1.5' of type 'float' could not be
+        # converted to Integer": say why, not only which override.
+        reason = cause.splitlines()[0] if cause.strip() else ""
+        return f"{text}: {reason}" if reason and reason not in text else text
     full_key = match.group(1)
     parent, _, leaf = full_key.rpartition(".")
     valid = _keys_at(parent)

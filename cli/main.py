@@ -37,6 +37,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     Imported when an error happens, not at start: several of their modules import torch
     or Flower, which a command like ``member add`` never needs."""
     from fractofl.cli.profile import ProfileError
+    from fractofl.cli.ray_cluster import RayClusterError
     from fractofl.client.supernode import MemberSetupError
     from fractofl.core.files.whole_folder import CannotWriteError
     from fractofl.core.images.labelled import NoUsableImagesError
@@ -50,8 +51,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from fractofl.core.trust.signing import SigningKeyError
     from fractofl.server.errors import NotEnoughMembersError, RoundStateError, RunFolderError
     from fractofl.server.superlink import DeploymentError
+    from fractofl.strategies.aggregation_mode import AggregationSettingsError
     from fractofl.strategies.privacy import PrivacyBudgetExhaustedError, PrivacySettingsError
     from fractofl.strategies.secure_aggregation import SecureAggregationSettingsError
+    from fractofl.strategies.spill import SpillSpaceError
 
     return (
         PartitionError,
@@ -72,9 +75,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
         DeploymentError,
         MemberSetupError,
         FlowerToolError,
+        RayClusterError,
         PrivacySettingsError,
         PrivacyBudgetExhaustedError,
         SecureAggregationSettingsError,
+        AggregationSettingsError,
+        SpillSpaceError,
     )
 
 

@@ -1,4 +1,5 @@
-"""``fractofl models list | show | verify | export``: the signed model registry."""
+"""``fractofl models list | show | verify | export``: the signed model registry (``prune``
+and ``unpin``: :mod:`fractofl.cli.models_prune_cmd`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fractofl.cli import models_prune_cmd
 from fractofl.cli.config import compose_config, to_run_config
+from fractofl.cli.in_use import path_use, recording_use
 
 # The registry reads checkpoints (torch): imported where a command uses it, so that the
 # `fractofl` command starts without torch.
@@ -19,8 +22,8 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``models list | show | verify | export`` to the ``fractofl`` command."""
-    models = sub.add_parser("models", help="list, show, verify and export published models")
+    """Add ``models list | show | verify | export | prune | unpin`` to ``fractofl``."""
+    models = sub.add_parser("models", help="list, show, verify, export and prune published models")
     actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -56,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("out", type=Path, help="output folder")
     export.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
     export.set_defaults(handler=_export)
+    models_prune_cmd.register(actions)
 
 
 def _open(args: argparse.Namespace, overrides: list[str]) -> tuple[ModelRegistry, Path]:
@@ -180,6 +184,8 @@ def _export(args: argparse.Namespace) -> int:
 
     registry, key_path = _open(args, args.overrides)
     name = registry.folder(args.version).name
-    out = registry.export(name, args.out, load_public_key(key_path))
+    trusted = load_public_key(key_path)
+    with recording_use(registry.root, name, path_use("export", args.out)):  # kept by retention
+        out = registry.export(name, args.out, trusted)
     print(f"exported {name} to {out}")
     return 0

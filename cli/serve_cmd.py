@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from fractofl.cli import serve_deploy_cmd
 from fractofl.cli.config import ConfigError, load_run_config
+from fractofl.cli.in_use import local_use, path_use, recording_use
 from fractofl.core.config.run_config import RunConfig
 
 # The registry and the endpoint import torch: imported where a command uses them, so that
@@ -88,11 +89,15 @@ def _open(args: argparse.Namespace) -> tuple[RunConfig, str, ModelRegistry]:
 
 def _package(args: argparse.Namespace) -> int:
     from fractofl.core.trust.signing import load_public_key
-    from fractofl.serving.package import package_version
+    from fractofl.serving.package import artifact_name, package_version
 
     cfg, version, registry = _open(args)
     trusted = load_public_key(Path(cfg.registry.trusted_public_key))
-    artifact = package_version(registry, version, trusted, Path(cfg.serving.artifacts))
+    name = registry.folder(version).name
+    out = Path(cfg.serving.artifacts)
+    # Kept by retention: `serve deploy` needs the version in the registry too.
+    with recording_use(registry.root, name, path_use("package", out / artifact_name(name))):
+        artifact = package_version(registry, name, trusted, out)
     print(
         f"packaged {artifact.version} (signature verified): {artifact.path}\n"
         f"{artifact.size} bytes, sha256 {artifact.sha256}"
@@ -115,9 +120,14 @@ def _local(args: argparse.Namespace) -> int:
     api_key = os.environ.get(serving.api_key_env, "") if serving.api_key_env else ""
     settings = EndpointSettings.from_config(serving, api_key or None)
     signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: the temporary folder goes
+    name = registry.folder(version).name
     try:
-        with tempfile.TemporaryDirectory(prefix="fractofl-serve-") as workdir:
-            endpoint = start_local_endpoint(registry, version, trusted, settings, Path(workdir))
+        with (
+            # kept by retention while this process serves it
+            recording_use(registry.root, name, local_use(), held_by_process=True),
+            tempfile.TemporaryDirectory(prefix="fractofl-serve-") as workdir,
+        ):
+            endpoint = start_local_endpoint(registry, name, trusted, settings, Path(workdir))
             key_note = f"API key from ${serving.api_key_env}" if api_key else "no API key"
             page_note = f"; web page {endpoint.url}/" if settings.web_page else ""
             print(

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from fractofl.cli.config import load_run_config
+from fractofl.cli.in_use import endpoint_use, forget_use, record_use
 from fractofl.cli.progress import Progress
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -58,7 +59,8 @@ def _deploy(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     from fractofl.core.trust.registry import ModelRegistry
 
-    version = ModelRegistry(Path(cfg.registry.root)).folder(args.version).name
+    registry_root = Path(cfg.registry.root)
+    version = ModelRegistry(registry_root).folder(args.version).name
     artifact = args.artifact or Path(cfg.serving.artifacts) / artifact_name(version)
     if args.artifact and not artifact.is_file():
         return _fail(f"--artifact {artifact} does not exist or is not a file")
@@ -75,6 +77,9 @@ def _deploy(args: argparse.Namespace) -> int:
             "not the model's signature",
             file=sys.stderr,
         )
+    # Kept by retention from now on. A failed deploy keeps its pin (the endpoint may
+    # exist in part) until `serve delete`; a successful one drops the endpoint's others.
+    record_use(registry_root, version, endpoint_use(args.endpoint))
     try:
         done = deploy(
             cfg.serving,
@@ -87,6 +92,7 @@ def _deploy(args: argparse.Namespace) -> int:
         )
     except DeployError as exc:
         return _fail(str(exc))
+    forget_use(registry_root, endpoint_use(args.endpoint), except_version=version)
     print(
         f"endpoint {done.endpoint} is {done.status}, serving {version} "
         f"(model {done.model}, endpoint config {done.endpoint_config}, {done.model_data_url})"
@@ -103,6 +109,7 @@ def _delete(args: argparse.Namespace) -> int:
         deleted = delete(cfg.serving, args.endpoint)
     except DeployError as exc:
         return _fail(str(exc))
+    forget_use(Path(cfg.registry.root), endpoint_use(args.endpoint))  # retention may go on
     print("deleted " + "; ".join(deleted))
     return EXIT_OK
 

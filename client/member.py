@@ -3,11 +3,14 @@
 The data folder comes from the node config (``data-dir``) on a real member; a virtual
 member in simulation has only a ``partition-id`` and uses that entry of
 ``data.member_dirs`` (``data=folders``) or the synthetic set's tree for that partition,
-so one ClientApp serves both.
+so one ClientApp serves both. A folder that is not there fails with the machine (and
+Ray node) the member runs on: on a Ray cluster a member may run on any node.
 """
 
 from __future__ import annotations
 
+import socket
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,38 @@ def resolve_data_dir(node_config: Mapping[str, Any], cfg: RunConfig) -> Path:
         f"node config has neither '{DATA_DIR_KEY}' nor '{PARTITION_KEY}'; start the member "
         f"with --node-config '{DATA_DIR_KEY}=\"/path/to/images\"'"
     )
+
+
+class MemberDataMissingError(FileNotFoundError):
+    """A member's data folder is not on the machine (or Ray node) the member runs on."""
+
+
+def running_on() -> str:
+    """This machine's name, and the Ray node's id and address when the member runs in a
+    Ray worker (a simulated member; Ray is never imported here for a real member)."""
+    where = f"host {socket.gethostname()}"
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        node_id = ray.get_runtime_context().get_node_id()
+        where += f", Ray node {node_id[:12]} ({ray.util.get_node_ip_address()})"
+    return where
+
+
+def member_data_dir(node_config: Mapping[str, Any], cfg: RunConfig) -> Path:
+    """:func:`resolve_data_dir`, checked: MemberDataMissingError naming the folder, this
+    node and what to do when it is not there."""
+    path = resolve_data_dir(node_config, cfg)
+    if path.is_dir():
+        return path
+    if DATA_DIR_KEY in node_config:
+        hint = f"start the member with --node-config '{DATA_DIR_KEY}=\"/path/to/images\"'"
+    else:
+        hint = (
+            "on a Ray cluster (federation.ray_address) every node needs every member's "
+            "folder at this path: a shared folder, or `fractofl synth` with the run's "
+            "settings on each node"
+        )
+    raise MemberDataMissingError(f"member data folder {path} is not on {running_on()}; {hint}")
 
 
 def train_locally(

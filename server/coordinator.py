@@ -30,14 +30,23 @@ from fractofl.server.round_state import (
     load_round_state,
     save_round_state,
 )
-from fractofl.server.rounds import Participation, RoundPolicy, run_rounds, send_and_receive
+from fractofl.server.rounds import (
+    Exchange,
+    Participation,
+    RoundPolicy,
+    run_rounds,
+    send_and_receive,
+)
 from fractofl.server.run_folder import RunFolder
 from fractofl.server.secure_exchange import SecureExchange
+from fractofl.server.streamed_exchange import StreamedExchange
+from fractofl.strategies.aggregation_mode import streams_updates
 from fractofl.strategies.guard import UpdateGuard
 from fractofl.strategies.npy_arrays import array_of
 from fractofl.strategies.privacy import DifferentialPrivacy, check_dp_settings, rdp_accountant
 from fractofl.strategies.registry import CommonStrategyArgs, build_strategy
 from fractofl.strategies.secure_aggregation import check_secagg_settings
+from fractofl.strategies.spill import SpillSpaceError, UpdateSpill
 from fractofl.strategies.state import restore_strategy_state, strategy_state
 
 log = logging.getLogger("fractofl")
@@ -101,6 +110,12 @@ def _strategy(
     )
 
 
+def spill_folder(cfg: RunConfig, run_dir: Path) -> Path:
+    """Where streamed updates wait for the round's norm test (``updates.spill_dir``, by
+    default the run folder's ``spill``, present only while a round collects updates)."""
+    return Path(cfg.updates.spill_dir) if cfg.updates.spill_dir else run_dir / "spill"
+
+
 def _private(cfg: RunConfig, guard: UpdateGuard) -> DifferentialPrivacy:
     """The guard behind member-side clipping, noise and Flower's RDP accountant."""
     settings = cfg.privacy
@@ -141,11 +156,14 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
     if cfg.privacy.dp:
         strategy = private = _private(cfg, guard)
         recorder.privacy_spent = private.privacy_spent
-    exchange = send_and_receive
+    exchange: Exchange = send_and_receive
     if cfg.privacy.secure_aggregation:
         check_secagg_settings(cfg)
         exchange = SecureExchange.from_config(cfg.privacy)
         exchange.summary()
+    elif streams_updates(cfg):
+        guard.spill = UpdateSpill(spill_folder(cfg, folder.path), cfg.updates.spill_min_free_mb)
+        exchange = StreamedExchange(guard)
     publisher = RoundPublisher(cfg, start.run_id)
     if state is not None:
         if private is not None and state.privacy:
@@ -205,6 +223,10 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
             else "no round completed; start the run again when enough members are connected"
         )
         raise NotEnoughMembersError(f"{exc}. {then[0].upper()}{then[1:]}") from None
+    except SpillSpaceError as exc:
+        raise SpillSpaceError(
+            f"{exc}: `fractofl coordinator resume {folder.path}` continues it"
+        ) from None
     finally:
         progress.close()
     if not any(row.members_answered for row in recorder.rows):

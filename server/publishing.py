@@ -1,4 +1,5 @@
-"""Every completed round's global model, published to the registry as a signed version."""
+"""Every completed round's global model, published to the registry as a signed version,
+and the registry pruned to its retention policy after each publish."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from pathlib import Path
 
 from flwr.app import ArrayRecord
 
-from fractofl.core.config.run_config import RunConfig, config_digest
+from fractofl.core.config.run_config import RunConfig, check_retention, config_digest
 from fractofl.core.model.factory import checkpoint_for
-from fractofl.core.trust.registry import ModelRegistry, VersionMetadata
+from fractofl.core.trust.registry import ModelRegistry, RegistryError, VersionMetadata
+from fractofl.core.trust.retention import megabytes, prune, remove_stale_folders
 from fractofl.core.trust.signing import ensure_signing_key
 from fractofl.server.recorder import RoundRow
 
@@ -22,9 +24,18 @@ class RoundPublisher:
     def __init__(self, cfg: RunConfig, run_id: str) -> None:
         self.cfg = cfg
         self.run_id = run_id
+        check_retention(cfg.registry.retention)  # a bad setting fails before round 1
         self.registry = ModelRegistry(Path(cfg.registry.root))
         self.key = ensure_signing_key(cfg.registry)
         self._digest = config_digest(cfg)
+        stale = remove_stale_folders(self.registry.root)
+        if stale:
+            log.info(
+                "registry %s: removed %d folder(s) left by crashed publishes or prunes: %s",
+                self.registry.root,
+                len(stale),
+                ", ".join(p.name for p in stale),
+            )
 
     def _version_of_round(self, server_round: int) -> VersionMetadata | None:
         found = [
@@ -41,14 +52,44 @@ class RoundPublisher:
         checkpoint = checkpoint_for(
             self.cfg, arrays.to_torch_state_dict(), server_round, self.run_id, row.test_metrics()
         )
-        meta = self.registry.publish(
-            checkpoint,
-            config_digest=self._digest,
-            parent=previous.version if previous else None,
-            key=self.key,
-        )
+        parent = previous.version if previous else None
+        try:
+            meta = self.registry.publish(
+                checkpoint, config_digest=self._digest, parent=parent, key=self.key
+            )
+        except RegistryError:
+            if parent is None or parent in self.registry.version_numbers():
+                raise
+            # Another process pruned the parent since it was looked up: provenance
+            # loses one link, the round's model is not lost.
+            log.warning(
+                "round %d: parent version %d was removed meanwhile; publishing without one",
+                server_round,
+                parent,
+            )
+            meta = self.registry.publish(
+                checkpoint, config_digest=self._digest, parent=None, key=self.key
+            )
         log.info("round %d: published model version %d (%s)", server_round, meta.version, meta.name)
+        if self.cfg.registry.retention.prune_after_publish:
+            self.prune()
         return meta
+
+    def prune(self) -> None:
+        """Apply the retention policy; a failure is logged and nothing is removed, the
+        run goes on."""
+        try:
+            result = prune(self.registry, self.cfg.registry.retention)
+        except (RegistryError, OSError) as exc:
+            log.warning("registry retention skipped, nothing removed: %s", exc)
+            return
+        if result.removed:
+            log.info(
+                "registry retention: removed %s (%s freed); kept %d version(s)",
+                ", ".join(d.name for d in result.removed),
+                megabytes(result.bytes_freed),
+                len(result.plan.kept),
+            )
 
     def ensure_published(
         self, server_round: int, arrays: ArrayRecord, row: RoundRow

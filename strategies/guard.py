@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
 
@@ -25,9 +26,10 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 
 from fractofl.core.wire.compression import CompressionError, CompressionSpec, decode_update
 from fractofl.core.wire.update_protocol import EXAMPLES_KEY, spec_to_config
-from fractofl.strategies.mean import weighted_mean_update
+from fractofl.strategies.mean import RunningMean, update_shares
 from fractofl.strategies.npy_arrays import array_of, array_view
 from fractofl.strategies.replies import reply_senders
+from fractofl.strategies.spill import SpilledUpdate, UpdateSpill
 from fractofl.strategies.validation import (
     measure_update,
     norm_outliers,
@@ -55,6 +57,31 @@ ScreenListener = Callable[[int, list[UpdateVerdict]], None]
 
 # Strategies whose aggregate is exactly the weighted mean of the member weights.
 PLAIN_MEANS = (FedAvg, FedProx)
+
+
+def aggregates_a_mean(strategy: Strategy) -> bool:
+    """Whether ``strategy`` only needs the weighted mean of the updates (FedAvg, FedProx,
+    and the server optimisers FedAdam, FedYogi, FedAdagrad, which step from that mean),
+    so the guard can fold updates in one at a time (streaming aggregation)."""
+    return type(strategy) in PLAIN_MEANS or isinstance(strategy, FedOpt)
+
+
+@dataclass
+class _Candidate:
+    """A reply that passed the per-update checks, waiting for the round's norm test."""
+
+    msg: Message
+    node: int
+    sent: int
+    weight: float
+    norm: float
+    order: bytes
+    delta: dict[str, np.ndarray] | None = None
+    """The decoded update, when it is kept in memory (``updates.aggregation=gathered``)."""
+    spilled: SpilledUpdate | None = None
+    """Where its bytes are, when streamed (the reply then carries only its metrics)."""
+
+
 CLIPPING_TOLERANCE = 1.0 + 1e-3  # float32 rounding of a clipped update's norm
 
 
@@ -89,8 +116,29 @@ def _content_order(msg: Message) -> bytes:
     return digest.digest()
 
 
+@contextmanager
+def _metrics_aggregation_off(strategy: FedAvg) -> Iterator[None]:
+    """``strategy`` without its train-metrics aggregation (whose function records the
+    round's metrics: the guard aggregates them from the real replies itself)."""
+    own = strategy.train_metrics_aggr_fn
+    strategy.train_metrics_aggr_fn = lambda _contents, _key: MetricRecord()
+    try:
+        yield
+    finally:
+        strategy.train_metrics_aggr_fn = own
+
+
 class UpdateGuard(WrappingStrategy):
-    """Decode, validate and filter member updates, then delegate to ``inner``."""
+    """Decode, validate and filter member updates, then delegate to ``inner``.
+
+    Replies reach it in one of two ways. Gathered (Flower's ``send_and_receive``): the
+    round's replies arrive together in :meth:`aggregate_train`. Streamed
+    (:attr:`spill` set): the exchange hands each reply to :meth:`receive` as it arrives,
+    which screens it, writes its bytes to the spill and returns the reply without its
+    arrays; :meth:`aggregate_train` then applies the round's norm test and folds the
+    accepted updates into the mean one at a time, in the same order and with the same
+    arithmetic as the gathered path, so both give the same bits.
+    """
 
     def __init__(
         self,
@@ -115,15 +163,23 @@ class UpdateGuard(WrappingStrategy):
         self.train_weight_key: str | None = None
         """The metric that weighs training updates, when not the wrapped strategy's
         ``weighted_by_key`` (differential privacy: every member weighs 1)."""
+        self.spill: UpdateSpill | None = None
+        """Set to stream: where :meth:`receive` keeps the round's updates until the norm
+        test (``updates.aggregation=streamed``)."""
+        self._round = 0
+        self._received: dict[str, _Candidate | UpdateVerdict] = {}
 
     def summary(self) -> None:
         """Log the wrapped strategy's settings and the guard's."""
         self.inner.summary()
         log.info(
-            "update guard: compression %s (top-k %.3g), refuse norms above %.3g x the median",
+            "update guard: compression %s (top-k %.3g), refuse norms above %.3g x the median; %s",
             self.compression.mode,
             self.compression.topk_fraction,
             self.max_norm_multiple,
+            f"streaming aggregation, updates kept in {self.spill.folder} until the norm test"
+            if self.spill is not None
+            else "the round's updates are gathered in memory",
         )
 
     def configure_train(
@@ -131,11 +187,43 @@ class UpdateGuard(WrappingStrategy):
     ) -> Iterable[Message]:
         """Remember the global arrays and tell members how to compress their deltas."""
         self._reference = {key: array.numpy() for key, array in arrays.items()}
+        self._round = server_round
+        self._received = {}
+        if self.spill is not None:
+            self.spill.clear()  # an earlier attempt's updates are never aggregated
         for key, value in spec_to_config(self.compression).items():
             config[key] = value
         # Kept to name the member behind a reply (Flower's error replies name the SuperLink).
         self._instructions = list(self.inner.configure_train(server_round, arrays, config, grid))
         return self._instructions
+
+    def receive(self, reply: Message) -> Message | None:
+        """Screen one reply as it arrives (streaming aggregation) and return it without its
+        arrays, which wait in the spill; None for a reply to no instruction of this round
+        and attempt (a late member's), which is dropped and logged, never aggregated."""
+        if self.spill is None:
+            raise RuntimeError("receive() streams replies: set the guard's spill first")
+        answers = reply.metadata.reply_to_message_id
+        if answers not in {msg.metadata.message_id for msg in self._instructions}:
+            log.warning(
+                "round %d: dropped a reply from node %d to an instruction of an earlier round "
+                "or attempt (a late member); it is not aggregated",
+                self._round,
+                reply.metadata.src_node_id,
+            )
+            return None
+        if reply.has_error():
+            return reply
+        self._received[answers] = self._check(self._round, reply, self.spill)
+        content = reply.content
+        reply.content = RecordDict(
+            {key: record for key, record in content.items() if isinstance(record, MetricRecord)}
+        )
+        # Flower's records sit in reference cycles, which only Python's cyclic collector
+        # frees, whenever it next runs; emptied now, the update's bytes go at once.
+        for record in content.array_records.values():
+            record.clear()
+        return reply
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -143,41 +231,36 @@ class UpdateGuard(WrappingStrategy):
         """Screen the replies; the wrapped strategy aggregates the accepted ones."""
         replies = list(replies)
         failed = [msg for msg in replies if msg.has_error()]
-        accepted, verdicts = self._screen(server_round, [m for m in replies if not m.has_error()])
-        self.accepted_count = len(accepted)
-        if self.listener is not None:
-            self.listener(server_round, verdicts)
-        if type(self.inner) in PLAIN_MEANS:
-            return self._mean_of_deltas(accepted, failed)
-        for msg, delta in accepted:
-            msg.content = self._with_weights(msg.content, delta)
-        messages = [msg for msg, _ in accepted] + failed
-        arrays, metrics = self.inner.aggregate_train(server_round, messages)
-        if arrays is None:
-            return None, metrics
-        return self._finish(arrays, self._averaged_statistics(accepted)), metrics
+        checked = [
+            self._received.pop(msg.metadata.reply_to_message_id)
+            if msg.metadata.reply_to_message_id in self._received
+            else self._check(server_round, msg, None)
+            for msg in replies
+            if not msg.has_error()
+        ]
+        try:
+            accepted, verdicts = self._norm_test(server_round, checked)
+            self.accepted_count = len(accepted)
+            if self.listener is not None:
+                self.listener(server_round, verdicts)
+            if aggregates_a_mean(self.inner):
+                return self._mean(server_round, accepted, failed)
+            for candidate in accepted:
+                candidate.msg.content = self._with_weights(
+                    candidate.msg.content, self._delta_of(candidate)
+                )
+            messages = [candidate.msg for candidate in accepted] + failed
+            arrays, metrics = self.inner.aggregate_train(server_round, messages)
+            return (None if arrays is None else self._finish(arrays, {})), metrics
+        finally:
+            if self.spill is not None:
+                self.spill.clear()
 
-    def _averaged_statistics(
-        self, accepted: list[tuple[Message, dict[str, np.ndarray]]]
-    ) -> dict[str, np.ndarray]:
-        """Running statistics (BatchNorm's mean and variance) as the members' weighted mean
-        when the wrapped strategy is a server optimiser: an Adam or Adagrad step on a
-        running variance is meaningless, can make it negative, and breaks evaluation."""
-        keys = self.statistics_keys & set(self._reference)
-        if not isinstance(self.inner, FedOpt) or not keys or not accepted:
-            return {}
-        weights = [_weight(msg.content, self._train_weight_key()) for msg, _ in accepted]
-        return weighted_mean_update(
-            {k: self._reference[k] for k in keys},
-            [{k: delta[k] for k in keys} for _, delta in accepted],
-            weights,
-        )
-
-    def _mean_of_deltas(
-        self, accepted: list[tuple[Message, dict[str, np.ndarray]]], failed: list[Message]
+    def _mean(
+        self, server_round: int, accepted: list[_Candidate], failed: list[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """FedAvg's (and FedProx's) weighted mean, computed from the decoded deltas in one
-        fused pass each instead of re-serialising full weights for Flower to decode again.
+        """The weighted mean of the accepted updates, folded in one at a time (for FedAvg
+        and FedProx the aggregate itself; the server optimisers take their step from it).
         ``tests/strategies`` checks that the result equals Flower's own."""
         inner = cast(FedAvg, self.inner)
         log.info("aggregate_train: %d updates accepted, %d failures", len(accepted), len(failed))
@@ -185,50 +268,110 @@ class UpdateGuard(WrappingStrategy):
             log.info("\t> error in reply for node %d: %s", node, msg.error.reason)
         if not accepted:
             return None, None
-        contents = [msg.content for msg, _ in accepted]
-        weight_key = self._train_weight_key()
-        weights = [_weight(content, weight_key) for content in contents]
-        merged = weighted_mean_update(self._reference, [d for _, d in accepted], weights)
-        metrics = inner.train_metrics_aggr_fn(contents, weight_key)
-        return ArrayRecord({key: array_of(value) for key, value in merged.items()}), metrics
+        mean = RunningMean(self._reference)
+        for candidate, share in zip(
+            accepted, update_shares([c.weight for c in accepted]), strict=True
+        ):
+            mean.add(self._delta_of(candidate), share)
+        merged = mean.result()
+        contents = [candidate.msg.content for candidate in accepted]
+        metrics = inner.train_metrics_aggr_fn(contents, self._train_weight_key())
+        if not isinstance(inner, FedOpt):
+            return ArrayRecord({key: array_of(value) for key, value in merged.items()}), metrics
+        stepped = self._optimiser_step(inner, server_round, merged)
+        # Running statistics (BatchNorm's mean and variance) stay the members' weighted
+        # mean: an Adam or Adagrad step on a running variance is meaningless, can make it
+        # negative, and breaks evaluation.
+        statistics = {key: merged[key] for key in self.statistics_keys & set(merged)}
+        return self._finish(stepped, statistics), metrics
 
-    def _screen(
-        self, server_round: int, replies: list[Message]
-    ) -> tuple[list[tuple[Message, dict[str, np.ndarray]]], list[UpdateVerdict]]:
-        candidates: list[tuple[Message, dict[str, np.ndarray], int, float]] = []
-        verdicts: list[UpdateVerdict] = []
-        for msg in replies:
-            node = msg.metadata.src_node_id
-            sent, delta_or_reason = self._decode(msg)
-            if isinstance(delta_or_reason, str):
-                verdicts.append(self._refuse(server_round, node, sent, delta_or_reason))
-                continue
-            norm, problem = measure_update(delta_or_reason, self.statistics_keys)
-            problem = problem or statistics_problem(
-                delta_or_reason, self._reference, self.statistics_keys
-            )
-            problem = problem or self._unclipped(delta_or_reason)
-            if problem is not None:
-                verdicts.append(self._refuse(server_round, node, sent, problem))
-                continue
-            candidates.append((msg, delta_or_reason, sent, norm))
+    def _optimiser_step(
+        self, inner: FedOpt, server_round: int, mean: dict[str, np.ndarray]
+    ) -> ArrayRecord:
+        """The server optimiser's new global arrays from the members' mean: Flower's own
+        ``aggregate_train`` given that mean as the only reply (Flower's mean of one reply
+        is the reply, exactly), with its metrics aggregation left out."""
+        content = RecordDict(
+            {
+                inner.arrayrecord_key: ArrayRecord({k: array_of(v) for k, v in mean.items()}),
+                "metrics": MetricRecord({inner.weighted_by_key: 1}),
+            }
+        )
+        only_reply = Message(content, reply_to=self._instructions[0])
+        with _metrics_aggregation_off(inner):
+            arrays, _ = inner.aggregate_train(server_round, [only_reply])
+        if arrays is None:
+            raise RuntimeError(f"{type(inner).__name__} returned no arrays for the mean")
+        return arrays
 
-        outliers = set(norm_outliers([c[3] for c in candidates], self.max_norm_multiple))
-        median = float(np.median([c[3] for c in candidates])) if candidates else 0.0
-        accepted: list[tuple[Message, dict[str, np.ndarray]]] = []
-        for position, (msg, delta, sent, norm) in enumerate(candidates):
-            node = msg.metadata.src_node_id
+    def _check(
+        self, server_round: int, msg: Message, spill: UpdateSpill | None
+    ) -> _Candidate | UpdateVerdict:
+        """The per-update checks (decoding, structure, NaN/Inf, running statistics,
+        clipping): a refusal, or a candidate for the round's norm test, its bytes written
+        to ``spill`` when given, else its decoded update kept."""
+        node = msg.metadata.src_node_id
+        sent, delta_or_reason = self._decode(msg)
+        if isinstance(delta_or_reason, str):
+            return self._refuse(server_round, node, sent, delta_or_reason)
+        delta = delta_or_reason
+        norm, problem = measure_update(delta, self.statistics_keys)
+        problem = problem or statistics_problem(delta, self._reference, self.statistics_keys)
+        problem = problem or self._unclipped(delta)
+        if problem is not None:
+            return self._refuse(server_round, node, sent, problem)
+        candidate = _Candidate(
+            msg,
+            node,
+            sent,
+            _weight(msg.content, self._train_weight_key()),
+            norm,
+            _content_order(msg),
+        )
+        if spill is None:
+            candidate.delta = delta
+        else:
+            record = next(iter(msg.content.array_records.values()))
+            candidate.spilled = spill.put(dict(record.items()))
+        return candidate
+
+    def _norm_test(
+        self, server_round: int, checked: list[_Candidate | UpdateVerdict]
+    ) -> tuple[list[_Candidate], list[UpdateVerdict]]:
+        """The candidates within ``max_norm_multiple`` x the round's median norm, in content
+        order, and every update's verdict (refusals first, in the order they came)."""
+        verdicts = [item for item in checked if isinstance(item, UpdateVerdict)]
+        candidates = [item for item in checked if isinstance(item, _Candidate)]
+        outliers = set(norm_outliers([c.norm for c in candidates], self.max_norm_multiple))
+        median = float(np.median([c.norm for c in candidates])) if candidates else 0.0
+        accepted: list[_Candidate] = []
+        for position, candidate in enumerate(candidates):
             if position in outliers:
                 reason = (
-                    f"update norm {norm:.4g} is above {self.max_norm_multiple:g} x "
+                    f"update norm {candidate.norm:.4g} is above {self.max_norm_multiple:g} x "
                     f"the median {median:.4g}"
                 )
-                verdicts.append(self._refuse(server_round, node, sent, reason, norm))
+                verdicts.append(
+                    self._refuse(
+                        server_round, candidate.node, candidate.sent, reason, candidate.norm
+                    )
+                )
                 continue
-            accepted.append((msg, delta))
-            verdicts.append(UpdateVerdict(node, sent, True, norm=norm))
-        accepted.sort(key=lambda item: _content_order(item[0]))
+            accepted.append(candidate)
+            verdicts.append(
+                UpdateVerdict(candidate.node, candidate.sent, True, norm=candidate.norm)
+            )
+        accepted.sort(key=lambda candidate: candidate.order)
         return accepted, verdicts
+
+    def _delta_of(self, candidate: _Candidate) -> dict[str, np.ndarray]:
+        """A candidate's decoded update: kept in memory, or read back from the spill."""
+        if candidate.delta is not None:
+            return candidate.delta
+        if candidate.spilled is None:
+            raise RuntimeError(f"the update of node {candidate.node} was neither kept nor spilled")
+        payload = {k: array_view(a) for k, a in UpdateSpill.load(candidate.spilled).items()}
+        return decode_update(payload, self._reference, self.compression)
 
     def _decode(self, msg: Message) -> tuple[int, dict[str, np.ndarray] | str]:
         records = msg.content.array_records

@@ -4,6 +4,10 @@
 weights ``reference + delta_i``; computing it from the deltas the guard has already
 decoded avoids re-serialising full weights for Flower to decode again, which on a
 ResNet-18 costs several times the aggregation itself (see bench/RESULTS.md).
+
+:class:`RunningMean` folds the deltas in one at a time, so only the running sum and the
+delta being added are in memory (streaming aggregation); :func:`weighted_mean_update` is
+the same computation over a list. Both give the same bits for the same order.
 """
 
 from __future__ import annotations
@@ -21,43 +25,63 @@ Arrays = Mapping[str, np.ndarray]
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
-def _weighted_sum(
-    start: np.ndarray | None, deltas: Sequence[np.ndarray], shares: Sequence[float]
-) -> np.ndarray:
-    """``start + sum_i shares[i] * deltas[i]`` in a new float32 array, one fused pass per
-    delta (torch's ``add`` with ``alpha`` is an axpy; numpy's ``acc += w * d`` first
-    writes ``w * d`` to a temporary the size of the tensor). ``start=None`` means zero."""
-    tensors = [torch.from_numpy(delta) for delta in deltas]
-    if start is None:
-        acc = torch.mul(tensors[0], shares[0])
-    else:
-        acc = torch.add(torch.from_numpy(start), tensors[0], alpha=shares[0])
-    for tensor, share in zip(tensors[1:], shares[1:], strict=True):
-        acc.add_(tensor, alpha=share)
-    return acc.numpy()
+def update_shares(weights: Sequence[float]) -> list[float]:
+    """Each update's share ``w_i / sum(w)`` of the mean; ValueError when they do not sum
+    to a positive number."""
+    total = float(sum(weights))
+    if not weights or not total > 0:
+        raise ValueError(f"the update weights sum to {total}; they must be positive")
+    return [w / total for w in weights]
+
+
+class RunningMean:
+    """``reference + sum_i share_i * delta_i``, folded in one delta at a time.
+
+    Floating-point tensors are accumulated in float32 with one fused pass per delta
+    (torch's ``add`` with ``alpha`` is an axpy; numpy's ``acc += w * d`` first writes
+    ``w * d`` to a temporary the size of the tensor). Integer tensors (counters such as
+    BatchNorm's ``num_batches_tracked``) move by the rounded weighted mean of their deltas.
+    """
+
+    def __init__(self, reference: Arrays) -> None:
+        self.reference = reference
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def add(self, delta: Arrays, share: float) -> None:
+        """Fold in one member's ``delta`` with its ``share`` of the mean."""
+        first = not self._sums
+        for key, ref in self.reference.items():
+            value = torch.from_numpy(np.asarray(delta[key], dtype=np.float32))
+            if not first:
+                self._sums[key].add_(value, alpha=share)
+            elif np.issubdtype(ref.dtype, np.floating):
+                start = torch.from_numpy(np.asarray(ref, dtype=np.float32))
+                self._sums[key] = torch.add(start, value, alpha=share)
+            else:
+                self._sums[key] = torch.mul(value, share)
+
+    def result(self) -> dict[str, np.ndarray]:
+        """The mean so far, in the reference's dtypes."""
+        if not self._sums:
+            raise ValueError("the mean of no update is undefined")
+        result: dict[str, np.ndarray] = {}
+        for key, ref in self.reference.items():
+            total = self._sums[key].numpy()
+            if np.issubdtype(ref.dtype, np.floating):
+                result[key] = total.astype(ref.dtype, copy=False)
+            else:
+                result[key] = np.asarray(ref + np.rint(total).astype(ref.dtype))
+        return result
 
 
 def weighted_mean_update(
     reference: Arrays, deltas: Sequence[Arrays], weights: Sequence[float]
 ) -> dict[str, np.ndarray]:
-    """``reference`` moved by the weighted mean of ``deltas``, in the reference's dtypes.
-
-    Floating-point tensors are accumulated in float32; integer tensors (counters such as
-    BatchNorm's ``num_batches_tracked``) move by the rounded weighted mean of their deltas.
-    """
+    """``reference`` moved by the weighted mean of ``deltas``, in the reference's dtypes
+    (:class:`RunningMean` over a list)."""
     if not deltas or len(deltas) != len(weights):
         raise ValueError(f"need one weight per update, got {len(deltas)} and {len(weights)}")
-    total = float(sum(weights))
-    if not total > 0:
-        raise ValueError(f"the update weights sum to {total}; they must be positive")
-    shares = [w / total for w in weights]
-    result: dict[str, np.ndarray] = {}
-    for key, ref in reference.items():
-        values = [np.asarray(delta[key], dtype=np.float32) for delta in deltas]
-        if np.issubdtype(ref.dtype, np.floating):
-            start = np.asarray(ref, dtype=np.float32)
-            result[key] = _weighted_sum(start, values, shares).astype(ref.dtype, copy=False)
-        else:
-            moved = np.rint(_weighted_sum(None, values, shares)).astype(ref.dtype)
-            result[key] = np.asarray(ref + moved)
-    return result
+    mean = RunningMean(reference)
+    for delta, share in zip(deltas, update_shares(weights), strict=True):
+        mean.add(delta, share)
+    return mean.result()

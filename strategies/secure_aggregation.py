@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fractofl.core.config.run_config import PrivacyConfig, RunConfig
+from fractofl.strategies.aggregation_mode import MEAN_STRATEGIES
 
-SECAGG_STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
+SECAGG_STRATEGIES = MEAN_STRATEGIES
 """Strategies that need only the weighted mean of the updates."""
 MODULUS_RANGE = 2**32
 """Flower's largest modulus: masked sums are computed modulo this."""

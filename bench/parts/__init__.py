@@ -43,6 +43,11 @@ PARTS: tuple[Part, ...] = (
     Part("compression", "FedAvg with update compression", "compression:run_compression"),
     Part("aggregation", "Aggregation time against a memory copy", "aggregation:run_aggregation"),
     Part(
+        "coordinator",
+        "Coordinator memory: streamed against gathered updates",
+        "coordinator:run_coordinator",
+    ),
+    Part(
         "serving", "Serving: local endpoint against the in-process forward", "serving:run_serving"
     ),
     Part(

@@ -107,7 +107,7 @@ def timed(run: Callable[[], object]) -> float:
 # Cumulative times nest (e.g. _with_weights includes Array serialisation).
 PROFILE_CATEGORIES: tuple[tuple[str, str, str], ...] = (
     ("whole UpdateGuard.aggregate_train", "guard.py", "aggregate_train"),
-    ("guard: _screen (decode + validate every reply)", "guard.py", "_screen"),
+    ("guard: _check (decode + validate every reply)", "guard.py", "_check"),
     ("guard: _decode", "guard.py", "_decode"),
     ("npy_arrays: array_view (zero-copy view of Array bytes)", "npy_arrays.py", "array_view"),
     ("Array.numpy() deserialisation (np.load)", "array.py", "numpy"),
@@ -115,8 +115,8 @@ PROFILE_CATEGORIES: tuple[tuple[str, str, str], ...] = (
     ("validation: structural_problem", "validation.py", "structural_problem"),
     ("validation: measure_update (norm + finiteness)", "validation.py", "measure_update"),
     ("validation: update_norm", "validation.py", "update_norm"),
-    ("guard: _mean_of_deltas (FedAvg fast path)", "guard.py", "_mean_of_deltas"),
-    ("mean: weighted_mean_update", "mean.py", "weighted_mean_update"),
+    ("guard: _mean (the weighted mean of the deltas)", "guard.py", "_mean"),
+    ("mean: RunningMean.add", "mean.py", "add"),
     ("guard: _with_weights (ref + delta, new Arrays)", "guard.py", "_with_weights"),
     (
         "Flower: aggregate_arrayrecords (weighted mean)",

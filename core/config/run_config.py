@@ -83,7 +83,8 @@ class TrainConfig:
 
 @dataclass
 class FederationConfig:
-    """How many members, rounds and replies a run needs."""
+    """How many members, rounds and replies a run needs, and where simulated members
+    run (``ray_address``: a Ray cluster's head; empty: ``RAY_ADDRESS`` or a local Ray)."""
 
     members: int = 4
     rounds: int = 5
@@ -95,6 +96,8 @@ class FederationConfig:
     round_retries: int = 2
     member_cpus: float = 1.0
     member_gpus: float = 0.0
+    ray_address: str = ""  # host:port, "local", or empty (see fractofl.cli.ray_cluster)
+    ray_connect_timeout_s: float = 15.0
     attackers: int = 0
     attack: str = "none"
     attack_scale: float = 10.0
@@ -111,6 +114,9 @@ class UpdatesConfig:
     topk_fraction: float = 1.0
     max_norm_multiple: float = 5.0
     retain_freed_mb: int = 32
+    aggregation: str = "auto"
+    spill_dir: str = ""
+    spill_min_free_mb: int = 1024
 
 
 @dataclass
@@ -121,9 +127,51 @@ class StrategyConfig:
     args: dict[str, Any] = field(default_factory=dict)
 
 
+BEST_MODES = ("max", "min")
+
+
+@dataclass
+class RetentionConfig:
+    """Which registry versions are kept (``fractofl.core.trust.retention``): the newest
+    ``keep_last`` (0: every version), the best by ``best_metric`` (``best_mode`` max or
+    min; empty: none), and every version in use; pruned after each publish when
+    ``prune_after_publish``, and by ``fractofl models prune``."""
+
+    keep_last: int = 10
+    best_metric: str = "test_macro_f1"
+    best_mode: str = "max"
+    prune_after_publish: bool = True
+
+
+def check_retention(retention: RetentionConfig) -> None:
+    """Raise :class:`RunConfigError` naming the ``registry.retention`` setting at fault."""
+    keep_last = retention.keep_last
+    if not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 0:
+        raise RunConfigError(
+            f"registry.retention.keep_last={keep_last!r} must be a whole number >= 0 "
+            "(the newest versions to keep; 0 keeps every version)"
+        )
+    if not isinstance(retention.best_metric, str):
+        raise RunConfigError(
+            f"registry.retention.best_metric={retention.best_metric!r} must be a metric "
+            "name such as test_macro_f1, or empty to keep no best version"
+        )
+    if retention.best_mode not in BEST_MODES:
+        raise RunConfigError(
+            f"registry.retention.best_mode={retention.best_mode!r}; valid: "
+            f"{', '.join(BEST_MODES)} (max: higher is better, min: e.g. a loss)"
+        )
+    if not isinstance(retention.prune_after_publish, bool):
+        raise RunConfigError(
+            f"registry.retention.prune_after_publish={retention.prune_after_publish!r} "
+            "must be true or false"
+        )
+
+
 @dataclass
 class RegistryConfig:
-    """Where published model versions live and which keys sign and verify them."""
+    """Where published model versions live, which keys sign and verify them, and which
+    versions are kept."""
 
     root: str = "registry"
     private_key: str = "keys/coordinator.key"
@@ -131,6 +179,7 @@ class RegistryConfig:
     trusted_public_key: str = "keys/coordinator.pub"
     passphrase_env: str = "FRACTOFL_KEY_PASSPHRASE"
     create_key_if_missing: bool = True
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 @dataclass
@@ -333,11 +382,26 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 
 
 UNHASHED_GROUPS = ("output.", "registry.", "serving.", "deployment.")
+# Where simulated members run and how the coordinator holds a round's updates, not what
+# is trained: a run on a Ray cluster, or streamed, has the digest of the same run on one
+# machine, gathered, and can be resumed on another cluster or with the other setting.
+UNHASHED_KEYS = (
+    "federation.ray_address",
+    "federation.ray_connect_timeout_s",
+    "updates.aggregation",
+    "updates.spill_dir",
+    "updates.spill_min_free_mb",
+)
 
 
 def config_digest(config: RunConfig) -> str:
     """Short stable hash of what a run trains (the ``output``, ``registry``, ``serving``
-    and ``deployment`` groups are left out), to show that two processes saw the same config."""
-    flat = {k: v for k, v in to_flat(config).items() if not k.startswith(UNHASHED_GROUPS)}
+    and ``deployment`` groups and :data:`UNHASHED_KEYS` are left out), to show that two
+    processes saw the same config."""
+    flat = {
+        k: v
+        for k, v in to_flat(config).items()
+        if not k.startswith(UNHASHED_GROUPS) and k not in UNHASHED_KEYS
+    }
     payload = json.dumps(flat, sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()[:12]

@@ -11,7 +11,9 @@ metadata. A version is written in a hidden temporary folder, fsynced and renamed
 place: readers never see half a version, and a crash leaves only the hidden folder.
 Two publishers never share a number: renaming onto an existing version folder fails
 and the loser re-signs for the next number. Models are only loaded after verification
-(:meth:`ModelRegistry.load_verified`, :func:`load_verified_folder`).
+(:meth:`ModelRegistry.load_verified`, :func:`load_verified_folder`). Only ``vNNNNNN``
+folders are versions: hidden ones (staging, ``.removing-*``) and files (``in-use.json``,
+:mod:`~fractofl.core.trust.pins`) are not; :mod:`~fractofl.core.trust.retention` prunes.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ SIGNATURE_FILE = "signature"
 PUBLIC_KEY_FILE = "signer.pub"
 METADATA_FORMAT = 1
 _VERSION_DIR = re.compile(r"v(\d{6,})")
+PUBLISH_PREFIX = ".publish-"  # hidden staging folders of publishes (see retention.py)
 _PUBLISH_ATTEMPTS = 100
 
 
@@ -261,7 +264,7 @@ class ModelRegistry:
         if parent is not None:
             self.folder(parent)  # fails listing the versions when there is no such parent
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=self.root))
+        staging = Path(tempfile.mkdtemp(prefix=PUBLISH_PREFIX, dir=self.root))
         try:
             save_checkpoint(checkpoint, staging / MODEL_FILE)
             # mkdtemp/mkstemp make 0700/0600; a published version is for members to read.

@@ -33,6 +33,7 @@ from moto.server import ThreadedMotoServer
 
 from fractofl.cli.main import main
 from fractofl.core.config.run_config import ServingConfig
+from fractofl.core.trust.pins import read_pins
 from fractofl.core.trust.signing import create_key_pair
 from fractofl.serving.aws import DeployError
 from fractofl.serving.deploy import deploy, find_endpoint, wait_in_service
@@ -293,6 +294,7 @@ def test_cli_deploys_update_and_delete(aws: boto3.Session, tmp_path: Path) -> No
     head = aws.client("s3").head_object(Bucket=BUCKET, Key="fractofl/models/v000001/model.tar.gz")
     assert head["SSEKMSKeyId"].endswith(key_id)
     first_config = live["EndpointConfigName"]
+    assert _pins(tmp_path) == [("v000001", "endpoint:fracto-prod")]  # registry retention keeps it
 
     # Execute: move the endpoint to v2.
     assert _cli("deploy", "v000002", "--endpoint", "fracto-prod", "--update", *overrides) == 0
@@ -304,6 +306,7 @@ def test_cli_deploys_update_and_delete(aws: boto3.Session, tmp_path: Path) -> No
     assert model["PrimaryContainer"]["ModelDataUrl"].endswith("/v000002/model.tar.gz")
     sm = aws.client("sagemaker")
     assert sm.describe_endpoint_config(EndpointConfigName=first_config)
+    assert _pins(tmp_path) == [("v000002", "endpoint:fracto-prod")]
 
     # Execute: delete (with an unrelated model beside it).
     sm.create_model(ModelName="fracto-prod-manual", PrimaryContainer={"Image": IMAGE})
@@ -313,6 +316,12 @@ def test_cli_deploys_update_and_delete(aws: boto3.Session, tmp_path: Path) -> No
         sm.describe_endpoint(EndpointName="fracto-prod")
     assert sm.list_endpoint_configs()["EndpointConfigs"] == []
     assert [m["ModelName"] for m in sm.list_models()["Models"]] == ["fracto-prod-manual"]
+    assert _pins(tmp_path) == []  # retention may remove v2 now
+
+
+def _pins(tmp_path: Path) -> list[tuple[str, str]]:
+    """The registry's record of versions in use (``core/trust/pins.py``)."""
+    return [(p.version, p.use) for p in read_pins(tmp_path / "registry")]
 
 
 def test_cli_missing_artifact_says_to_package(
