@@ -55,6 +55,7 @@ class SimulationSizes:
     cost_rounds: int
     scale_members: int
     scale_overrides: tuple[str, ...]
+    resnet_members: int  # part scale: the ResNet-18 simulation's members (one round)
 
     def rounds_overrides(self) -> list[str]:
         """``federation.rounds`` for the accuracy part, or nothing to keep the default."""
@@ -161,7 +162,7 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
             mode="quick",
             work=(work_root / "quick").resolve(),
             timeout_s=900.0,
-            simulation=SimulationSizes(QUICK_DATA, 2, 2, 10, SCALE_QUICK),
+            simulation=SimulationSizes(QUICK_DATA, 2, 2, 10, SCALE_QUICK, resnet_members=4),
             strategies=StrategySizes(
                 rounds=2,
                 strategies=("fedavg", "fedmedian", "krum"),
@@ -179,7 +180,7 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
         mode="full",
         work=(work_root / "full").resolve(),
         timeout_s=3600.0,
-        simulation=SimulationSizes((), None, 3, 50, SCALE_FULL),
+        simulation=SimulationSizes((), None, 3, 50, SCALE_FULL, resnet_members=1000),
         strategies=StrategySizes(
             rounds=8,
             strategies=ALL_STRATEGIES,

@@ -92,6 +92,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     resume.add_argument("run_dir", type=Path, help="the run folder (runs/<name>)")
     resume.set_defaults(handler=_resume, cfg=False)
+    audit = actions.add_parser(
+        "audit",
+        help="print the coordinator's audit trail and verify its hash chain",
+        description=(
+            "Who started which run with which config digest, which members answered, failed "
+            "or were refused in each round (with the SHA-256 of every update received), "
+            "every version published and every deployment, from "
+            "deployment.state_dir/audit.log; checks the hash chain and names the first "
+            "changed, removed or cut-short line (exit 1)."
+        ),
+    )
+    audit.add_argument("--log", type=Path, help="the trail (default: state_dir/audit.log)")
+    audit.add_argument("--json", action="store_true", help="each event in full, as JSON")
+    audit.add_argument("overrides", nargs="*", help="Hydra overrides (deployment.state_dir=...)")
+    audit.set_defaults(handler=_audit, cfg=False)
 
 
 def resume_config(run_dir: Path) -> RunConfig:
@@ -244,3 +259,13 @@ def _run(args: argparse.Namespace) -> int:
     cfg = apply_coordinator_profile(cfg, args.overrides)
     deployed = dataclasses.replace(cfg.output, engine="deployment")
     return run_deployed(dataclasses.replace(cfg, output=deployed))
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from fractofl.cli.audit_cmd import print_audit
+    from fractofl.cli.profile import coordinator_config
+    from fractofl.server.audit_trail import coordinator_audit_path
+
+    if args.log is None:
+        args.log = coordinator_audit_path(coordinator_config(args.overrides))
+    return print_audit(args.log, full=args.json)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fractofl.core.config.run_config import RunConfig
+from fractofl.core.config.run_config import RunConfig, config_digest
 from fractofl.server.errors import RunFolderError
 from fractofl.server.round_state import STATE_FILE
 from fractofl.server.superlink import DeploymentError, control_host, is_listening
@@ -81,6 +81,7 @@ def run_deployed(cfg: RunConfig) -> int:
     from fractofl.cli.main import report_run
     from fractofl.cli.simulation import flower_app_config
     from fractofl.core.processes.flower_executables import flower_env, flower_tool
+    from fractofl.server.audit_trail import CoordinatorAudit, coordinator_audit_path, who
     from fractofl.server.evaluation import coordinator_test_dir
     from fractofl.server.run_folder import SUMMARY_FILE
     from fractofl.server.run_watch import RunWatcher, finished_table
@@ -96,6 +97,13 @@ def run_deployed(cfg: RunConfig) -> int:
     deployment = cfg.deployment
     files = CoordinatorFiles.from_config(deployment)
     wait_for_port(control_host(deployment), deployment.superlink_port, deployment.connect_timeout_s)
+    CoordinatorAudit(coordinator_audit_path(cfg)).record(
+        "run-requested",
+        run_name=cfg.output.name,
+        config_digest=config_digest(cfg),
+        resume=cfg.output.resume,
+        **who(),
+    )
     app_dir = files.state_dir / "apps" / cfg.output.name
     app_dir.mkdir(parents=True, exist_ok=True)
     (app_dir / "pyproject.toml").write_text(flower_app_config(cfg))

@@ -38,6 +38,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     or Flower, which a command like ``member add`` never needs."""
     from fractofl.cli.profile import ProfileError
     from fractofl.cli.ray_cluster import RayClusterError
+    from fractofl.client.policy import PolicyError
     from fractofl.client.supernode import MemberSetupError
     from fractofl.core.files.whole_folder import CannotWriteError
     from fractofl.core.images.labelled import NoUsableImagesError
@@ -74,6 +75,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         PkiError,
         DeploymentError,
         MemberSetupError,
+        PolicyError,
         FlowerToolError,
         RayClusterError,
         PrivacySettingsError,

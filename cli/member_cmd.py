@@ -106,6 +106,21 @@ def register_actions(actions: argparse._SubParsersAction) -> None:  # type: igno
     listing.add_argument("--json", action="store_true", help="print the list as JSON")
     listing.add_argument("overrides", nargs="*", help="Hydra overrides (deployment.*)")
     listing.set_defaults(handler=_list, cfg=False)
+    audit = actions.add_parser(
+        "audit",
+        help="print this member's audit log and verify its hash chain",
+        description=(
+            "Every instruction this member's node received and every reply it sent (run, "
+            "round, kind, the instruction's config digest; for what left: array names, "
+            "shapes, dtypes, bytes and SHA-256, and the metrics), from "
+            "deployment.member_dir/audit.log; checks the hash chain and names the first "
+            "changed, removed or cut-short line (exit 1)."
+        ),
+    )
+    audit.add_argument("--log", type=Path, help="the log (default: member_dir/audit.log)")
+    audit.add_argument("--json", action="store_true", help="each event in full, as JSON")
+    audit.add_argument("overrides", nargs="*", help="Hydra overrides (deployment.member_dir=...)")
+    audit.set_defaults(handler=_audit, cfg=False)
 
 
 def _join(args: argparse.Namespace) -> int:
@@ -124,6 +139,8 @@ def _join(args: argparse.Namespace) -> int:
         None if insecure else Path(str(given["key"] or member_dir / MEMBER_KEY_FILE)),
         None if insecure else Path(str(given["ca"] or member_dir / CA_CERT_FILE)),
         int(str(given["port"])),
+        audit_log=member_dir / MEMBER_AUDIT_FILE,
+        policy=_checked_policy(member_dir),
     )
     command = supernode_command(settings, insecure)
     saved = save_member_profile(member_dir, {**given, "data": str(settings.data_dir.resolve())})
@@ -253,3 +270,30 @@ def print_members(statuses: list[tuple[Member, str]], indent: str = "") -> None:
             f"{indent}{member.name:<{width}}  {status:<12} node {member.node_id:<20} "
             f"{member.fingerprint}  {dates}"
         )
+
+
+MEMBER_AUDIT_FILE = "audit.log"
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from fractofl.cli.audit_cmd import print_audit
+
+    if args.log is None:
+        member_dir = to_run_config(
+            compose_config(args.overrides), training=False
+        ).deployment.member_dir
+        args.log = Path(member_dir) / MEMBER_AUDIT_FILE
+    return print_audit(args.log, full=args.json)
+
+
+def _checked_policy(member_dir: Path) -> Path | None:
+    """The member's policy file, read and shown now so that a mistake stops the join
+    (PolicyError naming the key), or None when the member wrote none."""
+    from fractofl.client.policy import POLICY_FILE, describe, load_policy
+
+    path = member_dir / POLICY_FILE
+    if not path.is_file():
+        return None
+    rules = describe(load_policy(path))
+    print(f"member policy {path}: " + ("; ".join(rules) if rules else "no rule set"), flush=True)
+    return path

@@ -13,6 +13,7 @@ from pathlib import Path
 from fractofl.cli.config import load_run_config
 from fractofl.cli.in_use import endpoint_use, forget_use, record_use
 from fractofl.cli.progress import Progress
+from fractofl.core.config.run_config import RunConfig
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -93,6 +94,9 @@ def _deploy(args: argparse.Namespace) -> int:
     except DeployError as exc:
         return _fail(str(exc))
     forget_use(registry_root, endpoint_use(args.endpoint), except_version=version)
+    record_deployment(
+        cfg, "deployed", endpoint=done.endpoint, version=version, update=bool(args.update)
+    )
     print(
         f"endpoint {done.endpoint} is {done.status}, serving {version} "
         f"(model {done.model}, endpoint config {done.endpoint_config}, {done.model_data_url})"
@@ -110,6 +114,7 @@ def _delete(args: argparse.Namespace) -> int:
     except DeployError as exc:
         return _fail(str(exc))
     forget_use(Path(cfg.registry.root), endpoint_use(args.endpoint))  # retention may go on
+    record_deployment(cfg, "endpoint-deleted", endpoint=args.endpoint, deleted=deleted)
     print("deleted " + "; ".join(deleted))
     return EXIT_OK
 
@@ -117,3 +122,13 @@ def _delete(args: argparse.Namespace) -> int:
 def _fail(message: str) -> int:
     print(f"fractofl: error: {message}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def record_deployment(cfg: RunConfig, kind: str, **values: object) -> None:
+    """An entry in the coordinator's audit trail, when this machine is the coordinator
+    (its ``deployment.state_dir`` exists): who deployed or deleted what."""
+    from fractofl.server.audit_trail import CoordinatorAudit, coordinator_audit_path, who
+
+    path = coordinator_audit_path(cfg)
+    if path.parent.is_dir():
+        CoordinatorAudit(path).record(kind, **values, **who())

@@ -12,6 +12,7 @@ from flwr.clientapp import ClientApp
 from torch import nn
 
 from fractofl.client.attacks import corrupt_update
+from fractofl.client.audit import audit_mod
 from fractofl.client.faults import inject_fault
 from fractofl.client.member import (
     clip_update,
@@ -22,6 +23,7 @@ from fractofl.client.member import (
     weight_delta,
 )
 from fractofl.client.node_config import PARTITION_KEY
+from fractofl.client.policy import policy_mod
 from fractofl.client.secure_reply import (
     is_secure_instruction,
     read_instruction,
@@ -44,7 +46,9 @@ from fractofl.core.wire.update_protocol import (
     spec_from_config,
 )
 
-app = ClientApp()
+# The audit mod wraps everything else, so it records exactly what leaves (refusals too);
+# the member's policy comes next, before any of the instruction is acted on.
+app = ClientApp(mods=[audit_mod, policy_mod])
 
 
 def _run_config(context: Context) -> RunConfig:

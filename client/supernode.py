@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fractofl.client.node_config import DATA_DIR_KEY
+from fractofl.client.node_config import AUDIT_LOG_KEY, DATA_DIR_KEY, POLICY_KEY
 from fractofl.core.processes.flower_executables import flower_tool
 
 
@@ -30,6 +30,10 @@ class JoinSettings:
     private_key: Path | None
     ca_cert: Path | None
     local_port: int
+    audit_log: Path | None = None
+    policy: Path | None = None
+    """The member's privacy policy (``deployment.member_dir/policy.yaml``), if it wrote one."""
+    """The member's audit log (``deployment.member_dir/audit.log``), in its node config."""
 
     def check(self) -> None:
         """Refuse to start with a missing file or a malformed address, naming it."""
@@ -75,6 +79,16 @@ def why_it_stopped(code: int, asked_to_stop: bool, superlink: str, coordinator: 
     )
 
 
+def node_config(settings: JoinSettings) -> str:
+    """The SuperNode's ``--node-config``: the member's images and its audit log."""
+    pairs = [f'{DATA_DIR_KEY}="{settings.data_dir.resolve()}"']
+    if settings.audit_log is not None:
+        pairs.append(f'{AUDIT_LOG_KEY}="{settings.audit_log.resolve()}"')
+    if settings.policy is not None:
+        pairs.append(f'{POLICY_KEY}="{settings.policy.resolve()}"')
+    return " ".join(pairs)
+
+
 def supernode_command(settings: JoinSettings, insecure: bool) -> list[str]:
     """``flower-supernode`` for ``settings``; with ``insecure``, plain text and no key."""
     settings.check()
@@ -90,7 +104,7 @@ def supernode_command(settings: JoinSettings, insecure: bool) -> list[str]:
         "--port",
         str(settings.local_port),
         "--node-config",
-        f'{DATA_DIR_KEY}="{settings.data_dir.resolve()}"',
+        node_config(settings),
     ]
     if insecure:
         return [*command, "--insecure"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,9 @@ from fractofl.core.config.run_config import RunConfig, config_digest
 from fractofl.core.learning.device import seed_everything
 from fractofl.core.learning.training import EvalResult
 from fractofl.core.model.factory import model_for
+from fractofl.core.trust.registry import VersionMetadata
 from fractofl.core.wire.compression import CompressionSpec
+from fractofl.server.audit_trail import CoordinatorAudit, coordinator_audit_path
 from fractofl.server.errors import NotEnoughMembersError
 from fractofl.server.evaluation import CoordinatorEvaluator
 from fractofl.server.heap import retain_freed_memory
@@ -41,7 +45,7 @@ from fractofl.server.run_folder import RunFolder
 from fractofl.server.secure_exchange import SecureExchange
 from fractofl.server.streamed_exchange import StreamedExchange
 from fractofl.strategies.aggregation_mode import streams_updates
-from fractofl.strategies.guard import UpdateGuard
+from fractofl.strategies.guard import UpdateGuard, UpdateVerdict
 from fractofl.strategies.npy_arrays import array_of
 from fractofl.strategies.privacy import DifferentialPrivacy, check_dp_settings, rdp_accountant
 from fractofl.strategies.registry import CommonStrategyArgs, build_strategy
@@ -110,6 +114,64 @@ def _strategy(
     )
 
 
+@dataclass
+class _RunAudit:
+    """A deployed run's entries in the coordinator's audit trail, with the update guard's
+    verdicts of the round (each with the SHA-256 of the update as received)."""
+
+    trail: CoordinatorAudit
+    verdicts: list[UpdateVerdict]
+
+    def round_ended(
+        self, run_id: str, server_round: int, seen: Participation, meta: VersionMetadata
+    ) -> None:
+        updates = [
+            {
+                "member": self.trail.member(v.node_id),
+                "bytes": v.bytes_sent,
+                "sha256": v.sha256,
+                "accepted": v.accepted,
+                **({"refused": v.reason} if not v.accepted else {}),
+            }
+            for v in self.verdicts
+        ]
+        self.trail.round_done(
+            run_id, server_round, seen.sampled, seen.answered, seen.failed, seen.stragglers, updates
+        )
+        self.trail.published(run_id, server_round, meta.version, meta.weights_sha256)
+
+
+@contextmanager
+def _audited(audit: _RunAudit | None, run_id: str, recorder: RoundRecorder) -> Iterator[None]:
+    """The run's end in the audit trail: finished, or stopped and why."""
+    try:
+        yield
+    except BaseException as exc:
+        if audit is not None:
+            done = recorder.rows[-1].round if recorder.rows else 0
+            audit.trail.run_ended(run_id, f"stopped: {exc}"[:500], done)
+        raise
+    if audit is not None:
+        audit.trail.run_ended(run_id, "finished", recorder.rows[-1].round if recorder.rows else 0)
+
+
+def _audit_trail(cfg: RunConfig, folder: RunFolder, guard: UpdateGuard) -> _RunAudit | None:
+    """A deployed run's audit (``deployment.state_dir/audit.log``); None in simulation."""
+    if cfg.output.engine != "deployment":
+        return None
+    audit = _RunAudit(CoordinatorAudit(coordinator_audit_path(cfg), folder.member_names), [])
+    guard.update_digests = True
+    listener = guard.listener
+
+    def keep_verdicts(server_round: int, verdicts: list[UpdateVerdict]) -> None:
+        audit.verdicts[:] = verdicts
+        if listener is not None:
+            listener(server_round, verdicts)
+
+    guard.listener = keep_verdicts
+    return audit
+
+
 def spill_folder(cfg: RunConfig, run_dir: Path) -> Path:
     """Where streamed updates wait for the round's norm test (``updates.spill_dir``, by
     default the run folder's ``spill``, present only while a round collects updates)."""
@@ -165,6 +227,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
         guard.spill = UpdateSpill(spill_folder(cfg, folder.path), cfg.updates.spill_min_free_mb)
         exchange = StreamedExchange(guard)
     publisher = RoundPublisher(cfg, start.run_id)
+    audit = _audit_trail(cfg, folder, guard)
     if state is not None:
         if private is not None and state.privacy:
             private.accountant.load_state_dict(json.loads(state.privacy))
@@ -176,7 +239,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
         recorder.record_participation(seen)
         folder.record_participation(seen)
 
-    def on_round_end(server_round: int, arrays: ArrayRecord, _: Participation) -> None:
+    def on_round_end(server_round: int, arrays: ArrayRecord, participation: Participation) -> None:
         # The checkpoint is the commit point of a round; publishing comes after it and is
         # redone on resume if the coordinator stopped in between.
         save_round_state(
@@ -193,42 +256,47 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
             ),
             folder.path,
         )
-        publisher.publish(server_round, arrays, recorder.rows[-1])
+        meta = publisher.publish(server_round, arrays, recorder.rows[-1])
+        if audit is not None:
+            audit.round_ended(start.run_id, server_round, participation, meta)
 
     first = state.round + 1 if state else 1
-    try:
-        final = run_rounds(
-            strategy,
-            grid,
-            start.arrays,
-            range(first, fed.rounds + 1),
-            RoundPolicy(
-                timeout_s=fed.round_timeout,
-                retries=fed.round_retries,
-                min_train_members=fed.min_train_members,
-                min_available_members=max(fed.min_train_members, fed.min_evaluate_members),
-                exchange=exchange,
-                names=folder.member_names,
-            ),
-            evaluate_fn=recorder.evaluate,
-            on_participation=on_participation,
-            on_round_end=on_round_end,
-        )
-    except NotEnoughMembersError as exc:
-        done = recorder.rows[-1].round if recorder.rows else 0
-        then = (
-            f"the run stopped after round {done}; `fractofl coordinator resume {folder.path}` "
-            "continues it when enough members are back"
-            if done
-            else "no round completed; start the run again when enough members are connected"
-        )
-        raise NotEnoughMembersError(f"{exc}. {then[0].upper()}{then[1:]}") from None
-    except SpillSpaceError as exc:
-        raise SpillSpaceError(
-            f"{exc}: `fractofl coordinator resume {folder.path}` continues it"
-        ) from None
-    finally:
-        progress.close()
+    if audit is not None:
+        audit.trail.run_started(cfg, start.run_id, first, folder.path)
+    with _audited(audit, start.run_id, recorder):
+        try:
+            final = run_rounds(
+                strategy,
+                grid,
+                start.arrays,
+                range(first, fed.rounds + 1),
+                RoundPolicy(
+                    timeout_s=fed.round_timeout,
+                    retries=fed.round_retries,
+                    min_train_members=fed.min_train_members,
+                    min_available_members=max(fed.min_train_members, fed.min_evaluate_members),
+                    exchange=exchange,
+                    names=folder.member_names,
+                ),
+                evaluate_fn=recorder.evaluate,
+                on_participation=on_participation,
+                on_round_end=on_round_end,
+            )
+        except NotEnoughMembersError as exc:
+            done = recorder.rows[-1].round if recorder.rows else 0
+            then = (
+                f"the run stopped after round {done}; `fractofl coordinator resume {folder.path}` "
+                "continues it when enough members are back"
+                if done
+                else "no round completed; start the run again when enough members are connected"
+            )
+            raise NotEnoughMembersError(f"{exc}. {then[0].upper()}{then[1:]}") from None
+        except SpillSpaceError as exc:
+            raise SpillSpaceError(
+                f"{exc}: `fractofl coordinator resume {folder.path}` continues it"
+            ) from None
+        finally:
+            progress.close()
     if not any(row.members_answered for row in recorder.rows):
         raise NoRoundCompletedError(
             f"no round of {fed.rounds} got a usable training reply from any member; "

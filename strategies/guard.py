@@ -51,6 +51,8 @@ class UpdateVerdict:
     accepted: bool
     reason: str = ""
     norm: float = float("nan")
+    sha256: str = ""
+    """Of the update's bytes as received (when the guard's ``update_digests`` is on)."""
 
 
 ScreenListener = Callable[[int, list[UpdateVerdict]], None]
@@ -76,6 +78,7 @@ class _Candidate:
     weight: float
     norm: float
     order: bytes
+    digest: str = ""
     delta: dict[str, np.ndarray] | None = None
     """The decoded update, when it is kept in memory (``updates.aggregation=gathered``)."""
     spilled: SpilledUpdate | None = None
@@ -92,6 +95,16 @@ def _weight(content: RecordDict, key: str) -> float:
     if not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"the reply needs one MetricRecord with a positive '{key}'")
     return float(value)
+
+
+def _update_digest(msg: Message) -> str:
+    """SHA-256 of every array's bytes of a reply, in order: what the member's audit log
+    records as the reply's ``arrays_sha256``."""
+    digest = hashlib.sha256()
+    for record in msg.content.array_records.values():
+        for array in record.values():
+            digest.update(array.data)
+    return digest.hexdigest()
 
 
 CONTENT_ORDER_BYTES = 64  # per array, for the aggregation order
@@ -168,6 +181,9 @@ class UpdateGuard(WrappingStrategy):
         test (``updates.aggregation=streamed``)."""
         self._round = 0
         self._received: dict[str, _Candidate | UpdateVerdict] = {}
+        self.update_digests = False
+        """Record the SHA-256 of every update's bytes in its verdict (the coordinator's
+        audit trail, to compare with the members' own audit logs)."""
 
     def summary(self) -> None:
         """Log the wrapped strategy's settings and the guard's."""
@@ -311,15 +327,16 @@ class UpdateGuard(WrappingStrategy):
         clipping): a refusal, or a candidate for the round's norm test, its bytes written
         to ``spill`` when given, else its decoded update kept."""
         node = msg.metadata.src_node_id
+        digest = _update_digest(msg) if self.update_digests else ""
         sent, delta_or_reason = self._decode(msg)
         if isinstance(delta_or_reason, str):
-            return self._refuse(server_round, node, sent, delta_or_reason)
+            return self._refuse(server_round, node, sent, delta_or_reason, digest=digest)
         delta = delta_or_reason
         norm, problem = measure_update(delta, self.statistics_keys)
         problem = problem or statistics_problem(delta, self._reference, self.statistics_keys)
         problem = problem or self._unclipped(delta)
         if problem is not None:
-            return self._refuse(server_round, node, sent, problem)
+            return self._refuse(server_round, node, sent, problem, digest=digest)
         candidate = _Candidate(
             msg,
             node,
@@ -327,6 +344,7 @@ class UpdateGuard(WrappingStrategy):
             _weight(msg.content, self._train_weight_key()),
             norm,
             _content_order(msg),
+            digest,
         )
         if spill is None:
             candidate.delta = delta
@@ -353,13 +371,24 @@ class UpdateGuard(WrappingStrategy):
                 )
                 verdicts.append(
                     self._refuse(
-                        server_round, candidate.node, candidate.sent, reason, candidate.norm
+                        server_round,
+                        candidate.node,
+                        candidate.sent,
+                        reason,
+                        candidate.norm,
+                        candidate.digest,
                     )
                 )
                 continue
             accepted.append(candidate)
             verdicts.append(
-                UpdateVerdict(candidate.node, candidate.sent, True, norm=candidate.norm)
+                UpdateVerdict(
+                    candidate.node,
+                    candidate.sent,
+                    True,
+                    norm=candidate.norm,
+                    sha256=candidate.digest,
+                )
             )
         accepted.sort(key=lambda candidate: candidate.order)
         return accepted, verdicts
@@ -432,7 +461,12 @@ class UpdateGuard(WrappingStrategy):
 
     @staticmethod
     def _refuse(
-        server_round: int, node: int, sent: int, reason: str, norm: float = float("nan")
+        server_round: int,
+        node: int,
+        sent: int,
+        reason: str,
+        norm: float = float("nan"),
+        digest: str = "",
     ) -> UpdateVerdict:
         log.warning("round %d: refused the update of node %d: %s", server_round, node, reason)
-        return UpdateVerdict(node, sent, False, reason, norm)
+        return UpdateVerdict(node, sent, False, reason, norm, digest)

@@ -90,3 +90,25 @@ def test_front_config_prints_the_fronts_nginx_configuration(tmp_path: Path) -> N
     assert "client_max_body_size 32m;" in result.stdout
     assert "proxy_ssl_verify on;" in result.stdout
     assert str(tmp_path / "pki" / "ca.crt") in result.stdout
+
+
+def test_a_member_policy_with_a_mistake_stops_the_join_naming_the_key(tmp_path: Path) -> None:
+    # Prepare: a policy with a misspelt rule in the member's folder
+    (tmp_path / "member").mkdir()
+    (tmp_path / "member" / "policy.yaml").write_text("require_secure_agregation: true\n")
+    # Execute
+    result = run_fractofl(
+        "member",
+        "join",
+        "--superlink",
+        "coordinator:9092",
+        "--data",
+        ".",
+        "--insecure",
+        cwd=tmp_path,
+    )
+    # Assert: refused before any process starts, with the key and the valid ones named
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "unknown key(s) require_secure_agregation" in result.stderr
+    assert "require_secure_aggregation" in result.stderr.split("valid:")[1]
+    assert "Traceback" not in result.stderr

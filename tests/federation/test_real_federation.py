@@ -25,6 +25,7 @@ from fractofl.core.learning.device import seed_everything
 from fractofl.core.learning.member_data import load_member_data
 from fractofl.core.model.checkpoint import load_checkpoint
 from fractofl.core.model.factory import model_for
+from fractofl.core.trust.audit_log import read_log
 from fractofl.core.trust.registry import ModelRegistry
 from fractofl.core.trust.signing import load_public_key
 from fractofl.server.member_registry import MemberRegistry
@@ -460,3 +461,62 @@ def test_a_deployed_run_resumes_after_the_coordinator_dies_and_ends_as_if_never_
     floats = [key for key, value in final.items() if value.is_floating_point()]
     worst = max(float((final[k] - reference[k]).abs().max()) for k in floats)
     assert worst <= RESUME_TOLERANCE, f"resumed run differs by {worst:.3g}"
+
+
+def test_what_left_each_member_is_in_its_audit_log_and_equals_what_the_coordinator_got(
+    federation: Federation, consortium: Consortium, plain_run: subprocess.CompletedProcess[str]
+) -> None:
+    # Execute (the fixture): the 2-round TLS run; then both audit commands
+    assert plain_run.returncode == 0, plain_run.stderr[-3000:]
+    trail = run_fractofl("coordinator", "audit", *federation.deployment, cwd=federation.workdir)
+    assert trail.returncode == 0, trail.stderr
+    assert "hash chain verified" in trail.stdout
+    events = [entry.event for entry in read_log(federation.workdir / "coordinator" / "audit.log")]
+    # Assert: the coordinator's trail has who asked for the run, its start, both rounds with
+    # every member's update hashed, both versions and the end
+    run_dir = str(federation.workdir / "runs" / "tls-run")
+    started = [e for e in events if e["kind"] == "run-started" and e["run_dir"] == run_dir]
+    assert len(started) == 1
+    run_id = started[0]["run_id"]
+    assert any(e["kind"] == "run-requested" and e["run_name"] == "tls-run" for e in events)
+    rounds = [e for e in events if e["kind"] == "round" and e["run_id"] == run_id]
+    assert [e["round"] for e in rounds] == [1, 2]
+    assert [e["version"] for e in events if e["kind"] == "published" and e["run_id"] == run_id]
+    assert any(
+        e["kind"] == "run-ended" and e["run_id"] == run_id and e["outcome"] == "finished"
+        for e in events
+    )
+    received = {
+        (update["member"], update["sha256"], update["bytes"])
+        for event in rounds
+        for update in event["updates"]
+    }
+    assert {member for member, _, _ in received} == {f"org{i}" for i in range(MEMBERS)}
+    # ... and each member's own log lists exactly those bytes, with the same hashes
+    for index, member_dir in enumerate(consortium.members):
+        log = member_dir / "audit.log"
+        shown = run_fractofl(
+            "member", "audit", f"deployment.member_dir={member_dir}", cwd=federation.workdir
+        )
+        assert shown.returncode == 0, shown.stderr
+        sent = [
+            entry.event
+            for entry in read_log(log)
+            if entry.event["kind"] == "sent"
+            and entry.event["run_id"] == int(run_id)
+            and entry.event["message_type"] == "train"
+        ]
+        assert len(sent) == 2
+        assert {(f"org{index}", e["arrays_sha256"], e["arrays_bytes"]) for e in sent} == {
+            item for item in received if item[0] == f"org{index}"
+        }
+        assert all(e["metrics"]["metrics"]["num-examples"] > 0 for e in sent)
+    # an edited line of a member's log is found, with its number
+    copy = federation.workdir / "edited-audit.log"
+    lines = (consortium.members[0] / "audit.log").read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if '"kind": "sent"' in line)
+    lines[at] = lines[at].replace('"kind": "sent"', '"kind": "sant"')
+    copy.write_text("".join(lines))
+    edited = run_fractofl("member", "audit", "--log", str(copy), cwd=federation.workdir)
+    assert edited.returncode == 1
+    assert f"line {at + 1}: its content does not match its hash" in edited.stderr

@@ -50,3 +50,14 @@ def test_digest_changes_with_any_value() -> None:
     b.train.lr = 0.01
     assert config_digest(a) == config_digest(RunConfig())
     assert config_digest(a) != config_digest(b)
+
+
+def test_digest_leaves_out_how_the_coordinator_holds_updates_and_where_ray_runs() -> None:
+    # Members send the digest as a metric, and it orders the aggregation: two runs that
+    # differ only in these settings must aggregate the same updates in the same order.
+    a, b = RunConfig(), RunConfig()
+    b.updates.aggregation, b.updates.spill_dir, b.updates.spill_min_free_mb = "gathered", "/x", 1
+    b.federation.ray_address = "10.0.0.5:6379"
+    assert config_digest(a) == config_digest(b)
+    b.updates.compression = "int8"
+    assert config_digest(a) != config_digest(b)
