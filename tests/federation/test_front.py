@@ -190,7 +190,8 @@ def access_lines(federation: FrontedFederation) -> list[Access]:
 def test_two_members_train_resnet18_through_the_front(
     fronted: FrontedFederation, member_data: Path
 ) -> None:
-    # Execute: 2 rounds of ResNet-18; every update crosses the front in 5 MiB pieces
+    # Execute: a round of ResNet-18; every update crosses the front in 5 MiB pieces (a
+    # deployed round costs a minute here; more rounds add time, not coverage of the front)
     workdir = fronted.workdir
     run = subprocess.run(
         fractofl(
@@ -203,7 +204,7 @@ def test_two_members_train_resnet18_through_the_front(
             f"registry.root={workdir / 'registry'}",
             f"registry.private_key={workdir / 'keys' / 'c.key'}",
             f"registry.public_key={workdir / 'keys' / 'c.pub'}",
-            "federation.rounds=2",
+            "federation.rounds=1",
             *RESNET_RUN,
         ),
         cwd=workdir,
@@ -212,11 +213,11 @@ def test_two_members_train_resnet18_through_the_front(
         timeout=RUN_TIMEOUT_S,
         check=False,
     )
-    # Assert: both rounds with both members, and the global model moved in each
+    # Assert: the round with both members, and the global model moved
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     run_dir = workdir / "runs" / "resnet"
     metrics = (run_dir / "metrics.csv").read_text().splitlines()
-    assert len(metrics) == 4  # header, rounds 0-2
+    assert len(metrics) == 3  # header, rounds 0-1
     registry = ModelRegistry(workdir / "registry")
     trusted = load_public_key(workdir / "keys" / "c.pub")
     rounds = [registry.load_verified(v, trusted)[0].state_dict for v in registry.version_numbers()]
@@ -224,8 +225,8 @@ def test_two_members_train_resnet18_through_the_front(
     seed_everything(cfg.seed)
     initial = model_for(cfg).state_dict()
     final = load_checkpoint(run_dir / "model.pt").state_dict
-    assert len(rounds) == 2
-    for before, after in ((initial, rounds[0]), (rounds[0], rounds[1]), (initial, final)):
+    assert len(rounds) == 1
+    for before, after in ((initial, rounds[0]), (initial, final)):
         moved = max(
             float((after[k].float() - before[k].float()).abs().max())
             for k in after
