@@ -88,14 +88,20 @@ def test_a_silent_member_is_a_straggler_and_the_round_goes_on(
         ),
         cwd=tmp_path,
     )
-    # Assert: round 2 went on with the two others; the silent one is a straggler, once
+    # Assert: round 2 went on with the two others; the silent one is a straggler, once.
+    # (Round 1 is not asserted: on a loaded machine its cold start, 3 members on 2 cores,
+    # may itself overrun the timeout, which is what round_timeout is for.)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "runs" / "run"
     rows = _csv(run_dir / "metrics.csv")
     assert rows[2]["stragglers"] == "1" and rows[2]["members_answered"] == "2"
-    late = [m for m in _csv(run_dir / "members.csv") if m["status"] == "straggler"]
-    assert [m["round"] for m in late] == ["2"]
-    assert f"member node {late[0]['node_id']} did not answer within {timeout} s" in result.stderr
+    late = [
+        m for m in _csv(run_dir / "members.csv") if m["status"] == "straggler" and m["round"] == "2"
+    ]
+    assert len(late) == 1
+    assert f"round 2: member node {late[0]['node_id']} did not answer within {timeout} s" in (
+        result.stderr
+    )
 
 
 def test_too_few_members_ends_the_run_with_a_clear_message(
