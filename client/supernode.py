@@ -31,9 +31,9 @@ class JoinSettings:
     ca_cert: Path | None
     local_port: int
     audit_log: Path | None = None
+    """The member's audit log (``deployment.member_dir/audit.log``), in its node config."""
     policy: Path | None = None
     """The member's privacy policy (``deployment.member_dir/policy.yaml``), if it wrote one."""
-    """The member's audit log (``deployment.member_dir/audit.log``), in its node config."""
 
     def check(self) -> None:
         """Refuse to start with a missing file or a malformed address, naming it."""
@@ -80,7 +80,7 @@ def why_it_stopped(code: int, asked_to_stop: bool, superlink: str, coordinator: 
 
 
 def node_config(settings: JoinSettings) -> str:
-    """The SuperNode's ``--node-config``: the member's images and its audit log."""
+    """The SuperNode's ``--node-config``: the member's images, audit log and policy."""
     pairs = [f'{DATA_DIR_KEY}="{settings.data_dir.resolve()}"']
     if settings.audit_log is not None:
         pairs.append(f'{AUDIT_LOG_KEY}="{settings.audit_log.resolve()}"')
