@@ -205,6 +205,7 @@ class UpdateGuard(WrappingStrategy):
         self._reference = {key: array.numpy() for key, array in arrays.items()}
         self._round = server_round
         self._received = {}
+        self._instruction_ids: set[str] = set()
         if self.spill is not None:
             self.spill.clear()  # an earlier attempt's updates are never aggregated
         for key, value in spec_to_config(self.compression).items():
@@ -220,7 +221,9 @@ class UpdateGuard(WrappingStrategy):
         if self.spill is None:
             raise RuntimeError("receive() streams replies: set the guard's spill first")
         answers = reply.metadata.reply_to_message_id
-        if answers not in {msg.metadata.message_id for msg in self._instructions}:
+        if not self._instruction_ids:  # the Grid gives messages their ids when it pushes them
+            self._instruction_ids = {msg.metadata.message_id for msg in self._instructions}
+        if answers not in self._instruction_ids:
             log.warning(
                 "round %d: dropped a reply from node %d to an instruction of an earlier round "
                 "or attempt (a late member); it is not aggregated",
