@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from fractofl.core.config.run_config import RunConfig, config_digest
+from fractofl.core.trust.app_bundle import BundleCode, fab_code, fractofl_bundle
 from fractofl.server.errors import RunFolderError
 from fractofl.server.round_state import STATE_FILE
 from fractofl.server.superlink import DeploymentError, control_host, is_listening
@@ -62,6 +63,14 @@ def _error_box(lines: list[str], end: int) -> str | None:
     return " ".join(words.split()) or None
 
 
+def bundle_code_of(app_dir: Path) -> BundleCode:
+    """The code digest of the bundle ``flwr run`` builds from ``app_dir`` (built the way
+    Flower builds it, so the digest is the one members' code gates compute)."""
+    from flwr.cli.build import build_fab_from_disk
+
+    return fab_code(build_fab_from_disk(app_dir))
+
+
 def check_coordinator_up(cfg: RunConfig, run_dir: Path) -> None:
     """Refuse, saying what to do, when no SuperLink listens where ``cfg`` says."""
     deployment = cfg.deployment
@@ -97,16 +106,28 @@ def run_deployed(cfg: RunConfig) -> int:
     deployment = cfg.deployment
     files = CoordinatorFiles.from_config(deployment)
     wait_for_port(control_host(deployment), deployment.superlink_port, deployment.connect_timeout_s)
+    app_dir = files.state_dir / "apps" / cfg.output.name
+    app_dir.mkdir(parents=True, exist_ok=True)
+    (app_dir / "pyproject.toml").write_text(flower_app_config(cfg))
+    code = bundle_code_of(app_dir)
     CoordinatorAudit(coordinator_audit_path(cfg)).record(
         "run-requested",
         run_name=cfg.output.name,
         config_digest=config_digest(cfg),
+        code_digest=code.digest,
         resume=cfg.output.resume,
         **who(),
     )
-    app_dir = files.state_dir / "apps" / cfg.output.name
-    app_dir.mkdir(parents=True, exist_ok=True)
-    (app_dir / "pyproject.toml").write_text(flower_app_config(cfg))
+    print(
+        f"members run this run's ClientApp only if they approved its code: code digest "
+        f"{code.digest}"
+        + (
+            " (fractofl's own bundle, which every member's code gate approves)"
+            if code.digest == fractofl_bundle().digest
+            else f" ({code.describe()}; members approve it with `fractofl member approve`)"
+        ),
+        flush=True,
+    )
     run_dir = Path(cfg.output.root) / cfg.output.name
     # The ServerApp runs beside the SuperLink: follow its rounds through the run folder.
     watcher = RunWatcher(run_dir, cfg.federation.rounds).start()

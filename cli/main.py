@@ -47,6 +47,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from fractofl.core.model.checkpoint import CheckpointError
     from fractofl.core.processes.flower_executables import FlowerToolError
     from fractofl.core.synth.dataset import ForeignFolderError, UnknownSynthClassError
+    from fractofl.core.trust.app_bundle import BundleError
     from fractofl.core.trust.pki import PkiError
     from fractofl.core.trust.registry import RegistryError
     from fractofl.core.trust.signing import SigningKeyError
@@ -83,6 +84,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         SecureAggregationSettingsError,
         AggregationSettingsError,
         SpillSpaceError,
+        BundleError,
     )
 
 

@@ -1,5 +1,5 @@
-"""``fractofl member join | add | revoke | list``: a member's SuperNode, and the coordinator's
-register of members."""
+"""``fractofl member join | add | revoke | list | audit | approve``: a member's SuperNode, its
+audit log and approved code, and the coordinator's register of members."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fractofl.cli.approve_cmd import print_approved_code, register_approve
 from fractofl.cli.config import compose_config, to_run_config
 from fractofl.cli.profile import (
     MEMBER_PROFILE,
@@ -121,10 +122,18 @@ def register_actions(actions: argparse._SubParsersAction) -> None:  # type: igno
     audit.add_argument("--json", action="store_true", help="each event in full, as JSON")
     audit.add_argument("overrides", nargs="*", help="Hydra overrides (deployment.member_dir=...)")
     audit.set_defaults(handler=_audit, cfg=False)
+    register_approve(actions)
 
 
 def _join(args: argparse.Namespace) -> int:
-    from fractofl.client.supernode import JoinSettings, supernode_command, why_it_stopped
+    from fractofl.client.code_gate import APPROVED_CODE_FILE
+    from fractofl.client.supernode import (
+        JoinSettings,
+        start_warm_member,
+        supernode_command,
+        why_it_stopped,
+        with_code_gate,
+    )
     from fractofl.core.processes.flower_executables import flower_env, run_in_foreground
     from fractofl.core.trust.pki import CA_CERT_FILE, MEMBER_KEY_FILE
 
@@ -141,6 +150,7 @@ def _join(args: argparse.Namespace) -> int:
         int(str(given["port"])),
         audit_log=member_dir / MEMBER_AUDIT_FILE,
         policy=_checked_policy(member_dir),
+        approved_code=member_dir / APPROVED_CODE_FILE,
     )
     command = supernode_command(settings, insecure)
     saved = save_member_profile(member_dir, {**given, "data": str(settings.data_dir.resolve())})
@@ -152,11 +162,17 @@ def _join(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     home = member_dir.resolve() / f"flwr-home-{settings.local_port}"
+    env = with_code_gate(flower_env(home), member_dir.resolve())
+    print_approved_code(settings)
     print(
         f"joining {settings.superlink} with the images in {settings.data_dir}; Ctrl-C leaves",
         flush=True,
     )
-    exited = run_in_foreground(command, flower_env(home))
+    warm = start_warm_member(member_dir.resolve(), env)
+    try:
+        exited = run_in_foreground(command, env)
+    finally:
+        warm.stop()
     reason = why_it_stopped(
         exited.code, exited.asked_to_stop, settings.superlink, consortium_name(settings.ca_cert)
     )

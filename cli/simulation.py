@@ -16,7 +16,6 @@ import random
 import tempfile
 from pathlib import Path
 
-import tomli_w
 from flwr.app import Context, RecordDict
 from flwr.simulation.run_simulation import _run_simulation
 from flwr.supercore.telemetry import EventType
@@ -24,30 +23,15 @@ from flwr.supercore.telemetry import EventType
 from fractofl.cli.ray_cluster import RayTarget, cluster_init_args, ray_session
 from fractofl.client.app import app as client_app
 from fractofl.core.config.run_config import RunConfig, to_flat
+from fractofl.core.trust.app_bundle import app_pyproject
 from fractofl.server.app import app as server_app
 
 log = logging.getLogger("fractofl")
 
 
-SERVER_APP = "fractofl.server.app:app"
-CLIENT_APP = "fractofl.client.app:app"
-
-
 def flower_app_config(cfg: RunConfig) -> str:
     """A Flower app ``pyproject.toml`` whose ``[tool.flwr.app.config]`` is the run config."""
-    document = {
-        "project": {"name": "fractofl-run", "version": "1.0.0"},
-        "tool": {
-            "flwr": {
-                "app": {
-                    "publisher": "fractofl",
-                    "components": {"serverapp": SERVER_APP, "clientapp": CLIENT_APP},
-                    "config": to_flat(cfg),
-                }
-            }
-        },
-    }
-    return tomli_w.dumps(document)
+    return app_pyproject(to_flat(cfg))
 
 
 def backend_config(

@@ -32,6 +32,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 from fractofl.client.node_config import AUDIT_LOG_KEY, POLICY_KEY
+from fractofl.core.trust.app_bundle import BundleError, parse_digest
 from fractofl.core.trust.audit_log import AuditLogError, read_log
 from fractofl.core.wire.update_protocol import (
     CLIPPING_NORM_KEY,
@@ -66,6 +67,9 @@ class MemberPolicy:
     max_rounds_per_day: int = 0
     send_metrics: tuple[str, ...] = field(default=())
     """Metrics that may leave besides the example count; empty: every metric."""
+    approved_code: tuple[str, ...] = ()
+    """Code digests of app bundles this member runs besides fractofl's own
+    (:mod:`fractofl.client.code_gate`; ``fractofl member approve`` keeps its own list)."""
 
     @property
     def counts_rounds(self) -> bool:
@@ -83,6 +87,7 @@ _KINDS: dict[str, type] = {
     "max_rounds_per_run": int,
     "max_rounds_per_day": int,
     "send_metrics": tuple,
+    "approved_code": tuple,
 }
 
 
@@ -96,6 +101,11 @@ def _value(path: Path, key: str, value: Any) -> Any:
     if kind is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise PolicyError(f"{where} must be a list of names, e.g. [fedavg, fedprox]")
+        if key == "approved_code":
+            try:
+                return tuple(parse_digest(v) for v in value)
+            except BundleError as exc:
+                raise PolicyError(f"{path}: approved_code: {exc}") from None
         return tuple(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PolicyError(f"{where} must be a number")

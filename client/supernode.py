@@ -5,16 +5,38 @@ The SuperNode connects out to the coordinator's SuperLink, through the coordinat
 authenticates with the member's EC P-384 key, and runs the same ClientApp
 as the simulation on the member's own image folder, passed as node config
 ``data-dir``. Nothing listens for the outside: its local port serves only its own
-ClientApp processes on loopback.
+ClientApp processes on loopback. Those are forked by the member's warm process
+(:mod:`fractofl.client.warm_member`, torch and fractofl imported once) and pass the
+member's code gate (:mod:`fractofl.client.code_gate`): a run's code runs only if the
+member approved it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from fractofl.client.node_config import AUDIT_LOG_KEY, DATA_DIR_KEY, POLICY_KEY
+from fractofl.client.node_config import (
+    APPROVED_CODE_KEY,
+    AUDIT_LOG_KEY,
+    DATA_DIR_KEY,
+    POLICY_KEY,
+)
+from fractofl.client.warm_launcher import LAUNCHER_NAME, WARM_SOCKET, write_launcher
 from fractofl.core.processes.flower_executables import flower_tool
+
+GATE_BIN = "bin"  # deployment.member_dir/bin: the flwr-clientapp launcher
+WARM_DIR = "warm"  # deployment.member_dir/warm: the warm member's socket (owner-only)
+MAX_SOCKET_PATH = 107  # bytes in a Unix socket's path on Linux (sun_path, less its NUL)
+WARM_START_TIMEOUT_S = 60.0
+WARM_STOP_TIMEOUT_S = 10.0
+SOCKET_POLL_S = 0.05
 
 
 class MemberSetupError(RuntimeError):
@@ -34,6 +56,9 @@ class JoinSettings:
     """The member's audit log (``deployment.member_dir/audit.log``), in its node config."""
     policy: Path | None = None
     """The member's privacy policy (``deployment.member_dir/policy.yaml``), if it wrote one."""
+    approved_code: Path | None = None
+    """The code digests the member approved (``deployment.member_dir/approved-code.txt``,
+    :mod:`fractofl.client.code_gate`), which need not exist yet."""
 
     def check(self) -> None:
         """Refuse to start with a missing file or a malformed address, naming it."""
@@ -80,12 +105,15 @@ def why_it_stopped(code: int, asked_to_stop: bool, superlink: str, coordinator: 
 
 
 def node_config(settings: JoinSettings) -> str:
-    """The SuperNode's ``--node-config``: the member's images, audit log and policy."""
+    """The SuperNode's ``--node-config``: the member's images, audit log, policy and
+    approved code."""
     pairs = [f'{DATA_DIR_KEY}="{settings.data_dir.resolve()}"']
     if settings.audit_log is not None:
         pairs.append(f'{AUDIT_LOG_KEY}="{settings.audit_log.resolve()}"')
     if settings.policy is not None:
         pairs.append(f'{POLICY_KEY}="{settings.policy.resolve()}"')
+    if settings.approved_code is not None:
+        pairs.append(f'{APPROVED_CODE_KEY}="{settings.approved_code.resolve()}"')
     return " ".join(pairs)
 
 
@@ -116,3 +144,92 @@ def supernode_command(settings: JoinSettings, insecure: bool) -> list[str]:
         "--auth-supernode-private-key",
         str(settings.private_key.resolve()),
     ]
+
+
+def warm_socket(member_dir: Path) -> Path:
+    """Where the member's warm process listens (``member_dir/warm/warm.sock``)."""
+    path = member_dir.resolve() / WARM_DIR / WARM_SOCKET
+    if len(str(path).encode()) > MAX_SOCKET_PATH:
+        raise MemberSetupError(
+            f"the warm member's socket path {path} is longer than a Unix socket allows "
+            f"({MAX_SOCKET_PATH} bytes): use a shorter deployment.member_dir"
+        )
+    return path
+
+
+def with_code_gate(env: dict[str, str], member_dir: Path) -> dict[str, str]:
+    """``env`` for the SuperNode with the ``flwr-clientapp`` launcher (written now in
+    ``member_dir/bin``; it hands each instruction to the warm member, behind the code
+    gate) first on its ``PATH``, where the SuperNode looks for the ClientApp it starts
+    per instruction; checked, so that no other one is found."""
+    launcher = write_launcher(member_dir / GATE_BIN, warm_socket(member_dir))
+    path = f"{launcher.parent}{os.pathsep}{env.get('PATH', '')}"
+    found = shutil.which(LAUNCHER_NAME, path=path)
+    if found is None or Path(found).resolve() != launcher.resolve():
+        raise MemberSetupError(
+            f"the SuperNode would start {found or 'no'} {LAUNCHER_NAME}, not the code gate's "
+            f"{launcher}: check that {launcher.parent} is on a file system that allows "
+            "executables"
+        )
+    return {**env, "PATH": path}
+
+
+@dataclass
+class WarmProcess:
+    """The member's running warm process, watched: if it stops by itself, the member is
+    told at once (its instructions are answered with an error until a restart)."""
+
+    process: subprocess.Popen[bytes]
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def watch(self) -> None:
+        """Report, from a daemon thread, an exit nobody asked for."""
+
+        def wait() -> None:
+            code = self.process.wait()
+            if not self.stopping.is_set():
+                print(
+                    f"fractofl: the warm member stopped (exit {code}): this member answers "
+                    f"every instruction with an error until `fractofl member join` is "
+                    "restarted",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        threading.Thread(target=wait, name="warm-member-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop the warm process (and, with it, the ClientApps it still runs)."""
+        self.stopping.set()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=WARM_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_warm_member(
+    member_dir: Path, env: dict[str, str], timeout_s: float = WARM_START_TIMEOUT_S
+) -> WarmProcess:
+    """Start the member's warm process, wait until its socket is there
+    (MemberSetupError with its exit code if it stops first), and watch it."""
+    path = warm_socket(member_dir)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fractofl.client.warm_member", "--socket", str(path)], env=env
+    )
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if process.poll() is not None:
+            raise MemberSetupError(
+                f"the warm member stopped as it started (exit {process.returncode}); its "
+                "message is above"
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            raise MemberSetupError(f"the warm member did not open {path} in {timeout_s:.0f} s")
+        time.sleep(SOCKET_POLL_S)
+    warm = WarmProcess(process)
+    warm.watch()
+    return warm

@@ -12,6 +12,7 @@ id, and hands every completed round to a callback (checkpoint, registry, progres
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,15 @@ from fractofl.strategies.replies import reply_senders
 log = logging.getLogger("fractofl")
 
 POLL_S = 1.0
+MAX_REASONS_SHOWN, MAX_REASON_CHARS = 3, 400  # failures quoted when a round cannot go on
+# Flower's reason for an exception in a ClientApp: "<class 'pkg.SomeError'>:<'message'>"
+_FLOWER_REASON = re.compile(r"^<class '(?:[\w.]*\.)?(\w+)'>:<'(.*)'>$", re.DOTALL)
+
+
+def plain_reason(reason: str) -> str:
+    """A member's error reason as a person reads it: ``SomeError: message``."""
+    match = _FLOWER_REASON.match(reason)
+    return f"{match.group(1)}: {match.group(2)}" if match else reason
 
 
 Exchange = Callable[[Grid, list[Message], float], list[Message]]
@@ -104,7 +114,7 @@ def _train_attempt(
     senders = reply_senders(messages, replies)
     seen.sampled = sampled
     seen.failed = {
-        node: str(msg.error.reason)
+        node: plain_reason(str(msg.error.reason))
         for node, msg in zip(senders, replies, strict=True)
         if msg.has_error()
     }
@@ -143,10 +153,15 @@ def _train(
             len(seen.answered),
             policy.min_train_members,
         )
+    failures = "; ".join(
+        f"{policy.who(node)}: {reason[:MAX_REASON_CHARS]}"
+        for node, reason in list(seen.failed.items())[:MAX_REASONS_SHOWN]
+    )
     raise NotEnoughMembersError(
         f"round {server_round}: fewer than federation.min_train_members="
         f"{policy.min_train_members} members answered in {policy.retries + 1} attempts of "
         f"{policy.timeout_s:.0f} s each (federation.round_retries, federation.round_timeout)"
+        + (f"; in the last attempt {failures}" if failures else "")
     )
 
 

@@ -112,3 +112,25 @@ def test_a_member_policy_with_a_mistake_stops_the_join_naming_the_key(tmp_path: 
     assert "unknown key(s) require_secure_agregation" in result.stderr
     assert "require_secure_aggregation" in result.stderr.split("valid:")[1]
     assert "Traceback" not in result.stderr
+
+
+def test_member_approve_names_a_typo_and_keeps_what_it_approved(tmp_path: Path) -> None:
+    # Prepare
+    from fractofl.core.trust.app_bundle import fractofl_bundle
+
+    member = f"deployment.member_dir={tmp_path / 'member'}"
+    digest = "ab" * 32
+    # Execute: a digest one character short, then the right one, then the list
+    typo = run_fractofl("member", "approve", digest[:-1], member, cwd=tmp_path)
+    approved = run_fractofl("member", "approve", digest, "--note", "reviewed", member, cwd=tmp_path)
+    listing = run_fractofl("member", "approve", member, cwd=tmp_path)
+    # Assert: the typo is refused by what is wrong with it, nothing written; the approval
+    # warns that no run with it came yet; the list shows fractofl's own bundle and it
+    assert typo.returncode == 1, typo.stdout + typo.stderr
+    assert "63 characters long; a code digest is 64 hex digits" in typo.stderr
+    assert "Traceback" not in typo.stderr
+    assert approved.returncode == 0, approved.stderr
+    assert f"runs with code digest {digest} run on this member" in approved.stdout
+    assert "no run with this code has reached this member yet" in approved.stderr
+    assert listing.stdout.splitlines()[0].startswith(fractofl_bundle().digest)
+    assert f"{digest}  approved in {tmp_path / 'member' / 'approved-code.txt'}" in listing.stdout

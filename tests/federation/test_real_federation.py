@@ -4,6 +4,7 @@ members."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -19,12 +20,19 @@ import psutil
 import pytest
 import torch
 import yaml
+from flwr.cli.build import build_fab_from_disk
 
+from fractofl.cli.config import compose_config, to_run_config
+from fractofl.cli.simulation import flower_app_config
+from fractofl.client.code_gate import CODE_EVENT, REFUSED_CODE_EVENT
+from fractofl.client.policy import POLICY_FILE
 from fractofl.core.config.run_config import DeploymentConfig, RunConfig, from_nested
 from fractofl.core.learning.device import seed_everything
 from fractofl.core.learning.member_data import load_member_data
 from fractofl.core.model.checkpoint import load_checkpoint
 from fractofl.core.model.factory import model_for
+from fractofl.core.processes.flower_executables import flower_env, flower_tool
+from fractofl.core.trust.app_bundle import CLIENT_APP, fab_code, fractofl_bundle
 from fractofl.core.trust.audit_log import read_log
 from fractofl.core.trust.registry import ModelRegistry
 from fractofl.core.trust.signing import load_public_key
@@ -151,6 +159,8 @@ def federation(
             )
             assert added.returncode == 0, added.stderr
             assert f"registered org{index}: node id" in added.stdout
+        # the last member joins with a policy that sets no rule yet (tests set rules in it)
+        policy_of(consortium.members[-1]).write_text(NO_RULES)
         for index, member in enumerate(consortium.members):
             log = workdir / "logs" / f"member{index}.log"
             federation.member_logs.append(log)
@@ -177,6 +187,24 @@ def federation(
         yield federation
     finally:
         processes.stop_all()
+
+
+NO_RULES = "# set by the tests\n{}\n"
+SECAGG_ONLY = "require_secure_aggregation: true\n"
+
+
+def policy_of(member_dir: Path) -> Path:
+    return member_dir / POLICY_FILE
+
+
+@contextlib.contextmanager
+def member_rules(member_dir: Path, rules: str) -> Iterator[None]:
+    """The member's policy holds ``rules`` (read at every instruction) for a while."""
+    policy_of(member_dir).write_text(rules)
+    try:
+        yield
+    finally:
+        policy_of(member_dir).write_text(NO_RULES)
 
 
 def coordinator_run(
@@ -284,21 +312,27 @@ def test_an_unregistered_member_is_refused(
 
 
 def test_secure_aggregation_equals_fedavg_of_the_same_updates(
-    federation: Federation, member_data: Path, plain_run: subprocess.CompletedProcess[str]
+    federation: Federation,
+    consortium: Consortium,
+    member_data: Path,
+    plain_run: subprocess.CompletedProcess[str],
 ) -> None:
     # Prepare: round 1 of the plain run; members' training is seeded by the round and what
     # their folder holds, so a run of the same config trains the same updates
     assert plain_run.returncode == 0, plain_run.stdout[-3000:] + plain_run.stderr[-3000:]
     plain = published_round(federation, federation.workdir / "runs" / "tls-run", 1)
-    # Execute: the same round with SecAgg+ (members mask, the coordinator unmasks the sum)
-    result = coordinator_run(
-        federation,
-        member_data,
-        "secagg-run",
-        "federation.rounds=1",
-        "privacy.secure_aggregation=true",
-    )
-    # Assert: the aggregate equals FedAvg's within the quantisation bound, and moved
+    # Execute: the same round with SecAgg+ (members mask, the coordinator unmasks the sum),
+    # one member's policy requiring secure aggregation
+    with member_rules(consortium.members[-1], SECAGG_ONLY):
+        result = coordinator_run(
+            federation,
+            member_data,
+            "secagg-run",
+            "federation.rounds=1",
+            "privacy.secure_aggregation=true",
+        )
+    # Assert: all three joined (the one whose policy requires it too); the aggregate equals
+    # FedAvg's within the quantisation bound, and moved
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "secure aggregation: Flower SecAgg+, 3 shares, threshold 2" in result.stdout
     run_dir = federation.workdir / "runs" / "secagg-run"
@@ -343,6 +377,139 @@ def test_a_private_run_reports_epsilon_after_every_round(
     assert privacy["epsilon"] == pytest.approx(epsilons[-1])
     assert privacy["delta"] == 1e-5
     assert f"differential privacy: epsilon {epsilons[-1]:.3f}" in result.stdout
+
+
+def test_a_member_requiring_secure_aggregation_refuses_a_plain_run(
+    federation: Federation, consortium: Consortium, member_data: Path
+) -> None:
+    # Execute: a plain 1-round run while the last member's policy requires secure
+    # aggregation (the secure-aggregation test above ran with the same policy: it joined)
+    with member_rules(consortium.members[-1], SECAGG_ONLY):
+        result = coordinator_run(federation, member_data, "policy-run", "federation.rounds=1")
+    # Assert: the round went on with the other two; the refusal, with the rule named, is
+    # that member's failure in the coordinator's records and in its own audit log
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = federation.workdir / "runs" / "policy-run"
+    assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["2"]
+    with (run_dir / "members.csv").open() as handle:
+        org2 = [line for line in csv.DictReader(handle) if line["member"] == "org2"]
+    assert {line["status"] for line in org2} == {"failed"}
+    assert "member policy require_secure_aggregation" in org2[0]["detail"]
+    refusals = [
+        entry.event
+        for entry in read_log(consortium.members[-1] / "audit.log")
+        if entry.event["kind"] == "sent" and "member policy" in str(entry.event.get("error"))
+    ]
+    assert refusals
+
+
+def sidecar_app(federation: Federation, member_data: Path, name: str, marks: Path) -> Path:
+    """A Flower app folder for run ``name``: fractofl's, with one line added to its
+    ClientApp (it leaves a file in ``marks`` wherever it runs)."""
+    cfg = to_run_config(
+        compose_config(
+            federation.run_overrides(
+                member_data, name, "federation.rounds=1", "federation.round_retries=0"
+            )
+        )
+    )
+    app_dir = federation.workdir / "apps" / name
+    app_dir.mkdir(parents=True)
+    pyproject = flower_app_config(cfg).replace(CLIENT_APP, "sidecar:app")
+    (app_dir / "pyproject.toml").write_text(pyproject)
+    (app_dir / "sidecar.py").write_text(
+        "import os, pathlib\n"
+        f"pathlib.Path({str(marks)!r}, str(os.getpid())).touch()  # the added line\n"
+        "from fractofl.client.app import app as installed\n\n"
+        "app = installed\n"
+    )
+    return app_dir
+
+
+def flwr_run(federation: Federation, app_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``flwr run APP --stream`` on the coordinator's connection, as whoever ships an app
+    of their own would start it."""
+    return subprocess.run(
+        [flower_tool("flwr"), "run", str(app_dir), CONNECTION, "--stream"],
+        env=flower_env(federation.files.flwr_home),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+
+
+def test_a_bundle_with_one_changed_line_is_refused_by_every_member_until_they_approve_it(
+    federation: Federation, consortium: Consortium, member_data: Path
+) -> None:
+    # Prepare: the run's app with one line added to its ClientApp
+    marks = federation.workdir / "sidecar-marks"
+    marks.mkdir()
+    refused_app = sidecar_app(federation, member_data, "sidecar-run", marks)
+    digest = fab_code(build_fab_from_disk(refused_app)).digest
+    assert digest != fractofl_bundle().digest
+    # Execute
+    refused = flwr_run(federation, refused_app)
+    # Assert: no member ran a line of it; the run stopped, every member's refusal named
+    # with the digest; each member's log says how to approve, its audit log keeps it
+    output = refused.stdout + refused.stderr
+    assert list(marks.iterdir()) == [], "the unapproved code ran"
+    assert not (federation.workdir / "runs" / "sidecar-run" / "summary.json").exists()
+    assert "NotEnoughMembersError" in output, output[-3000:]
+    assert "CodeNotApprovedError: member code gate: run " in output
+    assert f"(code digest {digest}: its ClientApp is sidecar:app" in output
+    for member_dir, log in zip(consortium.members, federation.member_logs, strict=True):
+        assert f"fractofl member approve {digest}" in log.read_text()
+        events = [entry.event for entry in read_log(member_dir / "audit.log")]
+        assert any(e["kind"] == REFUSED_CODE_EVENT and e["code_digest"] == digest for e in events)
+    # Execute: every member approves the digest (with the command a member uses); the same
+    # code comes again in a run with other settings
+    for member_dir in consortium.members:
+        approved = run_fractofl(
+            "member",
+            "approve",
+            digest,
+            f"deployment.member_dir={member_dir}",
+            cwd=federation.workdir,
+        )
+        assert approved.returncode == 0, approved.stderr
+        assert "this member refused it before: run " in approved.stdout
+    ran = flwr_run(federation, sidecar_app(federation, member_data, "sidecar-again", marks))
+    # Assert: now it runs on all three, and their audit logs say which code ran
+    assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
+    run_dir = federation.workdir / "runs" / "sidecar-again"
+    assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["3"]
+    assert len(list(marks.iterdir())) >= MEMBERS
+    for member_dir in consortium.members:
+        events = [entry.event for entry in read_log(member_dir / "audit.log")]
+        assert any(e["kind"] == CODE_EVENT and e["code_digest"] == digest for e in events)
+
+
+def test_a_member_whose_warm_process_died_answers_how_to_restart_it(
+    federation: Federation, member_data: Path
+) -> None:
+    # Prepare: the second member's warm process dies; its SuperNode stays connected
+    warm = [
+        child
+        for child in psutil.Process(federation.member_groups[1].pid).children(recursive=True)
+        if "fractofl.client.warm_member" in " ".join(_cmdline(child))
+    ]
+    assert len(warm) == 1
+    warm[0].kill()
+    told = "fractofl: the warm member stopped (exit -9)"
+    wait_for(lambda: told in federation.member_logs[1].read_text(), 60, "member join saying so")
+    # Execute
+    result = coordinator_run(federation, member_data, "warm-down-run", "federation.rounds=1")
+    # Assert: the round went on with the other two; that member's error reply names the
+    # cause and the command that restarts it
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = federation.workdir / "runs" / "warm-down-run"
+    assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["2"]
+    with (run_dir / "members.csv").open() as handle:
+        org1 = [line for line in csv.DictReader(handle) if line["member"] == "org1"]
+    assert {line["status"] for line in org1} == {"failed"}
+    assert "member's warm process unavailable: the warm member at" in org1[0]["detail"]
+    assert "restart `fractofl member join`" in org1[0]["detail"]
 
 
 def test_members_killed_mid_round_are_counted_once_each_and_the_run_finishes(
@@ -478,7 +645,12 @@ def test_what_left_each_member_is_in_its_audit_log_and_equals_what_the_coordinat
     started = [e for e in events if e["kind"] == "run-started" and e["run_dir"] == run_dir]
     assert len(started) == 1
     run_id = started[0]["run_id"]
-    assert any(e["kind"] == "run-requested" and e["run_name"] == "tls-run" for e in events)
+    assert any(
+        e["kind"] == "run-requested"
+        and e["run_name"] == "tls-run"
+        and e["code_digest"] == fractofl_bundle().digest
+        for e in events
+    )
     rounds = [e for e in events if e["kind"] == "round" and e["run_id"] == run_id]
     assert [e["round"] for e in rounds] == [1, 2]
     assert [e["version"] for e in events if e["kind"] == "published" and e["run_id"] == run_id]

@@ -5,13 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+import pytest
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app.error import Error
 from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fractofl.core.wire.compression import CompressionSpec, encode_update
-from fractofl.server.rounds import Participation, RoundPolicy, _train_attempt
+from fractofl.server.errors import NotEnoughMembersError
+from fractofl.server.rounds import (
+    Participation,
+    RoundPolicy,
+    _train,
+    _train_attempt,
+    plain_reason,
+)
 from fractofl.strategies.registry import CommonStrategyArgs, build_strategy
 from fractofl.strategies.replies import reply_senders
 from tests.strategies.flower_grid import grid_with_nodes
@@ -82,3 +91,37 @@ def test_two_dead_members_in_one_round_fail_once_each_by_their_own_id() -> None:
     assert sorted(seen.failed) == sorted(seen.sampled[1:])
     assert seen.stragglers == []
     assert all("unavailable" in reason.lower() for reason in seen.failed.values())
+
+
+def test_a_round_that_cannot_go_on_says_what_the_members_answered() -> None:
+    # Prepare: every member refuses, as a ClientApp that raised does (Flower's reason
+    # format), and a round that needs two
+    grid, _ = grid_with_nodes(3)
+    common = CommonStrategyArgs(1.0, 1.0, 1, 1, 1, aggregate_metricrecords, aggregate_metricrecords)
+    strategy = build_strategy("fedavg", common, {}, CompressionSpec("none"), 5.0)
+    flower_reason = (
+        "<class 'fractofl.client.code_gate.CodeNotApprovedError'>:<'member code gate: no'>"
+    )
+
+    def exchange(grid: Grid, messages: list[Message], timeout_s: float) -> list[Message]:
+        return [Message(Error(code=0, reason=flower_reason), reply_to=m) for m in _pushed(messages)]
+
+    policy = RoundPolicy(
+        timeout_s=5,
+        retries=1,
+        min_train_members=2,
+        min_available_members=1,
+        exchange=exchange,
+        names={},
+    )
+    arrays = ArrayRecord({k: Array(v) for k, v in WEIGHTS.items()})
+    # Execute
+    with pytest.raises(NotEnoughMembersError) as stopped:
+        _train(strategy, grid, 1, arrays, policy)
+    # Assert: the reasons of the last attempt, as a person reads them
+    message = str(stopped.value)
+    assert "fewer than federation.min_train_members=2 members answered in 2 attempts" in message
+    assert "; in the last attempt node " in message
+    assert message.count("CodeNotApprovedError: member code gate: no") == 3
+    assert "<class" not in message
+    assert plain_reason("member policy require_dp: no DP") == "member policy require_dp: no DP"

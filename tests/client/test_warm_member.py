@@ -1,0 +1,127 @@
+"""The warm member and its thin launcher, as real processes: the launcher hands Flower's
+command line over an owner-only Unix socket and the warm member forks a ready child to
+run it; a socket that is not the member's own is refused; a launcher that goes away
+takes its child with it; a second warm member on the same folder is refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from fractofl.client.supernode import start_warm_member, warm_socket
+from fractofl.client.warm_launcher import (
+    WarmMemberUnavailableError,
+    check_socket,
+    write_launcher,
+)
+from tests.federation.conftest import wait_for
+
+TIMEOUT_S = 120
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """A running warm member (its output in a file) and a launcher pointed at it."""
+    member_dir = tmp_path_factory.mktemp("member")
+    output = member_dir / "warm.out"
+    with output.open("wb") as handle:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fractofl.client.warm_member",
+                "--socket",
+                str(warm_socket(member_dir)),
+            ],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    wait_for(lambda: "warm member ready" in output.read_text(), TIMEOUT_S, "the warm member")
+    launcher = write_launcher(member_dir / "bin", warm_socket(member_dir))
+    yield launcher, output
+    process.terminate()
+    process.wait(timeout=TIMEOUT_S)
+
+
+def _forked(warm_output: Path) -> list[psutil.Process]:
+    parent = next(
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if str(warm_output.parent) in " ".join(p.info["cmdline"] or [])
+        and "fractofl.client.warm_member" in " ".join(p.info["cmdline"] or [])
+    )
+    return parent.children()
+
+
+def test_the_launcher_has_a_forked_child_run_flowers_clientapp(warm: tuple[Path, Path]) -> None:
+    # Execute
+    launcher, output = warm
+    shown = subprocess.run([str(launcher), "--help"], timeout=TIMEOUT_S, check=False)
+    # Assert: the child ran Flower's own flwr-clientapp (its help, in the warm member's
+    # output, which is the member's terminal) and its exit code came back
+    assert shown.returncode == 0
+    wait_for(lambda: "Run a Flower ClientApp" in output.read_text(), TIMEOUT_S, "the help")
+    socket_path = warm_socket(launcher.parent.parent)
+    assert oct(socket_path.stat().st_mode & 0o777) == "0o600"
+    assert oct(socket_path.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_launcher_that_goes_away_takes_its_child_with_it(warm: tuple[Path, Path]) -> None:
+    # Prepare: an instruction whose SuperNode never answers (the child keeps retrying)
+    launcher, output = warm
+    waiting = subprocess.Popen(
+        [str(launcher), "--runtime-api-address", "127.0.0.1:9", "--token", "t", "--insecure"]
+    )
+    wait_for(lambda: bool(_forked(output)), TIMEOUT_S, "the forked child")
+    child = _forked(output)[0]
+    # Execute: Flower stops the task (kills its process)
+    waiting.kill()
+    waiting.wait()
+    # Assert
+    wait_for(lambda: not child.is_running() or child.status() == "zombie", TIMEOUT_S, "child gone")
+
+
+def test_a_second_warm_member_on_the_same_folder_is_refused(warm: tuple[Path, Path]) -> None:
+    launcher, _ = warm
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fractofl.client.warm_member",
+            "--socket",
+            str(warm_socket(launcher.parent.parent)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert "a warm member already listens at" in second.stderr
+
+
+def test_a_socket_others_may_use_or_another_user_owns_is_refused(tmp_path: Path) -> None:
+    # Prepare: a warm member of this user, started as `member join` starts it
+    warm = start_warm_member(tmp_path, dict(os.environ))
+    path = warm_socket(tmp_path)
+    try:
+        check_socket(path)  # the member's own: accepted
+        # Execute / Assert
+        path.chmod(0o666)
+        with pytest.raises(WarmMemberUnavailableError, match="may be used by other users"):
+            check_socket(path)
+        if os.getuid() == 0:  # only root can give a file away
+            path.chmod(0o600)
+            os.chown(path, 4321, -1)
+            with pytest.raises(WarmMemberUnavailableError, match="belongs to user id 4321"):
+                check_socket(path)
+    finally:
+        warm.stop()
+    with pytest.raises(WarmMemberUnavailableError, match="no warm member socket at"):
+        check_socket(tmp_path / "nowhere.sock")
