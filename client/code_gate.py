@@ -27,6 +27,7 @@ from typing import Any
 from fractofl.client.node_config import APPROVED_CODE_KEY, AUDIT_LOG_KEY, POLICY_KEY
 from fractofl.core.trust.app_bundle import BundleCode, BundleError, fab_code, fractofl_bundle
 from fractofl.core.trust.app_bundle import parse_digest as parse_code_digest
+from fractofl.core.wire.update_protocol import CODE_REFUSAL
 
 log = logging.getLogger("fractofl")
 
@@ -118,7 +119,7 @@ def check_bundle(fab: bytes, node_config: Mapping[str, Any], run_id: int) -> Bun
     try:
         code = fab_code(fab)
     except BundleError as exc:
-        raise CodeNotApprovedError(f"member code gate: run {run_id}'s bundle: {exc}") from None
+        raise CodeNotApprovedError(f"{CODE_REFUSAL} run {run_id}'s bundle: {exc}") from None
     approved = approved_code(node_config)
     event = {
         "run_id": run_id,
@@ -133,7 +134,7 @@ def check_bundle(fab: bytes, node_config: Mapping[str, Any], run_id: int) -> Bun
     if audit:
         append_event(Path(str(audit)), {"kind": REFUSED_CODE_EVENT, **event})
     reason = (
-        f"member code gate: run {run_id} brings code this member did not approve (code digest "
+        f"{CODE_REFUSAL} run {run_id} brings code this member did not approve (code digest "
         f"{code.digest}: {code.describe()}); it runs only fractofl's own bundle "
         f"({fractofl_bundle().digest[:12]}...) and the digests it approved"
     )
@@ -187,12 +188,12 @@ def install_gate(unavailable: str | None = None) -> None:
         if unavailable is not None:
             raise WarmMemberDownError(unavailable)
         if "run_id" not in pulled:
-            raise CodeNotApprovedError("member code gate: a bundle came without its run")
+            raise CodeNotApprovedError(f"{CODE_REFUSAL} a bundle came without its run")
         code = check_bundle(fab_content, pulled["node_config"], int(pulled["run_id"]))
         replaced = loaded_modules_replaced(code)
         if replaced:
             raise CodeNotApprovedError(
-                f"member code gate: run {pulled['run_id']}'s bundle ships its own "
+                f"{CODE_REFUSAL} run {pulled['run_id']}'s bundle ships its own "
                 f"{', '.join(replaced)}, which this member's process runs from the installed "
                 "fractofl: install that code instead of shipping it"
             )

@@ -38,6 +38,7 @@ from fractofl.core.wire.update_protocol import (
     CLIPPING_NORM_KEY,
     COMPRESSION_MODE_KEY,
     EXAMPLES_KEY,
+    POLICY_REFUSAL,
     UNIT_WEIGHT_KEY,
 )
 
@@ -262,7 +263,9 @@ def policy_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> 
         log.warning(
             "refused an instruction of run %d: member policy %s", msg.metadata.run_id, reason
         )
-        return Message(Error(code=POLICY_REFUSED, reason=f"member policy {reason}"), reply_to=msg)
+        return Message(
+            Error(code=POLICY_REFUSED, reason=f"{POLICY_REFUSAL} {reason}"), reply_to=msg
+        )
     reply = call_next(msg, context)
     if reply.has_content() and policy.send_metrics:
         for name, metrics in list(reply.content.metric_records.items()):

@@ -15,6 +15,7 @@ from typing import Any
 
 from fractofl.core.config.run_config import RunConfig, config_digest
 from fractofl.core.trust.audit_log import append_event
+from fractofl.core.wire.update_protocol import is_member_refusal
 
 AUDIT_FILE = "audit.log"
 
@@ -73,15 +74,17 @@ class CoordinatorAudit:
         stragglers: Sequence[int],
         updates: Sequence[Mapping[str, Any]],
     ) -> None:
-        """Who was asked, answered, failed or was late, and every update received: its
-        member, bytes, SHA-256, and whether it was accepted (else why not)."""
+        """Who was asked, answered, refused (its policy or code gate), failed or was late,
+        and every update received: its member, bytes, SHA-256, and whether it was accepted
+        (else why not)."""
         self.record(
             "round",
             run_id=run_id,
             round=server_round,
             asked=[self.member(n) for n in sampled],
             answered=[self.member(n) for n in answered],
-            failed={self.member(n): reason for n, reason in failed.items()},
+            refused={self.member(n): r for n, r in failed.items() if is_member_refusal(r)},
+            failed={self.member(n): r for n, r in failed.items() if not is_member_refusal(r)},
             stragglers=[self.member(n) for n in stragglers],
             updates=[dict(update) for update in updates],
         )

@@ -20,6 +20,7 @@ from fractofl.core.files.atomic import atomic_write_bytes, remove_stale_temporar
 from fractofl.core.learning.training import EvalResult
 from fractofl.core.model.checkpoint import save_checkpoint
 from fractofl.core.model.factory import checkpoint_for
+from fractofl.core.wire.update_protocol import is_member_refusal
 from fractofl.server.errors import RunFolderError
 from fractofl.server.recorder import RoundRow
 from fractofl.server.reporting import (
@@ -107,8 +108,12 @@ class RunFolder:
             atomic_write_bytes(path, buffer.getvalue().encode())
 
     def record_participation(self, seen: Participation) -> None:
-        """Append who failed or did not answer in time (members.csv), per attempt."""
-        events = [(node, "failed", reason) for node, reason in seen.failed.items()]
+        """Append who answered, refused (its policy or code gate), failed or did not answer
+        in time (members.csv), per attempt."""
+        events = [
+            (node, "refused" if is_member_refusal(reason) else "failed", reason)
+            for node, reason in seen.failed.items()
+        ]
         events += [
             (node, "straggler", "no reply before the round timeout") for node in seen.stragglers
         ]

@@ -20,6 +20,17 @@ COMPRESSION_TOPK_KEY = "compression-topk"
 PROXIMAL_MU_KEY = "proximal-mu"  # set by Flower's FedProx
 CLIPPING_NORM_KEY = "clipping_norm"  # set under differential privacy (Flower's key)
 UNIT_WEIGHT_KEY = "dp-unit-weight"
+# How a member's error reply says that the member refused the instruction (its privacy
+# policy, its code gate), as opposed to failing: the coordinator records those as refusals.
+POLICY_REFUSAL = "member policy"
+CODE_REFUSAL = "member code gate:"
+
+
+def is_member_refusal(reason: str) -> bool:
+    """Whether an error reply's reason is the member refusing, not failing."""
+    return reason.startswith(f"{POLICY_REFUSAL} ") or CODE_REFUSAL in reason
+
+
 """Under differential privacy every member reports this metric as 1 and the mean is
 weighted by it: one member's influence is then bounded whatever its data set's size."""
 

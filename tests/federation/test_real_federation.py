@@ -393,8 +393,15 @@ def test_a_member_requiring_secure_aggregation_refuses_a_plain_run(
     assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["2"]
     with (run_dir / "members.csv").open() as handle:
         org2 = [line for line in csv.DictReader(handle) if line["member"] == "org2"]
-    assert {line["status"] for line in org2} == {"failed"}
+    assert {line["status"] for line in org2} == {"refused"}
     assert "member policy require_secure_aggregation" in org2[0]["detail"]
+    events = [entry.event for entry in read_log(federation.workdir / "coordinator" / "audit.log")]
+    run_id = next(
+        e["run_id"] for e in events if e["kind"] == "run-started" and e["run_dir"] == str(run_dir)
+    )
+    (round_1,) = [e for e in events if e["kind"] == "round" and e["run_id"] == run_id]
+    assert sorted(round_1["answered"]) == ["org0", "org1"]
+    assert list(round_1["refused"]) == ["org2"] and round_1["failed"] == {}
     refusals = [
         entry.event
         for entry in read_log(consortium.members[-1] / "audit.log")
