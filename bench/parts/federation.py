@@ -171,8 +171,9 @@ def deployment(setting: Setting, out: PartOutcome, name: str) -> Measured:
                         cwd=work,
                     )
                 address = proxy.port if member == 0 else port
+                # --no-insecure: the plain phase saved --insecure in the member's join.yaml
                 join = [
-                    "member", "join", *insecure,
+                    "member", "join", *(insecure or ["--no-insecure"]),
                     "--superlink", f"127.0.0.1:{address}",
                     "--data", str(member_dir(setting.data, member)),
                     "--port", str(free_port()),

@@ -27,6 +27,13 @@ from fractofl.core.images.imageio import (
     read_grayscale,
     walk_image_tree,
 )
+from fractofl.core.images.sem_scale import (
+    SCALE_FILE,
+    UNKNOWN,
+    ScaleFileError,
+    is_scale_companion,
+    read_sem_scale,
+)
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(done, total)`` while images are checked."""
@@ -88,6 +95,16 @@ class DataReport:
         Number of usable images per PIL mode.
     bit_depths
         Number of usable images per bit depth.
+    scale_sources
+        Usable images per source of their physical scale (``FEI tags``, ``Zeiss tags``,
+        ``JEOL sidecar``, ``Hitachi sidecar``, ``scale.yaml``;
+        :mod:`fractofl.core.images.sem_scale`).
+    pixel_sizes_um, magnifications
+        The pixel sizes (micrometres) and magnifications that were found.
+    databars
+        Usable images whose metadata gives a data bar height.
+    without_scale
+        Usable images with no known pixel size.
     fatal_problems
         Problems that make the directory unusable for training.
     warnings
@@ -108,6 +125,11 @@ class DataReport:
     size_counts: Counter[tuple[int, int]] = field(default_factory=Counter)
     modes: Counter[str] = field(default_factory=Counter)
     bit_depths: Counter[int] = field(default_factory=Counter)
+    scale_sources: Counter[str] = field(default_factory=Counter)
+    pixel_sizes_um: list[float] = field(default_factory=list)
+    magnifications: list[float] = field(default_factory=list)
+    databars: int = 0
+    without_scale: list[Path] = field(default_factory=list)
     fatal_problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -168,6 +190,15 @@ class DataReport:
             },
             "modes": dict(self.modes),
             "bit_depths": {str(k): v for k, v in sorted(self.bit_depths.items())},
+            "scale": {
+                "sources": dict(self.scale_sources),
+                "min_pixel_size_um": min(self.pixel_sizes_um, default=None),
+                "max_pixel_size_um": max(self.pixel_sizes_um, default=None),
+                "min_magnification": min(self.magnifications, default=None),
+                "max_magnification": max(self.magnifications, default=None),
+                "databars": self.databars,
+                "without_scale": [self.rel(p) for p in self.without_scale],
+            },
             "fatal_problems": list(self.fatal_problems),
             "warnings": list(self.warnings),
         }
@@ -274,6 +305,7 @@ def format_report(report: DataReport, max_items: int = 20) -> str:
             + ", ".join(f"{d}-bit ({n})" for d, n in sorted(report.bit_depths.items())),
         ]
 
+    lines += _scale_lines(report)
     rel = report.rel
     conflicts = report.label_conflicts
     _section(
@@ -308,6 +340,8 @@ def format_report(report: DataReport, max_items: int = 20) -> str:
         max_items,
     )
     _section(lines, "Skipped (unsupported suffix)", map(rel, report.skipped), max_items)
+    if report.scale_sources:
+        _section(lines, "Images without a known scale", map(rel, report.without_scale), max_items)
 
     if report.warnings or report.fatal_problems:
         lines.append("")
@@ -335,7 +369,8 @@ def _scan_root(root: Path, report: DataReport) -> dict[str, Path]:
 
 
 def _collect_class_files(class_dirs: dict[str, Path], report: DataReport) -> list[tuple[str, Path]]:
-    """List (class, path) for every image-suffixed file; record the others as skipped."""
+    """List (class, path) for every image-suffixed file; record the others as skipped
+    (but not a folder's scale.yaml or an image's sidecar .txt, which are read for scale)."""
     images: list[tuple[str, Path]] = []
     errors: list[OSError] = []
     for name in report.classes:
@@ -344,7 +379,7 @@ def _collect_class_files(class_dirs: dict[str, Path], report: DataReport) -> lis
         for path in walk_image_tree(class_dirs[name], errors):
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 images.append((name, path))
-            else:
+            elif not is_scale_companion(path):
                 report.skipped.append(path)
     for err in errors:
         folder = Path(err.filename) if err.filename else report.root
@@ -363,6 +398,7 @@ def _check_images(
 ) -> dict[str, list[tuple[str, Path]]]:
     """Open every image, fill counts and statistics, and group usable ones by digest."""
     by_digest: dict[str, list[tuple[str, Path]]] = {}
+    scale_errors: set[str] = set()
     total = len(images)
     if progress is not None:
         progress(0, total)
@@ -378,6 +414,7 @@ def _check_images(
             report.unreadable.append(UnreadableFile(path, f"cannot read file ({exc})"))
         else:
             _record_usable(report, name, info, min_size)
+            _record_scale(report, path, scale_errors)
             by_digest.setdefault(digest, []).append((name, path))
         if progress is not None:
             progress(done, total)
@@ -391,6 +428,47 @@ def _record_usable(report: DataReport, name: str, info: ImageInfo, min_size: int
     report.bit_depths[info.bit_depth] += 1
     if info.width < min_size or info.height < min_size:
         report.small_images.append(SmallImage(info.path, info.width, info.height))
+
+
+def _record_scale(report: DataReport, path: Path, errors: set[str]) -> None:
+    """The image's physical scale, from its metadata, sidecar or folder's scale.yaml."""
+    try:
+        scale = read_sem_scale(path, report.root)
+    except ScaleFileError as exc:
+        if str(exc) not in errors:
+            errors.add(str(exc))
+            report.warnings.append(f"{exc}; the images it covers count as without scale")
+        scale = UNKNOWN
+    if scale.pixel_size_um is None:
+        report.without_scale.append(path)
+        return
+    source = SCALE_FILE if scale.source.endswith(SCALE_FILE) else scale.source
+    report.scale_sources[source] += 1
+    report.pixel_sizes_um.append(scale.pixel_size_um)
+    if scale.magnification is not None:
+        report.magnifications.append(scale.magnification)
+    if scale.databar_px:
+        report.databars += 1
+
+
+def _scale_lines(report: DataReport) -> list[str]:
+    """The physical scale: where it came from, the pixel sizes and magnifications."""
+    if not report.total_images:
+        return []
+    if not report.scale_sources:
+        return [
+            f"Physical scale: none of the {report.total_images} images carries a pixel size "
+            f"(no SEM metadata, no sidecar .txt, no {SCALE_FILE})"
+        ]
+    sources = ", ".join(f"{name} {n}" for name, n in report.scale_sources.most_common())
+    line = (
+        f"Physical scale: pixel size {min(report.pixel_sizes_um):.4g}.."
+        f"{max(report.pixel_sizes_um):.4g} um ({sources})"
+    )
+    if report.magnifications:
+        line += f"; magnification {min(report.magnifications):g}x..{max(report.magnifications):g}x"
+    line += f"; data bar known in {report.databars}"
+    return [line]
 
 
 def _find_duplicates(by_digest: dict[str, list[tuple[str, Path]]], report: DataReport) -> None:
@@ -455,6 +533,11 @@ def _summarise(report: DataReport, class_dirs: dict[str, Path], min_size: int) -
     if report.small_images:
         report.warnings.append(
             f"{len(report.small_images)} image(s) smaller than {min_size} px on a side"
+        )
+    if report.scale_sources and report.without_scale:
+        report.warnings.append(
+            f"{len(report.without_scale)} image(s) have no known pixel size while others do: "
+            f"add a {SCALE_FILE} (pixel_size_um: ...) to their folder"
         )
     if report.skipped:
         report.warnings.append(
