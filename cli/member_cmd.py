@@ -68,6 +68,12 @@ def register_actions(actions: argparse._SubParsersAction) -> None:  # type: igno
         default=None,
         help="plain text, no key (a test federation only; --no-insecure undoes a saved one)",
     )
+    join.add_argument(
+        "--cold",
+        action="store_true",
+        help="no warm member: every instruction starts a fresh Python process that imports "
+        "Flower and torch (slower; still behind the code gate)",
+    )
     join.add_argument("overrides", nargs="*", help="Hydra overrides (deployment.member_dir=...)")
     join.set_defaults(handler=_join, cfg=False)
     add = actions.add_parser(
@@ -162,17 +168,20 @@ def _join(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     home = member_dir.resolve() / f"flwr-home-{settings.local_port}"
-    env = with_code_gate(flower_env(home), member_dir.resolve())
+    env = with_code_gate(flower_env(home), member_dir.resolve(), warm=not args.cold)
     print_approved_code(settings)
+    if args.cold:
+        print("--cold: no warm member; every instruction starts a fresh process", flush=True)
     print(
         f"joining {settings.superlink} with the images in {settings.data_dir}; Ctrl-C leaves",
         flush=True,
     )
-    warm = start_warm_member(member_dir.resolve(), env)
+    warm = None if args.cold else start_warm_member(member_dir.resolve(), env)
     try:
         exited = run_in_foreground(command, env)
     finally:
-        warm.stop()
+        if warm is not None:
+            warm.stop()
     reason = why_it_stopped(
         exited.code, exited.asked_to_stop, settings.superlink, consortium_name(settings.ca_cert)
     )

@@ -157,12 +157,13 @@ def warm_socket(member_dir: Path) -> Path:
     return path
 
 
-def with_code_gate(env: dict[str, str], member_dir: Path) -> dict[str, str]:
+def with_code_gate(env: dict[str, str], member_dir: Path, warm: bool = True) -> dict[str, str]:
     """``env`` for the SuperNode with the ``flwr-clientapp`` launcher (written now in
-    ``member_dir/bin``; it hands each instruction to the warm member, behind the code
-    gate) first on its ``PATH``, where the SuperNode looks for the ClientApp it starts
-    per instruction; checked, so that no other one is found."""
-    launcher = write_launcher(member_dir / GATE_BIN, warm_socket(member_dir))
+    ``member_dir/bin``; it hands each instruction to the warm member, or with ``warm``
+    False runs it in its own fresh process, behind the code gate either way) first on its
+    ``PATH``, where the SuperNode looks for the ClientApp it starts per instruction;
+    checked, so that no other one is found."""
+    launcher = write_launcher(member_dir / GATE_BIN, warm_socket(member_dir) if warm else None)
     path = f"{launcher.parent}{os.pathsep}{env.get('PATH', '')}"
     found = shutil.which(LAUNCHER_NAME, path=path)
     if found is None or Path(found).resolve() != launcher.resolve():

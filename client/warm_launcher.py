@@ -94,18 +94,22 @@ def main(path: str) -> None:
     sys.exit(code)
 
 
-def write_launcher(bin_dir: Path, warm_socket: Path) -> Path:
+def write_launcher(bin_dir: Path, warm_socket: Path | None) -> Path:
     """The ``flwr-clientapp`` launcher in ``bin_dir`` (owner-only), for the SuperNode's
-    ``PATH``: it runs :func:`main` with this Python and the warm member's socket."""
+    ``PATH``: it runs :func:`main` with this Python and the warm member's socket, or with
+    ``warm_socket`` None the code gate in its own fresh process (``member join --cold``)."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     bin_dir.chmod(0o700)
     launcher = bin_dir / LAUNCHER_NAME
+    call = (
+        f"from fractofl.client.warm_launcher import main\n\nmain({str(warm_socket)!r})\n"
+        if warm_socket is not None
+        else "from fractofl.client.code_gate import main\n\nmain()\n"
+    )
     launcher.write_text(
         f"#!{sys.executable}\n"
-        "# Written by `fractofl member join`: Flower's ClientApp, run by the warm member\n"
-        "# behind the member's code gate (fractofl.client.warm_launcher, code_gate).\n"
-        "from fractofl.client.warm_launcher import main\n\n"
-        f"main({str(warm_socket)!r})\n"
+        "# Written by `fractofl member join`: Flower's ClientApp, run by the warm member (or\n"
+        "# cold) behind the member's code gate (fractofl.client.warm_launcher, code_gate).\n" + call
     )
     launcher.chmod(0o700)
     return launcher

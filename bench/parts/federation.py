@@ -5,17 +5,19 @@ The same work (synthetic set, model, seed, members, rounds) runs, one after the 
 
   (1) simulation: ``fractofl simulate`` (Flower's Simulation Engine, one process);
   (2) deployment, plain text: ``fractofl coordinator up --insecure``, one ``fractofl
-      member join --insecure`` per member, ``fractofl coordinator run``;
-  (3) deployment with TLS and member authentication: the consortium CA, the members'
-      key pairs, ``member add``, then as (2) without ``--insecure``;
-  (4) as (3) with secure aggregation.
+      member join --insecure --cold`` per member (no warm member: every instruction a
+      fresh process), ``fractofl coordinator run``;
+  (3) as (2) with the warm member (``member join`` without ``--cold``, the default);
+  (4) deployment with TLS and member authentication: the consortium CA, the members'
+      key pairs, ``member add``, then as (3) without ``--insecure``;
+  (5) as (4) with secure aggregation.
 
 Seconds per round are read from each run's ``metrics.csv`` (start-up left out); the
 ratios are to (1). The simulation generates the default synthetic set, which the
-deployments reuse (``coordinator run`` never generates data). In (2) to (4) the first
+deployments reuse (``coordinator run`` never generates data). In (2) to (5) the first
 member reaches the SuperLink through a byte-counting TCP proxy on loopback
 (tests/federation/recording_proxy.py): bytes per member per round are everything it sent
-and received during the run (heartbeats and polling included) over the rounds; (4) runs
+and received during the run (heartbeats and polling included) over the rounds; (5) runs
 Flower's SecAgg+ (``privacy.secure_aggregation=true``), whose four stages per round each
 reach every member.
 """
@@ -54,16 +56,19 @@ WORK = [
 ]
 SIMULATION = "(1) simulation"
 DEPLOYMENTS = {
-    "plain": ("(2) deployment, plain text", False, ()),
-    "tls": ("(3) deployment, TLS + authentication", True, ()),
-    "secagg": ("(4) as (3) + SecAgg+", True, ("privacy.secure_aggregation=true",)),
+    "cold": ("(2) deployment, plain text, cold ClientApps (--cold)", False, (), ("--cold",)),
+    "plain": ("(3) as (2) with the warm member", False, (), ()),
+    "tls": ("(4) as (3), TLS + authentication", True, (), ()),
+    "secagg": ("(5) as (4) + SecAgg+", True, ("privacy.secure_aggregation=true",), ()),
 }
-"""Name: (label, TLS and authentication, extra run overrides)."""
+"""Name: (label, TLS and authentication, extra run overrides, extra `member join` options)."""
 NOTE = (
     "s / round excludes start-up (metrics.csv, last round minus round 0). In a deployment "
     "every train and evaluate message starts a ClientApp process (Flower's subprocess "
-    "isolation): since 2026-12-03 a thin launcher that has the member's warm process (torch "
-    "and fractofl imported once) fork a ready child; the ServerApp runs in its own process. "
+    "isolation): in (2) a fresh Python that imports Flower and torch; from (3) on a thin "
+    "launcher that has the member's warm process (Flower, torch and fractofl imported once) "
+    "fork a ready child. The ServerApp runs in its own process; Flower's own polling (the "
+    "SuperNode every 3 s when idle, the ServerApp's replies every 3 s) is in every row. "
     "Bytes are the first member's, both directions, through a TCP proxy, including "
     "heartbeats. With every member on one machine their ClientApps compete for its cores, "
     "so the deployment rows are an upper bound for members on machines of their own. "
@@ -139,9 +144,9 @@ def simulation(setting: Setting, out: PartOutcome) -> Measured:
 
 
 def deployment(setting: Setting, out: PartOutcome, name: str) -> Measured:
-    """(2)-(4): a SuperLink and the members' SuperNodes as processes; member 0 through
+    """(2)-(5): a SuperLink and the members' SuperNodes as processes; member 0 through
     the byte-counting proxy."""
-    label, tls, extra = DEPLOYMENTS[name]
+    label, tls, extra, join_options = DEPLOYMENTS[name]
     work, timeout_s = setting.work, setting.plan.timeout_s
     port = free_port()
     deployment_args = [
@@ -178,6 +183,7 @@ def deployment(setting: Setting, out: PartOutcome, name: str) -> Measured:
                     "--data", str(member_dir(setting.data, member)),
                     "--port", str(free_port()),
                     f"deployment.member_dir={folder}",
+                    *join_options,
                 ]  # fmt: skip
                 if tls:
                     join += ["--ca", str(work / "pki" / "ca.crt")]

@@ -120,11 +120,12 @@ def test_a_bundle_that_is_not_a_zip_is_refused(tmp_path: Path) -> None:
         check_bundle(b"not a zip", _node_config(tmp_path), run_id=4)
 
 
+@pytest.mark.parametrize("warm", [True, False], ids=["warm-member-absent", "cold"])
 def test_the_supernode_finds_the_gates_launcher_and_it_runs_flowers_clientapp(
-    tmp_path: Path,
+    tmp_path: Path, warm: bool
 ) -> None:
-    # Execute: the environment `member join` gives the SuperNode
-    env = with_code_gate({"PATH": os.environ["PATH"]}, tmp_path / "member")
+    # Execute: the environment `member join` (or `member join --cold`) gives the SuperNode
+    env = with_code_gate({"PATH": os.environ["PATH"]}, tmp_path / "member", warm=warm)
     launcher = shutil.which("flwr-clientapp", path=env["PATH"])
     # Assert: found first, owner-only, and it is Flower's ClientApp (its own --help)
     assert launcher == str(tmp_path / "member" / "bin" / "flwr-clientapp")

@@ -226,6 +226,12 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def member_lines(run_dir: Path, member: str) -> list[dict[str, str]]:
+    """The member's lines of the run's members.csv (one per round and attempt)."""
+    with (run_dir / "members.csv").open() as handle:
+        return [line for line in csv.DictReader(handle) if line["member"] == member]
+
+
 def run_config(run_dir: Path) -> RunConfig:
     return from_nested(yaml.safe_load((run_dir / "config.yaml").read_text()))
 
@@ -391,8 +397,7 @@ def test_a_member_requiring_secure_aggregation_refuses_a_plain_run(
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_dir = federation.workdir / "runs" / "policy-run"
     assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["2"]
-    with (run_dir / "members.csv").open() as handle:
-        org2 = [line for line in csv.DictReader(handle) if line["member"] == "org2"]
+    org2 = member_lines(run_dir, "org2")
     assert {line["status"] for line in org2} == {"refused"}
     assert "member policy require_secure_aggregation" in org2[0]["detail"]
     events = [entry.event for entry in read_log(federation.workdir / "coordinator" / "audit.log")]
@@ -512,8 +517,7 @@ def test_a_member_whose_warm_process_died_answers_how_to_restart_it(
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_dir = federation.workdir / "runs" / "warm-down-run"
     assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["2"]
-    with (run_dir / "members.csv").open() as handle:
-        org1 = [line for line in csv.DictReader(handle) if line["member"] == "org1"]
+    org1 = member_lines(run_dir, "org1")
     assert {line["status"] for line in org1} == {"failed"}
     assert "member's warm process unavailable: the warm member at" in org1[0]["detail"]
     assert "restart `fractofl member join`" in org1[0]["detail"]
