@@ -40,7 +40,9 @@ def register_actions(actions: argparse._SubParsersAction) -> None:  # type: igno
             "and train the federation's model on the images in --data whenever the "
             "coordinator runs a round. Runs in "
             "the foreground (Ctrl-C leaves). Images never leave this machine: only model "
-            "updates and metrics are sent."
+            "updates and metrics are sent. A warm member process (Flower, torch and fractofl "
+            "imported once) runs each instruction, and only code this member approved runs "
+            "(`fractofl member approve`)."
         ),
     )
     join.add_argument(
