@@ -74,7 +74,8 @@ def hand_over(path: Path, argv: list[str]) -> int:
             answer += chunk
     if not answer.endswith(b"\n"):
         print(
-            f"fractofl: the warm member stopped while it ran this instruction; {RESTART}",
+            "fractofl: the warm member stopped while this instruction ran (the process it "
+            f"started for it may still finish it); {RESTART}",
             file=sys.stderr,
             flush=True,
         )

@@ -18,30 +18,6 @@ from fractofl.core.config.taxonomy import DEFAULT_CLASSES
 from fractofl.core.synth.dataset import SynthSpec, generate_dataset
 from fractofl.core.synth.style import SynthStyle
 
-# The longest test files, longest first (their measured share of `make test`, 2026-12-03):
-# with `--dist loadfile` xdist hands whole files to the workers in collection order, so
-# starting the longest first keeps one worker from running a long file alone at the end.
-LONGEST_FIRST = (
-    "tests/federation/test_real_federation.py",
-    "tests/server/test_byzantine.py",
-    "tests/server/test_dropouts.py",
-    "tests/federation/test_front.py",
-)
-
-
-def _schedule_rank(item: pytest.Item) -> int:
-    path = Path(str(item.fspath)).relative_to(Path(__file__).parent.parent).as_posix()
-    if path in LONGEST_FIRST:
-        return LONGEST_FIRST.index(path)
-    return len(LONGEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest files first, then the other slow ones, then the rest (a stable sort:
-    each file's tests stay together and in order)."""
-    items.sort(key=_schedule_rank)
-
-
 # Easy settings: no blending, little noise, small images. Models learn these quickly,
 # so a short run must beat chance (25 %) by a clear margin.
 EASY_STYLE = {"image_size": 48, "mix_fraction": 0.0, "noise": 0.3, "charging_prob": 0.0}
