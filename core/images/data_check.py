@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from fractofl.core.images.databar import detect_databar
 from fractofl.core.images.imageio import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
@@ -103,6 +106,9 @@ class DataReport:
         The pixel sizes (micrometres) and magnifications that were found.
     databars
         Usable images whose metadata gives a data bar height.
+    databars_detected
+        Usable images without that in whose pixels a data bar was detected
+        (:mod:`fractofl.core.images.databar`; only when images are decoded).
     without_scale
         Usable images with no known pixel size.
     fatal_problems
@@ -129,6 +135,7 @@ class DataReport:
     pixel_sizes_um: list[float] = field(default_factory=list)
     magnifications: list[float] = field(default_factory=list)
     databars: int = 0
+    databars_detected: int = 0
     without_scale: list[Path] = field(default_factory=list)
     fatal_problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -197,6 +204,7 @@ class DataReport:
                 "min_magnification": min(self.magnifications, default=None),
                 "max_magnification": max(self.magnifications, default=None),
                 "databars": self.databars,
+                "databars_detected": self.databars_detected,
                 "without_scale": [self.rel(p) for p in self.without_scale],
             },
             "fatal_problems": list(self.fatal_problems),
@@ -403,10 +411,11 @@ def _check_images(
     if progress is not None:
         progress(0, total)
     for done, (name, path) in enumerate(images, start=1):
+        pixels = None
         try:
             info = probe_image(path, max_pixels=max_pixels)
             if decode:
-                read_grayscale(path, max_pixels=max_pixels)
+                pixels = read_grayscale(path, max_pixels=max_pixels)
             digest = file_digest(path)
         except UnreadableImageError as exc:
             report.unreadable.append(UnreadableFile(path, exc.reason))
@@ -414,7 +423,7 @@ def _check_images(
             report.unreadable.append(UnreadableFile(path, f"cannot read file ({exc})"))
         else:
             _record_usable(report, name, info, min_size)
-            _record_scale(report, path, scale_errors)
+            _record_scale(report, path, scale_errors, pixels)
             by_digest.setdefault(digest, []).append((name, path))
         if progress is not None:
             progress(done, total)
@@ -430,8 +439,11 @@ def _record_usable(report: DataReport, name: str, info: ImageInfo, min_size: int
         report.small_images.append(SmallImage(info.path, info.width, info.height))
 
 
-def _record_scale(report: DataReport, path: Path, errors: set[str]) -> None:
-    """The image's physical scale, from its metadata, sidecar or folder's scale.yaml."""
+def _record_scale(
+    report: DataReport, path: Path, errors: set[str], pixels: np.ndarray | None
+) -> None:
+    """The image's physical scale, from its metadata, sidecar or folder's scale.yaml, and
+    its data bar: the metadata's height, else one detected in the decoded ``pixels``."""
     try:
         scale = read_sem_scale(path, report.root)
     except ScaleFileError as exc:
@@ -439,6 +451,14 @@ def _record_scale(report: DataReport, path: Path, errors: set[str]) -> None:
             errors.add(str(exc))
             report.warnings.append(f"{exc}; the images it covers count as without scale")
         scale = UNKNOWN
+    height = pixels.shape[0] if pixels is not None else None
+    if scale.databar_px and height is not None and scale.databar_px >= height:
+        report.warnings.append(
+            f"{report.rel(path)}: its data bar of {scale.databar_px} px ({scale.source}) "
+            f"covers the whole {height}-px image; check its metadata"
+        )
+    elif not scale.databar_px and pixels is not None and detect_databar(pixels):
+        report.databars_detected += 1
     if scale.pixel_size_um is None:
         report.without_scale.append(path)
         return
@@ -455,10 +475,15 @@ def _scale_lines(report: DataReport) -> list[str]:
     """The physical scale: where it came from, the pixel sizes and magnifications."""
     if not report.total_images:
         return []
+    detected = (
+        f"; a data bar detected in the pixels of {report.databars_detected}"
+        if report.databars_detected
+        else ""
+    )
     if not report.scale_sources:
         return [
             f"Physical scale: none of the {report.total_images} images carries a pixel size "
-            f"(no SEM metadata, no sidecar .txt, no {SCALE_FILE})"
+            f"(no SEM metadata, no sidecar .txt, no {SCALE_FILE}){detected}"
         ]
     sources = ", ".join(f"{name} {n}" for name, n in report.scale_sources.most_common())
     line = (
@@ -467,7 +492,7 @@ def _scale_lines(report: DataReport) -> list[str]:
     )
     if report.magnifications:
         line += f"; magnification {min(report.magnifications):g}x..{max(report.magnifications):g}x"
-    line += f"; data bar known in {report.databars}"
+    line += f"; data bar known in {report.databars}{detected}"
     return [line]
 
 

@@ -113,3 +113,12 @@ def test_the_data_check_reports_scales_and_images_without_one(tmp_path: Path) ->
     assert any("1 image(s) have no known pixel size while others do" in w for w in report.warnings)
     assert report.to_dict()["scale"]["without_scale"] == ["ductile/d.tif"]
     assert report.skipped == []  # the sidecar is read, not skipped
+
+
+def test_a_data_bar_taller_than_the_image_is_named(tmp_path: Path) -> None:
+    _sem_tiff(tmp_path / "fatigue" / "a.tif", FEI_TAG, FEI_TEXT.replace("=59", "=500"), seed=9)
+    report = check_dataset(tmp_path, ["fatigue"])
+    assert any(
+        "fatigue/a.tif: its data bar of 500 px (FEI tags) covers the whole 96-px image" in w
+        for w in report.warnings
+    )
