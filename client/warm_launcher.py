@@ -21,6 +21,7 @@ import os
 import socket
 import stat
 import sys
+import time
 from pathlib import Path
 
 LAUNCHER_NAME = "flwr-clientapp"  # the name Flower's SuperNode starts ClientApps by
@@ -28,6 +29,7 @@ WARM_SOCKET = "warm.sock"
 RESTART = "restart `fractofl member join` (it starts the warm member beside the SuperNode)"
 EXIT_WARM_MEMBER_LOST = 75  # the warm member went away while the instruction ran
 MAX_ANSWER_BYTES = 4096
+CHILD_POLL_S = 0.2
 
 
 class WarmMemberUnavailableError(RuntimeError):
@@ -66,21 +68,42 @@ def hand_over(path: Path, argv: list[str]) -> int:
         ) from None
     with connection:
         connection.sendall(json.dumps({"argv": argv, "pid": os.getpid()}).encode() + b"\n")
-        answer = b""
-        while not answer.endswith(b"\n") and len(answer) < MAX_ANSWER_BYTES:
-            chunk = connection.recv(MAX_ANSWER_BYTES)
-            if not chunk:
-                break
-            answer += chunk
-    if not answer.endswith(b"\n"):
-        print(
-            "fractofl: the warm member stopped while this instruction ran (the process it "
-            f"started for it may still finish it); {RESTART}",
-            file=sys.stderr,
-            flush=True,
-        )
-        return EXIT_WARM_MEMBER_LOST
-    return int(json.loads(answer)["exit"])
+        lines = connection.makefile("rb")
+        started = _answer(lines.readline())  # {"child": pid} once forked
+        ended = _answer(lines.readline())  # {"exit": code} when it ends
+    if ended is not None:
+        return int(ended["exit"])
+    if started is not None:
+        _wait_until_gone(int(started["child"]))  # it runs on without the warm member
+    print(
+        "fractofl: the warm member stopped while this instruction ran"
+        + (" (its process ran on to the end)" if started is not None else "")
+        + f"; {RESTART}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return EXIT_WARM_MEMBER_LOST
+
+
+def _answer(line: bytes) -> dict[str, int] | None:
+    """One line of the warm member's answer, or None when it ended without one."""
+    if not line.endswith(b"\n") or len(line) > MAX_ANSWER_BYTES:
+        return None
+    answer = json.loads(line)
+    return answer if isinstance(answer, dict) else None
+
+
+def _wait_until_gone(pid: int) -> None:
+    """Wait for a process that is not ours to end (gone, or a zombie nobody reaps)."""
+    stat_file = Path(f"/proc/{pid}/stat")
+    while True:
+        try:
+            state = stat_file.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in {"Z", "X"}:
+            return
+        time.sleep(CHILD_POLL_S)
 
 
 def main(path: str) -> None:

@@ -206,6 +206,10 @@ class WarmMember:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
+        try:
+            connection.sendall(json.dumps({"child": pid}).encode() + b"\n")
+        except OSError:
+            _kill(pid)  # the launcher is gone already: nobody waits for this instruction
         connection.setblocking(False)
         self.tasks[connection.fileno()] = _Task(pid, connection)
         self.selector.register(connection, selectors.EVENT_READ)

@@ -125,3 +125,33 @@ def test_a_socket_others_may_use_or_another_user_owns_is_refused(tmp_path: Path)
         warm.stop()
     with pytest.raises(WarmMemberUnavailableError, match="no warm member socket at"):
         check_socket(tmp_path / "nowhere.sock")
+
+
+def test_a_warm_member_that_dies_mid_instruction_leaves_the_instruction_to_finish(
+    tmp_path: Path,
+) -> None:
+    # Prepare: a warm member of its own, running an instruction that keeps going (its
+    # SuperNode never answers)
+    warm = start_warm_member(tmp_path, dict(os.environ))
+    launcher = write_launcher(tmp_path / "bin", warm_socket(tmp_path))
+    waiting = subprocess.Popen(
+        [str(launcher), "--runtime-api-address", "127.0.0.1:9", "--token", "t", "--insecure"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: bool(psutil.Process(warm.process.pid).children()), TIMEOUT_S, "the child")
+        child = psutil.Process(warm.process.pid).children()[0]
+        # Execute: the warm member dies; later its orphaned child ends
+        warm.process.kill()
+        warm.process.wait(timeout=TIMEOUT_S)
+        assert waiting.poll() is None and child.is_running()
+        child.kill()
+        _, stderr = waiting.communicate(timeout=TIMEOUT_S)
+    finally:
+        waiting.kill()
+        warm.stop()
+    # Assert: the launcher waited for the instruction's own process, then said what happened
+    assert waiting.returncode == 75
+    assert "the warm member stopped while this instruction ran (its process ran on" in stderr
+    assert "restart `fractofl member join`" in stderr
