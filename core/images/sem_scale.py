@@ -19,6 +19,7 @@ An image none of these describe has no known scale (``pixel_size_um`` None).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ SCALE_FILE = "scale.yaml"
 SIDECAR_SUFFIX = ".txt"
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 MAX_SIDECAR_BYTES = 1 << 20  # microscopes write a few kilobytes
+MAX_SCALE_FILES_CACHED = 1024
 UM_PER: dict[str, float] = {"pm": 1e-6, "nm": 1e-3, "um": 1.0, "µm": 1.0, "μm": 1.0, "mm": 1e3}
 _LENGTH = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(pm|nm|um|µm|μm|mm)\s*$")
 _ZEISS_MAG = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(K)?\s*X\s*$", re.IGNORECASE)
@@ -176,12 +178,19 @@ def read_scale_file(path: Path) -> SemScale:
     )
 
 
+@functools.lru_cache(maxsize=MAX_SCALE_FILES_CACHED)
+def _scale_file_as_of(path: Path, mtime_ns: int) -> SemScale:
+    """``read_scale_file``, read once per folder and version of the file, not once per
+    image it covers (a failure is not kept: it is raised again for every image)."""
+    return read_scale_file(path)
+
+
 def _from_scale_file(path: Path, root: Path | None) -> SemScale | None:
     folder = path.parent
     while True:
         candidate = folder / SCALE_FILE
         if candidate.is_file():
-            return read_scale_file(candidate)
+            return _scale_file_as_of(candidate, candidate.stat().st_mtime_ns)
         if root is None or folder == root or root not in folder.parents:
             return None  # never above the data folder
         folder = folder.parent

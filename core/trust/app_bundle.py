@@ -16,6 +16,7 @@ line, one extra file or another component name gives another digest.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -135,6 +136,7 @@ def fab_code(fab: bytes) -> BundleCode:
     return bundle_code(fab_files(fab))
 
 
+@functools.cache
 def fractofl_bundle() -> BundleCode:
     """fractofl's own bundle, which runs the fractofl its member installed (any run's
     settings: they are not part of the digest)."""
