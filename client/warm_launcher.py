@@ -69,8 +69,8 @@ def hand_over(path: Path, argv: list[str]) -> int:
     with connection:
         connection.sendall(json.dumps({"argv": argv, "pid": os.getpid()}).encode() + b"\n")
         lines = connection.makefile("rb")
-        started = _answer(lines.readline())  # {"child": pid} once forked
-        ended = _answer(lines.readline())  # {"exit": code} when it ends
+        started = _answer(lines.readline(MAX_ANSWER_BYTES + 1))  # {"child": pid} once forked
+        ended = _answer(lines.readline(MAX_ANSWER_BYTES + 1))  # {"exit": code} when it ends
     if ended is not None:
         return int(ended["exit"])
     if started is not None:

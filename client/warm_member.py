@@ -180,8 +180,9 @@ class WarmMember:
             connection, _ = self.listener.accept()
         except BlockingIOError:
             return
-        if peer_uid(connection) != os.getuid():
-            log.warning("warm member: refused a connection from user id %d", peer_uid(connection))
+        uid = peer_uid(connection)
+        if uid != os.getuid():
+            log.warning("warm member: refused a connection from user id %d", uid)
             connection.close()
             return
         try:

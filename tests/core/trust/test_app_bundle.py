@@ -79,3 +79,20 @@ def _zip_without_pyproject() -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("client.py", "print('hi')\n")
     return buffer.getvalue()
+
+
+def test_a_bundle_that_unpacks_past_the_bound_is_refused_unread() -> None:
+    # Prepare: the worst legal-looking bundle, a zip of zeros just past the bound
+    import io
+    import zipfile
+
+    from fractofl.core.trust.app_bundle import MAX_BUNDLE_BYTES
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("pyproject.toml", app_pyproject({}))
+        archive.writestr("zeros.bin", bytes(MAX_BUNDLE_BYTES))
+    # Execute / Assert: a few hundred kilobytes on the wire, refused before decompressing
+    assert len(buffer.getvalue()) < MAX_BUNDLE_BYTES // 100
+    with pytest.raises(BundleError, match="unpacks to more than"):
+        fab_files(buffer.getvalue())
