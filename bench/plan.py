@@ -103,6 +103,23 @@ class FrontSizes:
 
 
 @dataclass(frozen=True)
+class MemberSizes:
+    """Part members: TIFFs prepared, the memory steps, the accuracy set and its model."""
+
+    prepare_images: int
+    prepare_size: tuple[int, int]
+    memory_steps: tuple[int, ...]
+    memory_size: tuple[int, int]
+    accuracy_per_class: int  # per member (2 members)
+    accuracy_test_per_class: int
+    accuracy_size: tuple[int, int]
+    accuracy_rounds: int
+    pixel_size_um: float = 0.25
+    tile: int = 64
+    whole_image_size: int = 128
+
+
+@dataclass(frozen=True)
 class Plan:
     """Sizes and folders of one benchmark invocation."""
 
@@ -114,6 +131,7 @@ class Plan:
     serving: ServingSizes
     federation: FederationSizes
     front: FrontSizes
+    members: MemberSizes
 
     @property
     def data_dir(self) -> Path:
@@ -175,6 +193,7 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
             serving=ServingSizes(model="resnet18", requests=20, concurrency=4),
             federation=FederationSizes(members=2, rounds=1),
             front=FrontSizes(members=2, rounds=1, repeats=1, samples=10),
+            members=MemberSizes(24, (512, 384), (8, 16, 32), (256, 192), 4, 2, (512, 384), 1),
         )
     return Plan(
         mode="full",
@@ -193,4 +212,7 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
         serving=ServingSizes(model="resnet18", requests=200, concurrency=8),
         federation=FederationSizes(members=3, rounds=3),
         front=FrontSizes(members=2, rounds=3, repeats=4, samples=60),
+        members=MemberSizes(
+            2000, (2048, 1536), (500, 2000, 8000), (1024, 768), 40, 15, (1024, 768), 10
+        ),
     )

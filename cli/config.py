@@ -34,6 +34,7 @@ from fractofl.core.config.run_config import (
 )
 from fractofl.core.config.taxonomy import validate_classes
 from fractofl.core.images.partition import PARTITIONS
+from fractofl.core.images.scale_policy import UNKNOWN_SCALE_POLICIES
 from fractofl.core.synth.style import SynthStyle
 from fractofl.core.wire.compression import CompressionSpec
 from fractofl.server.heap import MAX_RETAIN_MB
@@ -200,6 +201,19 @@ def _check_data_source(cfg: RunConfig) -> None:
     data = cfg.data
     if data.source not in DATA_SOURCES:
         raise ConfigError(f"data.source={data.source!r}; valid: {', '.join(DATA_SOURCES)}")
+    if data.unknown_scale not in UNKNOWN_SCALE_POLICIES:
+        raise ConfigError(
+            f"data.unknown_scale={data.unknown_scale!r}; valid: {', '.join(UNKNOWN_SCALE_POLICIES)}"
+        )
+    if cfg.train.tiles_per_image < 1:
+        raise ConfigError(f"train.tiles_per_image={cfg.train.tiles_per_image} must be at least 1")
+    if cfg.model.pixel_size_um < 0:
+        raise ConfigError(
+            f"model.pixel_size_um={cfg.model.pixel_size_um} must be 0 (whole image) or the "
+            "model's micrometres per pixel"
+        )
+    if cfg.model.tile_grid < 1:
+        raise ConfigError(f"model.tile_grid={cfg.model.tile_grid} must be at least 1")
     if data.source == "folders" and not data.test_dir:
         raise ConfigError(
             "data=folders needs data.test_dir: the coordinator's test folder, one sub-folder "

@@ -173,6 +173,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace a set made with other settings (data.synth.overwrite)",
     )
+    synth.add_argument(
+        "--micrographs",
+        action="store_true",
+        help="write large 16-bit SEM TIFFs (FEI/Zeiss/JEOL metadata, data bar, mixed "
+        "magnifications, physical feature sizes) for data=folders and a physical-scale model",
+    )
+    synth.add_argument(
+        "--size",
+        default=None,
+        help=f"micrograph width x height in pixels (default {MICROGRAPH_SIZE})",
+    )
     synth.set_defaults(handler=_synth)
 
     data = sub.add_parser("data", help="inspect a member's image folder")
@@ -359,8 +370,16 @@ def _config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+MICROGRAPH_SIZE = "2048x1536"
+MICROGRAPHS_PER_CLASS = 12  # per member: a few minutes to write at full size
+MICROGRAPHS_TEST_PER_CLASS = 6
+
+
 def _synth(args: argparse.Namespace) -> int:
     from fractofl.cli.datasets import ensure_synthetic_data
+
+    if args.micrographs:
+        return _synth_micrographs(args)
 
     flags = {
         "federation.members": args.members,
@@ -382,6 +401,42 @@ def _synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _synth_micrographs(args: argparse.Namespace) -> int:
+    """``synth --micrographs``: members' and coordinator's folders of large SEM TIFFs."""
+    from fractofl.core.synth.micrograph import MicrographSpec
+    from fractofl.core.synth.micrograph_sets import write_micrograph_federation
+
+    out, args.overrides = _folder_and_overrides(args.folder, args.overrides)
+    cfg, _ = _load(args)
+    size = args.size or MICROGRAPH_SIZE
+    width, _, height = size.lower().partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        raise ConfigError(f"--size {size!r} is not WIDTHxHEIGHT in pixels, e.g. 2048x1536")
+    try:
+        spec = MicrographSpec(width=int(width), height=int(height))
+    except ValueError as exc:
+        raise ConfigError(f"--size {size}: {exc}") from None
+    members = args.members or cfg.federation.members
+    written = write_micrograph_federation(
+        out,
+        cfg.data.classes,
+        members,
+        args.per_class or MICROGRAPHS_PER_CLASS,
+        args.test_per_class or MICROGRAPHS_TEST_PER_CLASS,
+        spec,
+        seed=args.seed if args.seed is not None else cfg.data.synth.seed,
+        progress=lambda folder, count: print(f"  {folder}: {count} micrographs", flush=True),
+    )
+    total = sum(len(infos) for infos in written.values())
+    print(
+        f"{total} micrographs ({spec.width}x{spec.height}, 16-bit) in {out}; train on them "
+        f"at a physical scale with\n  fractofl simulate data=folders data.root={out}/members "
+        f"data.test_dir={out}/coordinator-test federation.members={members} "
+        "model.pixel_size_um=0.1"
+    )
+    return EXIT_OK
+
+
 def _folder_and_overrides(folder: Path, overrides: Sequence[str]) -> tuple[Path, list[str]]:
     """The one token without ``=`` is the folder, wherever it stood among the overrides
     (argparse assigns positionals by place, not by shape)."""
@@ -400,7 +455,11 @@ def _data_check(args: argparse.Namespace) -> int:
     from fractofl.core.images.data_check import check_dataset, format_report
 
     cfg, _ = _load(args)
-    report = check_dataset(args.directory, cfg.data.classes, progress=Progress("checked"))
+    # A physical-scale model: report the images it would skip as smaller than one tile.
+    scale = (cfg.model.pixel_size_um, cfg.model.image_size) if cfg.model.pixel_size_um else None
+    report = check_dataset(
+        args.directory, cfg.data.classes, progress=Progress("checked"), model_scale=scale
+    )
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return EXIT_OK if report.ok else EXIT_FAILED
 

@@ -136,6 +136,7 @@ def register_actions(actions: argparse._SubParsersAction) -> None:  # type: igno
 def _join(args: argparse.Namespace) -> int:
     from fractofl.client.code_gate import APPROVED_CODE_FILE
     from fractofl.client.supernode import (
+        MEMBER_CACHE_DIR,
         JoinSettings,
         start_warm_member,
         supernode_command,
@@ -159,6 +160,7 @@ def _join(args: argparse.Namespace) -> int:
         audit_log=member_dir / MEMBER_AUDIT_FILE,
         policy=_checked_policy(member_dir),
         approved_code=member_dir / APPROVED_CODE_FILE,
+        cache_dir=member_dir / MEMBER_CACHE_DIR,
     )
     command = supernode_command(settings, insecure)
     saved = save_member_profile(member_dir, {**given, "data": str(settings.data_dir.resolve())})

@@ -14,7 +14,10 @@ from PIL import Image
 
 from fractofl.cli.config import load_run_config
 from fractofl.core.images.imageio import UnreadableImageError, grayscale_from_array, read_grayscale
+from fractofl.core.images.scale import SemScale
+from fractofl.core.images.sem_scale import ScaleFileError, read_sem_scale
 from fractofl.serving.client import EndpointClient
+from fractofl.serving.contract import PIXEL_SIZE_OPTION
 from fractofl.serving.errors import EndpointError
 
 HEADER = ("file", "class", "probability", "version")
@@ -46,6 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a folder, write DIR/<stem>_heatmap.png for each",
     )
     predict.add_argument(
+        "--pixel-size-um",
+        type=float,
+        metavar="UM",
+        help="micrometres per pixel of images whose metadata (FEI/Zeiss tags, JEOL/Hitachi "
+        "sidecar, scale.yaml) does not say; a physical-scale model needs it",
+    )
+    predict.add_argument(
         "--api-key-env",
         metavar="VAR",
         help="environment variable holding the API key (default serving.api_key_env)",
@@ -63,7 +73,10 @@ def _predict(args: argparse.Namespace) -> int:
     key_env = args.api_key_env or serving.api_key_env
     api_key = os.environ.get(key_env, "") if key_env else ""
     client = EndpointClient(args.endpoint, api_key=api_key or None, region=serving.region)
-    results = [_classify(client, Path(image), args.heatmap, len(images)) for image in images]
+    results = [
+        _classify(client, Path(image), args.heatmap, len(images), args.pixel_size_um)
+        for image in images
+    ]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -74,12 +87,22 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _classify(
-    client: EndpointClient, image: Path, heatmap_out: Path | None, count: int
+    client: EndpointClient,
+    image: Path,
+    heatmap_out: Path | None,
+    count: int,
+    pixel_size_um: float | None = None,
 ) -> dict[str, Any]:
     try:
-        answer = client.predict(image, heatmap=heatmap_out is not None)
-    except EndpointError as exc:
+        scale = _image_scale(image, pixel_size_um)
+        answer = client.predict(image, heatmap=heatmap_out is not None, scale=scale)
+    except ScaleFileError as exc:
         return {"file": str(image), "error": str(exc)}
+    except EndpointError as exc:
+        hint = ""
+        if PIXEL_SIZE_OPTION in str(exc) and pixel_size_um is None:
+            hint = f"; {image.name} has no scale in its metadata: give --pixel-size-um UM"
+        return {"file": str(image), "error": f"{exc}{hint}"}
     result: dict[str, Any] = {
         "file": str(image),
         "class": answer.label,
@@ -98,6 +121,15 @@ def _classify(
             return {**result, "error": f"cannot write the heat map to {target}: {exc}"}
         result["heatmap"] = str(target)
     return result
+
+
+def _image_scale(image: Path, pixel_size_um: float | None) -> SemScale | None:
+    """The image's scale from its metadata (read here: the endpoint gets the numbers,
+    not a parser of every vendor's format), else ``--pixel-size-um``."""
+    scale = read_sem_scale(image, image.parent) if image.is_file() else None
+    if scale is not None and scale.pixel_size_um is not None:
+        return scale
+    return SemScale(pixel_size_um, source="--pixel-size-um") if pixel_size_um else None
 
 
 def heatmap_overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> Image.Image:

@@ -17,6 +17,7 @@ from fractofl.client.faults import inject_fault
 from fractofl.client.member import (
     clip_update,
     evaluate_locally,
+    member_cache_dir,
     member_data_dir,
     state_as_numpy,
     train_locally,
@@ -70,7 +71,8 @@ def _member_seed(cfg: RunConfig, data: MemberData, server_round: int) -> int:
 def _member(context: Context) -> tuple[RunConfig, MemberData, nn.Module]:
     """The run config, this member's data, and a fresh model of the run's architecture."""
     cfg = _run_config(context)
-    data = load_member_data(member_data_dir(context.node_config, cfg), cfg)
+    node = context.node_config
+    data = load_member_data(member_data_dir(node, cfg), cfg, member_cache_dir(node, cfg))
     return cfg, data, model_for(cfg)
 
 

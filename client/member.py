@@ -20,11 +20,11 @@ import torch
 from flwr.supercore.differential_privacy import clip_inputs_inplace, get_norm
 from torch import nn
 
-from fractofl.client.node_config import DATA_DIR_KEY, PARTITION_KEY
+from fractofl.client.node_config import CACHE_DIR_KEY, DATA_DIR_KEY, PARTITION_KEY
 from fractofl.core.config.run_config import RunConfig
 from fractofl.core.images.labelled import make_loader
 from fractofl.core.learning.device import resolve_device
-from fractofl.core.learning.member_data import MemberData
+from fractofl.core.learning.member_data import MemberData, cache_root_for, default_cache_root
 from fractofl.core.learning.training import EvalResult, TrainResult, evaluate, train
 from fractofl.core.model.factory import augmentation_for
 from fractofl.core.synth.dataset import member_dir
@@ -47,6 +47,17 @@ def resolve_data_dir(node_config: Mapping[str, Any], cfg: RunConfig) -> Path:
         f"node config has neither '{DATA_DIR_KEY}' nor '{PARTITION_KEY}'; start the member "
         f"with --node-config '{DATA_DIR_KEY}=\"/path/to/images\"'"
     )
+
+
+def member_cache_dir(node_config: Mapping[str, Any], cfg: RunConfig) -> Path:
+    """Where the member prepares its images once: its node config's ``cache-dir``; a real
+    member without one uses the user's cache folder, never a folder the run's config (the
+    coordinator) names; a simulated member uses ``data.cache_dir``."""
+    if CACHE_DIR_KEY in node_config:
+        return Path(str(node_config[CACHE_DIR_KEY])).expanduser()
+    if DATA_DIR_KEY in node_config:
+        return default_cache_root()
+    return cache_root_for(cfg)
 
 
 class MemberDataMissingError(FileNotFoundError):
@@ -88,7 +99,8 @@ def train_locally(
     FedProx's term, sent by the coordinator)."""
     torch.set_num_threads(max(1, cfg.train.threads))
     torch.manual_seed(seed)
-    loader = make_loader(data.train, cfg.train.batch_size, True, augmentation_for(cfg), seed)
+    samples = data.train.for_training(cfg.train.tiles_per_image)
+    loader = make_loader(samples, cfg.train.batch_size, True, augmentation_for(cfg), seed)
     return train(
         model,
         loader,

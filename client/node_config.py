@@ -6,3 +6,5 @@ AUDIT_LOG_KEY = "audit-log"  # a real member: its audit log (deployment.member_d
 POLICY_KEY = "policy"  # a real member: its privacy policy (deployment.member_dir/policy.yaml)
 # a real member: the code digests it approved (deployment.member_dir/approved-code.txt)
 APPROVED_CODE_KEY = "approved-code"
+# a real member: where its images are prepared once (deployment.member_dir/cache)
+CACHE_DIR_KEY = "cache-dir"

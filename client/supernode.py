@@ -25,6 +25,7 @@ from pathlib import Path
 from fractofl.client.node_config import (
     APPROVED_CODE_KEY,
     AUDIT_LOG_KEY,
+    CACHE_DIR_KEY,
     DATA_DIR_KEY,
     POLICY_KEY,
 )
@@ -32,6 +33,7 @@ from fractofl.client.warm_launcher import LAUNCHER_NAME, WARM_SOCKET, write_laun
 from fractofl.core.processes.flower_executables import flower_tool
 
 GATE_BIN = "bin"  # deployment.member_dir/bin: the flwr-clientapp launcher
+MEMBER_CACHE_DIR = "cache"  # deployment.member_dir/cache: images prepared once (owner-only)
 WARM_DIR = "warm"  # deployment.member_dir/warm: the warm member's socket (owner-only)
 MAX_SOCKET_PATH = 107  # bytes in a Unix socket's path on Linux (sun_path, less its NUL)
 WARM_START_TIMEOUT_S = 60.0
@@ -59,6 +61,8 @@ class JoinSettings:
     approved_code: Path | None = None
     """The code digests the member approved (``deployment.member_dir/approved-code.txt``,
     :mod:`fractofl.client.code_gate`), which need not exist yet."""
+    cache_dir: Path | None = None
+    """Where the member's images are prepared once (``deployment.member_dir/cache``)."""
 
     def check(self) -> None:
         """Refuse to start with a missing file or a malformed address, naming it."""
@@ -105,8 +109,8 @@ def why_it_stopped(code: int, asked_to_stop: bool, superlink: str, coordinator: 
 
 
 def node_config(settings: JoinSettings) -> str:
-    """The SuperNode's ``--node-config``: the member's images, audit log, policy and
-    approved code."""
+    """The SuperNode's ``--node-config``: the member's images, audit log, policy,
+    approved code and image cache."""
     pairs = [f'{DATA_DIR_KEY}="{settings.data_dir.resolve()}"']
     if settings.audit_log is not None:
         pairs.append(f'{AUDIT_LOG_KEY}="{settings.audit_log.resolve()}"')
@@ -114,6 +118,8 @@ def node_config(settings: JoinSettings) -> str:
         pairs.append(f'{POLICY_KEY}="{settings.policy.resolve()}"')
     if settings.approved_code is not None:
         pairs.append(f'{APPROVED_CODE_KEY}="{settings.approved_code.resolve()}"')
+    if settings.cache_dir is not None:
+        pairs.append(f'{CACHE_DIR_KEY}="{settings.cache_dir.resolve()}"')
     return " ".join(pairs)
 
 

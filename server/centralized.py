@@ -14,10 +14,9 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from fractofl.core.config.run_config import RunConfig
-from fractofl.core.images.labelled import LabelledTensors, make_loader
+from fractofl.core.images.cached_images import CachedImages
+from fractofl.core.images.labelled import make_loader
 from fractofl.core.learning.device import resolve_device, seed_everything
 from fractofl.core.learning.member_data import load_member_data
 from fractofl.core.learning.training import train
@@ -29,10 +28,9 @@ from fractofl.server.run_folder import RunFolder
 log = logging.getLogger("fractofl")
 
 
-def pooled_training_data(member_dirs: Sequence[Path], cfg: RunConfig) -> LabelledTensors:
+def pooled_training_data(member_dirs: Sequence[Path], cfg: RunConfig) -> CachedImages:
     """The members' training splits put together (their validation splits stay out)."""
-    parts = [load_member_data(d, cfg).train for d in member_dirs]
-    return LabelledTensors(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+    return CachedImages.concat([load_member_data(d, cfg).train for d in member_dirs])
 
 
 def run_centralized(cfg: RunConfig, member_dirs: Sequence[Path]) -> Path:
@@ -52,7 +50,11 @@ def run_centralized(cfg: RunConfig, member_dirs: Sequence[Path]) -> Path:
         train_loss = math.nan
         if server_round:
             loader = make_loader(
-                data, cfg.train.batch_size, True, augmentation, cfg.seed + server_round
+                data.for_training(cfg.train.tiles_per_image),
+                cfg.train.batch_size,
+                True,
+                augmentation,
+                cfg.seed + server_round,
             )
             train_loss = train(
                 model,

@@ -9,8 +9,10 @@ from flwr.app import ArrayRecord
 from torch import nn
 
 from fractofl.core.config.run_config import RunConfig
-from fractofl.core.images.labelled import load_labelled_tensors, make_loader
+from fractofl.core.images.cached_images import load_cached_images
+from fractofl.core.images.labelled import make_loader
 from fractofl.core.learning.device import resolve_device
+from fractofl.core.learning.member_data import cache_root_for
 from fractofl.core.learning.training import EvalResult, evaluate
 from fractofl.core.model.factory import preprocessing_for
 from fractofl.core.synth.dataset import holdout_dir
@@ -26,8 +28,12 @@ class CoordinatorEvaluator:
 
     def __init__(self, cfg: RunConfig, model: nn.Module) -> None:
         preprocessing = preprocessing_for(cfg)
-        self.data = load_labelled_tensors(
-            coordinator_test_dir(cfg), cfg.data.classes, preprocessing
+        self.data = load_cached_images(
+            coordinator_test_dir(cfg),
+            cfg.data.classes,
+            preprocessing,
+            cache_root_for(cfg),
+            cfg.data.unknown_scale,
         )
         self.model = model
         self.num_classes = len(cfg.data.classes)

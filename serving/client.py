@@ -22,11 +22,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fractofl.core.images.scale import SemScale
 from fractofl.serving.contract import (
     API_KEY_ATTRIBUTE,
     API_KEY_HEADER,
+    DATABAR_OPTION,
     HEATMAP_OPTION,
     INVOCATIONS_PATH,
+    PIXEL_SIZE_OPTION,
 )
 from fractofl.serving.errors import EndpointError
 
@@ -123,10 +126,15 @@ class EndpointClient:
         self._runtime: Any = None
 
     def predict(
-        self, image: Path | str | bytes, content_type: str | None = None, heatmap: bool = False
+        self,
+        image: Path | str | bytes,
+        content_type: str | None = None,
+        heatmap: bool = False,
+        scale: SemScale | None = None,
     ) -> Prediction:
         """Classify one image (a file, or its bytes with ``content_type``); ``heatmap``
-        asks for :attr:`Prediction.heatmap` too (sent as ``CONTENT-TYPE; heatmap=true``)."""
+        asks for :attr:`Prediction.heatmap` too (sent as ``CONTENT-TYPE; heatmap=true``);
+        ``scale`` gives a physical-scale model the image's pixel size and data bar."""
         if isinstance(image, bytes):
             if content_type is None:
                 raise EndpointError("give content_type for image bytes, e.g. 'image/png'")
@@ -140,6 +148,10 @@ class EndpointClient:
                 raise EndpointError(f"cannot read {path}: {exc.strerror or exc}") from None
         if heatmap:
             content_type += f"; {HEATMAP_OPTION}=true"
+        if scale is not None and scale.pixel_size_um is not None:
+            content_type += f"; {PIXEL_SIZE_OPTION}={scale.pixel_size_um!r}"
+            if scale.databar_px is not None:
+                content_type += f"; {DATABAR_OPTION}={scale.databar_px}"
         if self.is_url:
             return Prediction.from_json(self._post(body, content_type), self.target)
         return Prediction.from_json(self._invoke_sagemaker(body, content_type), self.target)

@@ -21,6 +21,11 @@ HEATMAP_OPTION = "heatmap"
 heatmap=true``), the one form that reaches inference.py in every container."""
 PREVIEW_OPTION = "preview"
 """``image/tiff; preview=true``: the answer carries the decoded image as an 8-bit PNG."""
+PIXEL_SIZE_OPTION = "pixel_size_um"
+"""``image/tiff; pixel_size_um=0.05``: the request image's micrometres per pixel, which a
+physical-scale model needs (and ``databar_px=59``, the height of its data bar, when it
+is not found by itself)."""
+DATABAR_OPTION = "databar_px"
 _TRUE = {"1", "true", "yes", "on"}
 
 

@@ -38,17 +38,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from fractofl.core.images.physical_scale import ScaleError
 from fractofl.core.images.preprocessing import Preprocessing
+from fractofl.core.images.scale import SemScale
+from fractofl.core.images.tiles import TileError, tile_mean_log_probabilities
 from fractofl.core.model.architectures import build_model
 from fractofl.serving.contract import (
+    DATABAR_OPTION,
     HEATMAP_OPTION,
+    PIXEL_SIZE_OPTION,
     PREVIEW_OPTION,
     heatmap_in_headers,
     is_true,
 )
 from fractofl.serving.decoding import decode_request, media_type, media_type_parameters
 from fractofl.serving.heatmap import grad_cam, grayscale_png
-from fractofl.serving.request_errors import NotAcceptableError
+from fractofl.serving.request_errors import ImageScaleError, NotAcceptableError
 from fractofl.serving.safetensors_io import SafetensorsError, from_safetensors
 
 log = logging.getLogger("fractofl.inference")
@@ -89,6 +94,8 @@ class ImageRequest:
     image: np.ndarray
     heatmap: bool = False
     preview: bool = False
+    scale: SemScale | None = None
+    """The pixel size the request gave (``pixel_size_um``), for a physical-scale model."""
 
 
 def model_fn(model_dir: str) -> ServedModel:
@@ -157,9 +164,33 @@ def input_fn(
     options = media_type_parameters(request_content_type)
     heatmap = is_true(options.get(HEATMAP_OPTION)) or heatmap_in_headers(_request_headers(context))
     preview = is_true(options.get(PREVIEW_OPTION))
-    if heatmap or preview:
-        return ImageRequest(image, heatmap=heatmap, preview=preview)
+    scale = _request_scale(options)
+    if heatmap or preview or scale is not None:
+        return ImageRequest(image, heatmap=heatmap, preview=preview, scale=scale)
     return image
+
+
+def _request_scale(options: dict[str, str]) -> SemScale | None:
+    """The ``pixel_size_um`` (and ``databar_px``) parameters; ImageScaleError (400) when
+    malformed."""
+    given = options.get(PIXEL_SIZE_OPTION)
+    if given is None:
+        return None
+    try:
+        pixel_size = float(given)
+        databar = options.get(DATABAR_OPTION)
+        databar_px = None if databar is None else int(databar)
+    except ValueError:
+        raise ImageScaleError(
+            f"{PIXEL_SIZE_OPTION}={given!r} / {DATABAR_OPTION}={options.get(DATABAR_OPTION)!r}: "
+            "give the pixel size in micrometres (e.g. 0.05) and the data bar in whole pixels"
+        ) from None
+    if not 0 < pixel_size < float("inf") or (databar_px is not None and databar_px < 0):
+        raise ImageScaleError(
+            f"{PIXEL_SIZE_OPTION}={given} must be a positive number of micrometres per pixel "
+            f"and {DATABAR_OPTION} a number of rows >= 0"
+        )
+    return SemScale(pixel_size, None, databar_px, "request")
 
 
 def predict_fn(input_data: np.ndarray | ImageRequest, model: ServedModel) -> dict[str, Any]:
@@ -172,10 +203,14 @@ def predict_fn(input_data: np.ndarray | ImageRequest, model: ServedModel) -> dic
     """
     request = input_data if isinstance(input_data, ImageRequest) else ImageRequest(input_data)
     image = request.image
-    batch = model.preprocessing.to_tensor(image)[None].to(model.device)
+    prepared = _prepared(image, request.scale, model.preprocessing)
+    batch = model.preprocessing.model_input(prepared).to(model.device)
     with torch.inference_mode():
-        logits = model.network(batch)
-    probabilities = torch.softmax(logits.float(), dim=1)[0].cpu().tolist()
+        if model.preprocessing.physical:  # the tiles' mean, as in evaluation
+            probabilities = tile_mean_log_probabilities(model.network, batch[None]).exp()[0]
+        else:
+            probabilities = torch.softmax(model.network(batch[None]).float(), dim=1)[0]
+    probabilities = probabilities.cpu().tolist()
     best = max(range(len(probabilities)), key=probabilities.__getitem__)
     answer: dict[str, Any] = {
         "class": model.classes[best],
@@ -183,13 +218,45 @@ def predict_fn(input_data: np.ndarray | ImageRequest, model: ServedModel) -> dic
         "model_version": model.version,
         "classes": list(model.classes),
     }
-    height, width = image.shape
     if request.heatmap:
-        heatmap = grad_cam(model.network, batch, (height, width), best, model.architecture)
-        answer["heatmap"] = _png_field(heatmap)
+        answer["heatmap"] = _png_field(_heatmap(model, image, prepared, batch, best))
     if request.preview:
         answer["image"] = _png_field(image)
     return answer
+
+
+def _prepared(
+    image: np.ndarray, scale: SemScale | None, preprocessing: Preprocessing
+) -> np.ndarray:
+    """The request image prepared as the model was trained (ImageScaleError, 400, when a
+    physical-scale model cannot have it at its scale)."""
+    if preprocessing.physical and scale is None:
+        raise ImageScaleError(
+            f"this model reads images at {preprocessing.pixel_size_um:g} um per pixel: give "
+            f"the image's own pixel size as a content type parameter, e.g. 'image/tiff; "
+            f"{PIXEL_SIZE_OPTION}=0.05' (and {DATABAR_OPTION}=N if its data bar is not found)"
+        )
+    try:
+        return preprocessing.prepare(image, scale, "the request image")
+    except (ScaleError, TileError) as exc:
+        raise ImageScaleError(str(exc)) from exc
+
+
+def _heatmap(
+    model: ServedModel, image: np.ndarray, prepared: np.ndarray, batch: torch.Tensor, best: int
+) -> np.ndarray:
+    """Grad-CAM of class ``best`` at the request image's size. A physical-scale model's
+    map is computed on the whole prepared image (its networks pool globally) and laid over
+    the image above its data bar; the bar's rows stay 0."""
+    height, width = image.shape
+    if not model.preprocessing.physical:
+        return grad_cam(model.network, batch[None], (height, width), best, model.architecture)
+    whole = model.preprocessing.normalise(prepared)[None].to(model.device)
+    # The rows above the data bar, in request pixels.
+    surface = min(height, max(1, round(prepared.shape[0] * width / prepared.shape[1])))
+    heat = np.zeros((height, width), dtype=np.float32)
+    heat[:surface] = grad_cam(model.network, whole, (surface, width), best, model.architecture)
+    return heat
 
 
 def _png_field(unit_image: np.ndarray) -> dict[str, Any]:

@@ -39,6 +39,13 @@ class UndecodableInputError(RequestError):
     status = HTTPStatus.BAD_REQUEST
 
 
+class ImageScaleError(RequestError):
+    """An image a physical-scale model cannot bring to its scale: no pixel size given,
+    a malformed one, or an image smaller than one tile at that scale (400)."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+
 class UnsupportedContentTypeError(RequestError):
     """A content type that the model does not take (415)."""
 

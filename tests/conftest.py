@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +23,26 @@ from fractofl.core.synth.style import SynthStyle
 # Easy settings: no blending, little noise, small images. Models learn these quickly,
 # so a short run must beat chance (25 %) by a clear margin.
 EASY_STYLE = {"image_size": 48, "mix_fraction": 0.0, "noise": 0.3, "charging_prob": 0.0}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One image cache for the whole session, shared by xdist's workers and every process
+    the tests start (they inherit XDG_CACHE_HOME), never the user's own."""
+    if hasattr(config, "workerinput"):
+        return  # a worker: the controller set it before starting it
+    cache = tempfile.mkdtemp(prefix="fractofl-test-cache-")
+    os.environ["XDG_CACHE_HOME"] = cache
+    config.stash[_CACHE_KEY] = cache
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's image cache."""
+    cache = config.stash.get(_CACHE_KEY, None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+_CACHE_KEY = pytest.StashKey[str]()
 
 
 def easy_spec(members: int = 2, per_class: int = 48, seed: int = 3) -> SynthSpec:

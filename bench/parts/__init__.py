@@ -60,6 +60,11 @@ PARTS: tuple[Part, ...] = (
         "Coordinator front: members through nginx against direct to the SuperLink",
         "front:run_front",
     ),
+    Part(
+        "members",
+        "Real members: image preparation, memory and physical scale",
+        "members:run_members",
+    ),
 )
 PART_NAMES: tuple[str, ...] = tuple(part.name for part in PARTS)
 

@@ -31,6 +31,8 @@ class ModelConfig:
 
     name: str = "small_cnn"
     image_size: int = 64
+    pixel_size_um: float = 0.0  # > 0: images at this physical scale, cut into tiles
+    tile_grid: int = 3  # evaluation and serving tiles per side (physical scale)
     pretrained_weights: str = ""
     args: dict[str, Any] = field(default_factory=dict)
 
@@ -64,6 +66,8 @@ class DataConfig:
     alpha: float = 0.5
     min_per_member: int = 8
     val_fraction: float = 0.15
+    unknown_scale: str = "skip"  # physical-scale model, image of unknown scale: skip | as_is
+    cache_dir: str = ""  # prepared images; "" = $XDG_CACHE_HOME/fractofl or ~/.cache/fractofl
     synth: SynthConfig = field(default_factory=SynthConfig)
 
 
@@ -79,6 +83,7 @@ class TrainConfig:
     augment: str = "fracture"  # see fractofl.core.images.augmentation
     device: str = "auto"
     threads: int = 1
+    tiles_per_image: int = 4  # a physical-scale model's random training tiles per image
 
 
 @dataclass

@@ -30,8 +30,8 @@ from fractofl.core.images.imageio import (
     read_grayscale,
     walk_image_tree,
 )
+from fractofl.core.images.scale import SCALE_FILE, SemScale
 from fractofl.core.images.sem_scale import (
-    SCALE_FILE,
     UNKNOWN,
     ScaleFileError,
     is_scale_companion,
@@ -111,6 +111,11 @@ class DataReport:
         (:mod:`fractofl.core.images.databar`; only when images are decoded).
     without_scale
         Usable images with no known pixel size.
+    model_scale
+        A physical-scale model's micrometres per pixel and tile side, when given.
+    below_one_tile
+        Usable images that, without their data bar and at ``model_scale``, are smaller
+        than one tile (a physical-scale model skips them).
     fatal_problems
         Problems that make the directory unusable for training.
     warnings
@@ -137,6 +142,8 @@ class DataReport:
     databars: int = 0
     databars_detected: int = 0
     without_scale: list[Path] = field(default_factory=list)
+    model_scale: tuple[float, int] | None = None
+    below_one_tile: list[SmallImage] = field(default_factory=list)
     fatal_problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -206,6 +213,12 @@ class DataReport:
                 "databars": self.databars,
                 "databars_detected": self.databars_detected,
                 "without_scale": [self.rel(p) for p in self.without_scale],
+                "model_pixel_size_um": self.model_scale[0] if self.model_scale else None,
+                "tile": self.model_scale[1] if self.model_scale else None,
+                "below_one_tile": [
+                    {"path": self.rel(s.path), "width": s.width, "height": s.height}
+                    for s in self.below_one_tile
+                ],
             },
             "fatal_problems": list(self.fatal_problems),
             "warnings": list(self.warnings),
@@ -220,6 +233,7 @@ def check_dataset(
     progress: ProgressCallback | None = None,
     *,
     decode: bool = True,
+    model_scale: tuple[float, int] | None = None,
 ) -> DataReport:
     """Check an ImageFolder-style directory and report what a loader would find.
 
@@ -242,6 +256,9 @@ def check_dataset(
     decode
         Decode every image to detect truncation (default). With False only headers are
         read, which is much faster but misses truncated files.
+    model_scale
+        A physical-scale model's (micrometres per pixel, tile side): images smaller than
+        one tile at that scale, without their data bar, are reported.
 
     Returns
     -------
@@ -249,7 +266,7 @@ def check_dataset(
         The findings; ``report.ok`` is False when the directory cannot be trained on.
     """
     root = Path(root)
-    report = DataReport(root=root, classes=tuple(classes))
+    report = DataReport(root=root, classes=tuple(classes), model_scale=model_scale)
     report.class_counts = {name: 0 for name in report.classes}
     if not root.exists():
         report.fatal_problems.append(
@@ -350,6 +367,15 @@ def format_report(report: DataReport, max_items: int = 20) -> str:
     _section(lines, "Skipped (unsupported suffix)", map(rel, report.skipped), max_items)
     if report.scale_sources:
         _section(lines, "Images without a known scale", map(rel, report.without_scale), max_items)
+    if report.model_scale is not None:
+        um, tile = report.model_scale
+        _section(
+            lines,
+            f"Smaller than one {tile}x{tile} tile at the model's {um:g} um per pixel (skipped "
+            "in training)",
+            [f"{rel(s.path)}: {s.width}x{s.height} at that scale" for s in report.below_one_tile],
+            max_items,
+        )
 
     if report.warnings or report.fatal_problems:
         lines.append("")
@@ -469,6 +495,19 @@ def _record_scale(
         report.magnifications.append(scale.magnification)
     if scale.databar_px:
         report.databars += 1
+    if report.model_scale is not None and pixels is not None:
+        _record_tile_fit(report, path, scale, pixels)
+
+
+def _record_tile_fit(report: DataReport, path: Path, scale: SemScale, pixels: np.ndarray) -> None:
+    """Whether the image, without its data bar and at the model's scale, holds one tile."""
+    assert report.model_scale is not None and scale.pixel_size_um is not None
+    to_um, tile = report.model_scale
+    factor = scale.pixel_size_um / to_um
+    rows = pixels.shape[0] - (scale.databar_px or detect_databar(pixels))
+    height, width = round(max(rows, 0) * factor), round(pixels.shape[1] * factor)
+    if height < tile or width < tile:
+        report.below_one_tile.append(SmallImage(path, width, height))
 
 
 def _scale_lines(report: DataReport) -> list[str]:

@@ -1,7 +1,9 @@
-"""Loading a member's labelled images (one sub-folder per class) into tensors.
+"""A member's labelled images (one sub-folder per class): listing them, splitting them,
+and loading them for training, from memory or from the on-disk cache
+(``cached_images``), through one interface.
 
 Unreadable files are skipped with a warning that names them: one bad file never stops
-training. Decoded images are kept in memory, because members train on them every round.
+training.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -34,6 +37,27 @@ class NoUsableImagesError(ValueError):
     """A data folder holds no readable image of any configured class."""
 
 
+class LabelledImages(Protocol):
+    """Labelled images read one at a time: in memory (:class:`LabelledTensors`) or in
+    the on-disk cache (``cached_images.CachedImages``)."""
+
+    y: torch.Tensor
+
+    def __len__(self) -> int: ...
+
+    def image(self, index: int) -> torch.Tensor:
+        """The ``index``-th image as the model's input (C, S, S)."""
+        ...
+
+    def subset(self, indices: np.ndarray) -> LabelledImages:
+        """The examples at ``indices``."""
+        ...
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        """Examples per class index."""
+        ...
+
+
 @dataclass
 class LabelledTensors:
     """Preprocessed images ``x`` (N, C, S, S) with integer labels ``y`` (N,)."""
@@ -44,6 +68,10 @@ class LabelledTensors:
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    def image(self, index: int) -> torch.Tensor:
+        """The ``index``-th image."""
+        return self.x[index]
 
     def subset(self, indices: np.ndarray) -> LabelledTensors:
         """The examples at ``indices``."""
@@ -89,7 +117,8 @@ def folder_identity(root: Path, classes: Sequence[str]) -> int:
 def load_labelled_tensors(
     root: Path, classes: Sequence[str], preprocessing: Preprocessing
 ) -> LabelledTensors:
-    """Decode and preprocess every readable image of ``root``; skip and log the others."""
+    """Decode and preprocess every readable image of ``root`` into memory; skip and log
+    the others (members and the coordinator read through the on-disk cache instead)."""
     images: list[torch.Tensor] = []
     labels: list[int] = []
     skipped: list[tuple[Path, str]] = []
@@ -122,10 +151,10 @@ def split_train_val(count: int, val_fraction: float, seed: int) -> tuple[np.ndar
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-class AugmentedTensors(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Labelled tensors, each image passed through ``augmentation`` when it is read."""
+class AugmentedImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Labelled images, each passed through ``augmentation`` when it is read."""
 
-    def __init__(self, data: LabelledTensors, augmentation: Augmentation | None) -> None:
+    def __init__(self, data: LabelledImages, augmentation: Augmentation | None) -> None:
         self.data = data
         self.augmentation = augmentation
 
@@ -133,7 +162,7 @@ class AugmentedTensors(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return len(self.data)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.data.x[index]
+        image = self.data.image(index)
         if self.augmentation is not None:
             # torch's global generator is seeded per run, so this stays reproducible.
             image = self.augmentation(image)
@@ -141,16 +170,16 @@ class AugmentedTensors(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
 
 def make_loader(
-    data: LabelledTensors,
+    data: LabelledImages,
     batch_size: int,
     shuffle: bool,
     augmentation: Augmentation | None,
     seed: int,
 ) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
-    """A single-process loader over in-memory tensors (``augmentation``: training only)."""
+    """A single-process loader over labelled images (``augmentation``: training only)."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
-        AugmentedTensors(data, augmentation),
+        AugmentedImages(data, augmentation),
         batch_size=batch_size,
         shuffle=shuffle,
         generator=generator,

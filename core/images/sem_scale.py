@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
 from fractofl.core.images.imageio import IMAGE_SUFFIXES
+from fractofl.core.images.scale import SCALE_FILE, SemScale
 
-SCALE_FILE = "scale.yaml"
 SIDECAR_SUFFIX = ".txt"
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 MAX_SIDECAR_BYTES = 1 << 20  # microscopes write a few kilobytes
@@ -37,23 +36,12 @@ MAX_SCALE_FILES_CACHED = 1024
 UM_PER: dict[str, float] = {"pm": 1e-6, "nm": 1e-3, "um": 1.0, "µm": 1.0, "μm": 1.0, "mm": 1e3}
 _LENGTH = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(pm|nm|um|µm|μm|mm)\s*$")
 _ZEISS_MAG = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(K)?\s*X\s*$", re.IGNORECASE)
+SQUARE_TOLERANCE = 0.01  # FEI's PixelWidth and PixelHeight may differ by rounding only
 SCALE_KEYS = {"pixel_size_um": float, "magnification": float, "databar_px": int}
 
 
 class ScaleFileError(ValueError):
     """A ``scale.yaml`` that cannot be used; the message names the file and the key."""
-
-
-@dataclass(frozen=True)
-class SemScale:
-    """What is known of one image's physical scale."""
-
-    pixel_size_um: float | None
-    magnification: float | None = None
-    databar_px: int | None = None
-    source: str = ""
-    """Where it came from: ``FEI tags``, ``Zeiss tags``, ``JEOL sidecar``,
-    ``Hitachi sidecar``, ``scale.yaml`` (its path), or empty when unknown."""
 
 
 UNKNOWN = SemScale(None)
@@ -74,9 +62,20 @@ def _positive(value: Any) -> float | None:
 
 
 def _from_fei(fei: dict[str, Any]) -> SemScale | None:
-    width_m = _positive(fei.get("Scan", {}).get("PixelWidth"))
+    scan = fei.get("Scan", {})
+    width_m = _positive(scan.get("PixelWidth"))
     if width_m is None:
         return None
+    height_m = _positive(scan.get("PixelHeight"))
+    if height_m is not None and abs(height_m - width_m) > SQUARE_TOLERANCE * width_m:
+        # Non-square pixels are a scan setting no fractograph uses: more likely a
+        # corrupt header. Say so rather than guess which one is right.
+        return SemScale(
+            None,
+            None,
+            None,
+            f"FEI tags contradict themselves: PixelWidth {width_m:g} m, PixelHeight {height_m:g} m",
+        )
     databar = _positive(fei.get("PrivateFei", {}).get("DatabarHeight"))
     return SemScale(width_m * 1e6, None, int(databar) if databar else None, "FEI tags")
 
@@ -105,11 +104,13 @@ def _from_zeiss(sem: dict[str, Any]) -> SemScale | None:
     return SemScale(size, magnification, None, "Zeiss tags")
 
 
-def _from_tiff(path: Path) -> SemScale | None:
+def tiff_tag_scale(source: Path | BinaryIO) -> SemScale | None:
+    """The scale in a TIFF's FEI or Zeiss tags (a file, or its bytes as a stream); None
+    when it has neither or is no TIFF."""
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with tifffile.TiffFile(source) as tif:
             fei, zeiss = tif.fei_metadata, tif.sem_metadata
     except (OSError, ValueError, tifffile.TiffFileError):
         return None  # the image reader reports a broken file; no scale here
@@ -213,7 +214,13 @@ def read_sem_scale(path: Path, root: Path | None = None) -> SemScale:
     nearest ``scale.yaml`` in its folder or above (up to ``root``); UNKNOWN if none.
     ScaleFileError for a ``scale.yaml`` that cannot be used."""
     if path.suffix.lower() in TIFF_SUFFIXES:
-        found = _from_tiff(path)
+        found = tiff_tag_scale(path)
         if found is not None:
             return found
+    return companion_scale(path, root)
+
+
+def companion_scale(path: Path, root: Path | None = None) -> SemScale:
+    """The scale the files beside an image give (sidecar, else ``scale.yaml``), for an
+    image whose own tags give none; UNKNOWN if none does."""
     return _from_sidecar(path) or _from_scale_file(path, root) or UNKNOWN

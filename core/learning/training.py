@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from fractofl.core.images.tiles import tile_mean_log_probabilities
 from fractofl.core.learning.metrics import accuracy, confusion_matrix, macro_f1
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -93,10 +95,16 @@ def evaluate(
     predictions: list[np.ndarray] = []
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
-        logits = model(images)
-        loss_sum += float(criterion(logits, labels).item())
+        if images.dim() == 5:  # tiles of each image: judge the image by their mean
+            log_probabilities = tile_mean_log_probabilities(model, images)
+            loss_sum += float(F.nll_loss(log_probabilities, labels, reduction="sum").item())
+            predicted = log_probabilities.argmax(dim=1)
+        else:
+            logits = model(images)
+            loss_sum += float(criterion(logits, labels).item())
+            predicted = logits.argmax(dim=1)
         truths.append(labels.cpu().numpy())
-        predictions.append(logits.argmax(dim=1).cpu().numpy())
+        predictions.append(predicted.cpu().numpy())
     if not truths:
         raise ValueError("the evaluation loader yielded no examples")
     matrix = confusion_matrix(np.concatenate(truths), np.concatenate(predictions), num_classes)

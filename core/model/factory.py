@@ -22,7 +22,12 @@ def model_for(cfg: RunConfig) -> nn.Module:
 def preprocessing_for(cfg: RunConfig) -> Preprocessing:
     """The preprocessing of the configured model, with the augmentation it trains with."""
     preprocessing = default_preprocessing(cfg.model.name, cfg.model.image_size)
-    return replace(preprocessing, augmentation=parse_augmentation(cfg.train.augment))
+    return replace(
+        preprocessing,
+        augmentation=parse_augmentation(cfg.train.augment),
+        pixel_size_um=cfg.model.pixel_size_um,
+        tile_grid=cfg.model.tile_grid,
+    )
 
 
 def augmentation_for(cfg: RunConfig) -> Augmentation | None:

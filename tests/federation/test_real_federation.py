@@ -161,32 +161,37 @@ def federation(
             assert f"registered org{index}: node id" in added.stdout
         # the last member joins with a policy that sets no rule yet (tests set rules in it)
         policy_of(consortium.members[-1]).write_text(NO_RULES)
-        for index, member in enumerate(consortium.members):
+        for index in range(len(consortium.members)):
             log = workdir / "logs" / f"member{index}.log"
             federation.member_logs.append(log)
-            federation.member_groups.append(
-                processes.start(
-                    fractofl(
-                        "member",
-                        "join",
-                        "--superlink",
-                        f"127.0.0.1:{port}",
-                        "--data",
-                        str(member_images(member_data, index)),
-                        "--port",
-                        str(free_port()),
-                        f"deployment.member_dir={member}",
-                        "--ca",
-                        str(consortium.ca_cert),
-                    ),
-                    log,
-                    workdir,
-                )
-            )
+            federation.member_groups.append(join(federation, consortium, member_data, index, log))
         wait_for(lambda: online_members(federation) == MEMBERS, 120, "3 members online")
         yield federation
     finally:
         processes.stop_all()
+
+
+def join(
+    federation: Federation, consortium: Consortium, member_data: Path, index: int, log: Path
+) -> subprocess.Popen[bytes]:
+    """`fractofl member join` of member ``index`` through the front, its output in ``log``."""
+    return federation.processes.start(
+        fractofl(
+            "member",
+            "join",
+            "--superlink",
+            f"127.0.0.1:{federation.port}",
+            "--data",
+            str(member_images(member_data, index)),
+            "--port",
+            str(free_port()),
+            f"deployment.member_dir={consortium.members[index]}",
+            "--ca",
+            str(consortium.ca_cert),
+        ),
+        log,
+        federation.workdir,
+    )
 
 
 NO_RULES = "# set by the tests\n{}\n"
@@ -497,8 +502,8 @@ def test_a_bundle_with_one_changed_line_is_refused_by_every_member_until_they_ap
         assert any(e["kind"] == CODE_EVENT and e["code_digest"] == digest for e in events)
 
 
-def test_a_member_whose_warm_process_died_answers_how_to_restart_it(
-    federation: Federation, member_data: Path
+def test_a_member_whose_warm_process_died_answers_how_to_restart_it_and_after_it_the_next_round(
+    federation: Federation, consortium: Consortium, member_data: Path
 ) -> None:
     # Prepare: the second member's warm process dies; its SuperNode stays connected
     warm = [
@@ -521,6 +526,22 @@ def test_a_member_whose_warm_process_died_answers_how_to_restart_it(
     assert {line["status"] for line in org1} == {"failed"}
     assert "member's warm process unavailable: the warm member at" in org1[0]["detail"]
     assert "restart `fractofl member join`" in org1[0]["detail"]
+    # Execute: the member does as told (Ctrl-C, then `member join` again)
+    os.killpg(federation.member_groups[1].pid, signal.SIGINT)
+    federation.member_groups[1].wait(timeout=60)
+    log = federation.workdir / "logs" / "member1-restarted.log"
+    federation.member_logs[1] = log
+    federation.member_groups[1] = join(federation, consortium, member_data, 1, log)
+    wait_for(lambda: "warm member ready" in log.read_text(), 120, "its warm member ready")
+    wait_for(lambda: online_members(federation) == MEMBERS, 120, "the member back online")
+    again = coordinator_run(federation, member_data, "warm-restarted-run", "federation.rounds=1")
+    # Assert: it answers the next round, from images it prepared before (nothing decoded)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    run_dir = federation.workdir / "runs" / "warm-restarted-run"
+    assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["3"]
+    assert {line["status"] for line in member_lines(run_dir, "org1")} == {"answered"}
+    prepared = [line for line in log.read_text().splitlines() if "image cache" in line]
+    assert prepared and all(" 0 decoded" in line for line in prepared), prepared
 
 
 def test_members_killed_mid_round_are_counted_once_each_and_the_run_finishes(

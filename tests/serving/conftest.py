@@ -20,6 +20,7 @@ from PIL import Image
 
 from fractofl.core.config.taxonomy import DEFAULT_CLASSES
 from fractofl.core.images.imageio import grayscale_from_array
+from fractofl.core.images.preprocessing import Preprocessing
 from fractofl.core.model.architectures import build_model, default_preprocessing
 from fractofl.core.model.checkpoint import Checkpoint
 from fractofl.core.synth.sample import render_sample
@@ -95,15 +96,18 @@ def publish_trained_model(root: Path, per_class: int = 80, epochs: int = 15) -> 
     return publish_model(root, model.eval())
 
 
-def publish_model(root: Path, model: torch.nn.Module) -> PublishedModel:
-    """Sign and publish a small_cnn's weights as version 1 of a new registry under ``root``."""
+def publish_model(
+    root: Path, model: torch.nn.Module, preprocessing: Preprocessing | None = None
+) -> PublishedModel:
+    """Sign and publish a small_cnn's weights as version 1 of a new registry under ``root``
+    (``preprocessing``: the model's own; default the whole-image one)."""
     private_key, public_key = root / "keys" / "coordinator.key", root / "keys" / "coordinator.pub"
     create_key_pair(private_key, public_key, None)
     checkpoint = Checkpoint(
         architecture="small_cnn",
         arch_args=dict(ARCH_ARGS),
         classes=list(DEFAULT_CLASSES),
-        preprocessing=default_preprocessing("small_cnn", IMAGE_SIZE),
+        preprocessing=preprocessing or default_preprocessing("small_cnn", IMAGE_SIZE),
         state_dict=model.state_dict(),
         round=1,
         run_id="serving-test",

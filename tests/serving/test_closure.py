@@ -17,8 +17,12 @@ def test_inference_needs_exactly_the_model_preprocessing_decoding_and_heatmap_mo
     assert [m.name for m in closure] == [
         "fractofl.core",
         "fractofl.core.images",
+        "fractofl.core.images.databar",
         "fractofl.core.images.imageio",
+        "fractofl.core.images.physical_scale",
         "fractofl.core.images.preprocessing",
+        "fractofl.core.images.scale",
+        "fractofl.core.images.tiles",
         "fractofl.core.model",
         "fractofl.core.model.architectures",
         "fractofl.serving",
@@ -79,5 +83,9 @@ def test_guarded_optional_and_type_checking_imports_are_allowed(tmp_path: Path) 
     assert [m.name for m in closure] == [
         "fractofl.core",
         "fractofl.core.images",
+        "fractofl.core.images.databar",
+        "fractofl.core.images.physical_scale",
         "fractofl.core.images.preprocessing",
+        "fractofl.core.images.scale",
+        "fractofl.core.images.tiles",
     ]

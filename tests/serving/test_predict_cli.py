@@ -5,9 +5,27 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
-from tests.serving.conftest import API_KEY_ENV, PublishedModel, RunningEndpoint, fractofl_command
+import numpy as np
+import tifffile
+import torch
+
+from fractofl.core.model.architectures import build_model, default_preprocessing
+from fractofl.core.synth.micrograph import MicrographSpec, write_micrograph
+from tests.serving.conftest import (
+    API_KEY_ENV,
+    ARCH_ARGS,
+    IMAGE_SIZE,
+    NO_RATE_LIMIT,
+    PublishedModel,
+    RunningEndpoint,
+    fractofl_command,
+    publish_model,
+    start_endpoint,
+    stop_endpoint,
+)
 
 
 def _predict(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -82,3 +100,44 @@ def test_json_through_boto3_to_a_named_endpoint(
     assert answer["model_version"] == published.version
     assert answer["class"] in answer["probabilities"]
     assert answer["probability"] == answer["probabilities"][answer["class"]]
+
+
+def test_a_physical_scale_model_gets_each_images_scale_from_its_metadata(
+    tmp_path: Path,
+) -> None:
+    """A model of physical scale served locally: `fractofl predict` reads an FEI TIFF's
+    pixel size and data bar and sends them; an image without metadata is refused with
+    what to give, and answered once --pixel-size-um gives it."""
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=4, **ARCH_ARGS).eval()
+    physical = replace(default_preprocessing("small_cnn", IMAGE_SIZE), pixel_size_um=0.2)
+    published = publish_model(tmp_path / "published", model, physical)
+    spec = MicrographSpec(width=256, height=192, texture_px=128)
+    fei = write_micrograph(
+        tmp_path / "fei.tif", "ductile", 2000.0, "fei", np.random.default_rng(1), spec
+    )
+    bare = tmp_path / "bare.tif"
+    tifffile.imwrite(bare, tifffile.imread(fei.path))  # the same pixels, no metadata
+    running = start_endpoint([*published.overrides(), NO_RATE_LIMIT], tmp_path, None)
+    try:
+        answered = _predict(
+            str(fei.path), str(bare), "--endpoint", running.url, "--json", env={}, cwd=tmp_path
+        )
+        given = _predict(
+            str(bare),
+            "--endpoint",
+            running.url,
+            "--pixel-size-um",
+            "0.248",
+            "--json",
+            env={},
+            cwd=tmp_path,
+        )
+    finally:
+        stop_endpoint(running)
+    first, second = json.loads(answered.stdout)
+    assert first["model_version"] == published.version and "error" not in first
+    assert "this model reads images at 0.2 um per pixel" in second["error"]
+    assert "give --pixel-size-um UM" in second["error"]
+    assert answered.returncode == 1 and given.returncode == 0, given.stderr
+    assert json.loads(given.stdout)[0]["class"] in published.checkpoint.classes
