@@ -191,7 +191,8 @@ def load_cached_images(
             state = None  # gone since it was listed: reading it reports why
         if state is not None:
             indexed[path] = state
-    store.verify(k for k in map(scales.key_or_none, indexed.keys(), indexed.values()) if k)
+    # Stored images are checked when read (a CRC per block of rows), not here: a message
+    # costs a stat per file, not a pass over the cache.
     report.dropped = list(store.dropped)
 
     stored: list[StoredPixels] = []  # shard paths and offsets are final once committed
@@ -277,13 +278,6 @@ class _Scales:
             return state.sha256
         described = f"{state.sha256}|{scale.pixel_size_um!r}|{scale.databar_px!r}"
         return hashlib.sha256(described.encode()).hexdigest()
-
-    def key_or_none(self, path: Path, state: FileState) -> str | None:
-        """:meth:`key`, or None for an image that has no usable scale."""
-        try:
-            return self.key(state, self.of(path, state))
-        except (ScaleError, ScaleFileError):
-            return None
 
     def warn_assumed(self) -> None:
         """One warning for the images taken to be at the model's scale."""

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -41,6 +41,7 @@ STORE_FORMAT = 1
 PIXELS_FOLDER = "pixels"
 PIXEL_DTYPE = np.dtype("<f4")
 CACHE_MODE = 0o700
+BLOCK_ROWS = 64  # rows per CRC: a tile's read checks at most two blocks per tile row span
 SHARD_SUFFIX = ".bin"
 MANIFEST_SUFFIX = ".json"
 TMP_SUFFIX = ".tmp"
@@ -55,48 +56,89 @@ class ImageCacheError(RuntimeError):
     themselves are untouched."""
 
 
+class CorruptCacheError(ImageCacheError):
+    """A stored image does not match its CRC; its shard was dropped and is prepared again
+    by the next preparation (the message says so)."""
+
+
 @dataclass(frozen=True)
 class StoredPixels:
-    """One preprocessed image in a shard."""
+    """One preprocessed image in a shard, with a CRC-32 per block of BLOCK_ROWS rows:
+    every read checks the blocks it reads, so a damaged cache is never used silently
+    and checking costs no extra pass over the cache."""
 
     shard: Path
     offset: int
     height: int
     width: int
-    crc: int
+    crcs: tuple[int, ...]
 
     @property
     def nbytes(self) -> int:
         """Bytes the image takes in its shard."""
         return self.height * self.width * PIXEL_DTYPE.itemsize
 
-    def read_bytes(self, start: int = 0, count: int | None = None) -> bytes:
-        """``count`` stored bytes from ``start`` (default: all); OSError when the shard
-        is gone or shorter than expected."""
-        count = self.nbytes - start if count is None else count
-        with self.shard.open("rb") as handle:
-            data = os.pread(handle.fileno(), count, self.offset + start)
-        if len(data) != count:
-            raise OSError(f"{self.shard} is truncated at byte {self.offset + start + len(data)}")
-        return data
-
     def read(self) -> np.ndarray:
         """The pixels, float32 (height, width)."""
-        values = np.frombuffer(self.read_bytes(), dtype=PIXEL_DTYPE)
-        return values.reshape(self.height, self.width).astype(np.float32, copy=False)
+        return self.read_rows(0, self.height)
 
     def read_rows(self, top: int, count: int) -> np.ndarray:
-        """Rows ``top`` to ``top + count`` only (a tile's rows: memory stays at a tile)."""
+        """Rows ``top`` to ``top + count`` (a tile's rows: memory stays at a tile); the
+        blocks they lie in are read and checked. CorruptCacheError when one fails."""
+        first, last = top // BLOCK_ROWS, (top + count - 1) // BLOCK_ROWS
+        start, stop = first * BLOCK_ROWS, min(self.height, (last + 1) * BLOCK_ROWS)
         row = self.width * PIXEL_DTYPE.itemsize
-        values = np.frombuffer(self.read_bytes(top * row, count * row), dtype=PIXEL_DTYPE)
-        return values.reshape(count, self.width).astype(np.float32, copy=False)
+        data = self._read(start * row, (stop - start) * row)
+        for block in range(first, last + 1):
+            lo = (block * BLOCK_ROWS - start) * row
+            hi = (min(self.height, (block + 1) * BLOCK_ROWS) - start) * row
+            if zlib.crc32(data[lo:hi]) != self.crcs[block]:
+                drop_shard(self.shard, f"rows {block * BLOCK_ROWS}+ of an image fail their CRC")
+                raise CorruptCacheError(
+                    f"the image cache shard {self.shard} is damaged (an image's rows "
+                    f"{block * BLOCK_ROWS}-{block * BLOCK_ROWS + BLOCK_ROWS - 1} fail their "
+                    "CRC); it was dropped and its images are prepared again the next time"
+                )
+        values = np.frombuffer(data, dtype=PIXEL_DTYPE).reshape(stop - start, self.width)
+        return values[top - start : top - start + count].astype(np.float32, copy=False)
 
     def intact(self) -> bool:
-        """Whether the stored bytes are there and match their CRC-32."""
+        """Whether every block is there and matches its CRC (reads the whole image)."""
         try:
-            return zlib.crc32(self.read_bytes()) == self.crc
-        except OSError:
+            self.read()
+        except (OSError, CorruptCacheError):
             return False
+        return True
+
+    def _read(self, start: int, count: int) -> bytes:
+        try:
+            with self.shard.open("rb") as handle:
+                data = os.pread(handle.fileno(), count, self.offset + start)
+        except OSError as exc:
+            raise CorruptCacheError(
+                f"the image cache shard {self.shard} cannot be read ({exc.strerror or exc}); "
+                "its images are prepared again the next time"
+            ) from exc
+        if len(data) != count:
+            drop_shard(self.shard, "shorter than its manifest says")
+            raise CorruptCacheError(
+                f"the image cache shard {self.shard} is truncated; it was dropped and its "
+                "images are prepared again the next time"
+            )
+        return data
+
+
+def block_crcs(data: bytes, width: int) -> tuple[int, ...]:
+    """The CRC-32 of every BLOCK_ROWS rows of an image of ``width`` float32 pixels."""
+    block = BLOCK_ROWS * width * PIXEL_DTYPE.itemsize
+    return tuple(zlib.crc32(data[i : i + block]) for i in range(0, len(data), block))
+
+
+def drop_shard(shard: Path, reason: str) -> None:
+    """Delete a shard and its manifest (another process may have done so already)."""
+    log.warning("image cache: dropping %s: %s; its images are prepared again", shard, reason)
+    for path in (shard.with_suffix(MANIFEST_SUFFIX), shard):
+        path.unlink(missing_ok=True)
 
 
 def store_folder(cache_root: Path, key: dict[str, Any]) -> Path:
@@ -132,19 +174,9 @@ class PixelStore:
 
     def drop(self, shard: Path, reason: str) -> None:
         """Forget and delete ``shard`` (its images will be prepared again)."""
-        log.warning("image cache: dropping %s: %s; its images are prepared again", shard, reason)
+        drop_shard(shard, reason)
         self.dropped.append(f"{shard.name}: {reason}")
         self.entries = {k: v for k, v in self.entries.items() if v.shard != shard}
-        for path in (shard.with_suffix(MANIFEST_SUFFIX), shard):
-            path.unlink(missing_ok=True)
-
-    def verify(self, contents: Iterable[str]) -> None:
-        """Check the CRC of the stored images of ``contents``; drop every shard in which
-        one does not match (its other images are prepared again as well)."""
-        for content in contents:
-            stored = self.entries.get(content)
-            if stored is not None and not stored.intact():
-                self.drop(stored.shard, f"the image of content {content[:12]} fails its CRC")
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[ShardWriter]:
@@ -176,12 +208,20 @@ class PixelStore:
         try:
             found = {
                 str(e["content"]): StoredPixels(
-                    shard, int(e["offset"]), int(e["height"]), int(e["width"]), int(e["crc"])
+                    shard,
+                    int(e["offset"]),
+                    int(e["height"]),
+                    int(e["width"]),
+                    tuple(int(c) for c in e["crcs"]),
                 )
                 for e in document["images"]
             }
         except (KeyError, TypeError, ValueError) as exc:
             return f"malformed manifest ({exc!r})"
+        for stored in found.values():
+            blocks = -(-stored.height // BLOCK_ROWS)
+            if len(stored.crcs) != blocks or stored.offset + stored.nbytes > size:
+                return f"malformed manifest (an image at byte {stored.offset} does not fit)"
         for content, stored in found.items():
             self.entries.setdefault(content, stored)
         return ""
@@ -209,7 +249,7 @@ class ShardWriter:
             self.handle.write(data)
         except OSError as exc:
             raise _cache_error(self.store.folder, exc) from exc
-        stored = StoredPixels(self.shard, self.size, height, width, zlib.crc32(data))
+        stored = StoredPixels(self.shard, self.size, height, width, block_crcs(data, width))
         self.images.append((content, stored))
         self.size += len(data)
         if self.size >= SHARD_MAX_BYTES or len(self.images) >= SHARD_MAX_IMAGES:
@@ -230,7 +270,7 @@ class ShardWriter:
                     "offset": s.offset,
                     "height": s.height,
                     "width": s.width,
-                    "crc": s.crc,
+                    "crcs": list(s.crcs),
                 }
                 for c, s in self.images
             ],

@@ -18,7 +18,13 @@ from PIL import Image
 from fractofl.core.config.taxonomy import DEFAULT_CLASSES
 from fractofl.core.images.cached_images import load_cached_images
 from fractofl.core.images.labelled import load_labelled_tensors
-from fractofl.core.images.pixel_store import MANIFEST_SUFFIX, SHARD_SUFFIX, store_folder
+from fractofl.core.images.pixel_store import (
+    MANIFEST_SUFFIX,
+    SHARD_SUFFIX,
+    CorruptCacheError,
+    PixelStore,
+    store_folder,
+)
 from fractofl.core.images.preprocessing import Preprocessing
 
 PREP = Preprocessing(image_size=24)
@@ -112,8 +118,13 @@ def test_damaged_cache_is_detected_and_rebuilt(tmp_path: Path, damage: str) -> N
         manifest.write_text(json.dumps(document))
     else:
         manifest.write_text("{not json")
+    if damage == "flip":  # found when the damaged rows are read, never used silently
+        loaded = load_cached_images(images, DEFAULT_CLASSES, PREP, cache)
+        with pytest.raises(CorruptCacheError, match="fail their CRC"):
+            _stack(loaded)
     rebuilt = load_cached_images(images, DEFAULT_CLASSES, PREP, cache)
-    assert rebuilt.report.decoded == 8 and len(rebuilt.report.dropped) == 1
+    assert rebuilt.report.decoded == 8
+    assert len(rebuilt.report.dropped) == (0 if damage == "flip" else 1)
     assert not shard.exists()
     assert torch.equal(_stack(rebuilt), load_labelled_tensors(images, DEFAULT_CLASSES, PREP).x)
     after = load_cached_images(images, DEFAULT_CLASSES, PREP, cache)
@@ -164,3 +175,20 @@ def test_unreadable_files_are_skipped_and_named(tmp_path: Path) -> None:
     data = load_cached_images(images, DEFAULT_CLASSES, PREP, cache)
     assert len(data) == 4 and [p for p, _ in data.report.skipped] == [bad]
     assert "1 skipped (unreadable or unusable" in data.report.summary()
+
+
+def test_a_tile_read_checks_only_the_blocks_it_reads(tmp_path: Path) -> None:
+    store = PixelStore(tmp_path / "cache", {"test": 1}).open()
+    pixels = np.random.default_rng(0).random((200, 50), dtype=np.float32)
+    with store.writer() as writer:
+        stored = writer.add("a" * 64, pixels)
+    assert len(stored.crcs) == 4  # 64 + 64 + 64 + 8 rows
+    assert np.array_equal(stored.read_rows(130, 16), pixels[130:146])
+    assert np.array_equal(stored.read(), pixels)
+    data = bytearray(stored.shard.read_bytes())
+    data[stored.offset + 150 * 50 * 4] ^= 0xFF  # a byte of row 150 (third block)
+    stored.shard.write_bytes(bytes(data))
+    assert np.array_equal(stored.read_rows(0, 16), pixels[:16])  # other blocks still read
+    with pytest.raises(CorruptCacheError, match="rows 128-191 fail their CRC"):
+        stored.read_rows(140, 16)
+    assert not stored.shard.exists()  # dropped: the next preparation rebuilds it
