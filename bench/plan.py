@@ -114,6 +114,10 @@ class MemberSizes:
     accuracy_test_per_class: int
     accuracy_size: tuple[int, int]
     accuracy_rounds: int
+    round_members: int
+    round_per_class: int  # micrographs per class and member in the deployed rounds
+    round_size: tuple[int, int]
+    round_rounds: int
     pixel_size_um: float = 0.25
     tile: int = 64
     whole_image_size: int = 128
@@ -193,7 +197,20 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
             serving=ServingSizes(model="resnet18", requests=20, concurrency=4),
             federation=FederationSizes(members=2, rounds=1),
             front=FrontSizes(members=2, rounds=1, repeats=1, samples=10),
-            members=MemberSizes(24, (512, 384), (8, 16, 32), (256, 192), 4, 2, (512, 384), 1),
+            members=MemberSizes(
+                prepare_images=24,
+                prepare_size=(512, 384),
+                memory_steps=(8, 16, 32),
+                memory_size=(256, 192),
+                accuracy_per_class=4,
+                accuracy_test_per_class=2,
+                accuracy_size=(512, 384),
+                accuracy_rounds=1,
+                round_members=2,
+                round_per_class=2,
+                round_size=(256, 192),
+                round_rounds=1,
+            ),
         )
     return Plan(
         mode="full",
@@ -213,6 +230,17 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
         federation=FederationSizes(members=3, rounds=3),
         front=FrontSizes(members=2, rounds=3, repeats=4, samples=60),
         members=MemberSizes(
-            2000, (2048, 1536), (500, 2000, 8000), (1024, 768), 40, 15, (1024, 768), 10
+            prepare_images=2000,
+            prepare_size=(2048, 1536),
+            memory_steps=(500, 2000, 8000),
+            memory_size=(1024, 768),
+            accuracy_per_class=40,
+            accuracy_test_per_class=15,
+            accuracy_size=(1024, 768),
+            accuracy_rounds=10,
+            round_members=3,
+            round_per_class=50,
+            round_size=(1024, 768),
+            round_rounds=2,
         ),
     )

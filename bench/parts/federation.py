@@ -99,6 +99,7 @@ class Setting:
     work: Path
     members: int
     rounds: int
+    work_overrides: tuple[str, ...] = tuple(WORK)  # the model and training of every run
 
     @property
     def data(self) -> Path:
@@ -111,7 +112,7 @@ class Setting:
             *run_folder_overrides(self.work, name),
             f"federation.members={self.members}",
             f"federation.rounds={self.rounds}",
-            *WORK,
+            *self.work_overrides,
         ]
 
 

@@ -223,12 +223,58 @@ def _accuracy(plan: Plan, out: PartOutcome, work: Path) -> None:
     }
 
 
+def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
+    """The federation part's simulation and warm deployment on member-sized work."""
+    from deployment import prepare_pki
+
+    from parts.federation import SIMULATION, Measured, Setting, deployment, simulation, table
+
+    sizes = plan.members
+    members = sizes.round_members
+    work = plan.fresh_dir("members-rounds")
+    width, height = sizes.round_size
+    data = work / "data"
+    out.run_step(
+        "synth micrographs for the rounds",
+        [
+            fractofl_executable(), "synth", str(data), "--micrographs", "--members",
+            str(members), "--per-class", str(sizes.round_per_class), "--test-per-class",
+            str(sizes.accuracy_test_per_class), "--size", f"{width}x{height}",
+        ],
+        plan.logs_dir / "members-rounds-synth.log",
+        plan.timeout_s,
+        env=bench_env(),
+    )  # fmt: skip
+    model = (
+        "data=folders", f"data.root={data}/members", f"data.test_dir={data}/coordinator-test",
+        f"data.cache_dir={work}/simulation-cache", "model=resnet18",
+        f"model.image_size={sizes.tile}",
+        f"model.pixel_size_um={sizes.pixel_size_um}", "train.local_epochs=1",
+        f"federation.min_train_members={members}", f"federation.min_evaluate_members={members}",
+    )  # fmt: skip
+    setting = Setting(plan, work, members, sizes.round_rounds, work_overrides=model)
+    prepare_pki(work, members)
+    measured: list[Measured] = [simulation(setting, out), deployment(setting, out, "plain")]
+    measured[1].label = "(2) deployment, plain text, warm members"
+    out.tables.append(
+        f"Member-sized work: {members} members with {4 * sizes.round_per_class} micrographs "
+        f"of {width} x {height} each, ResNet-18 on {sizes.tile}-px tiles at "
+        f"{sizes.pixel_size_um} um per pixel (4 tiles per image, 1 local epoch), "
+        f"{sizes.round_rounds} rounds; {SIMULATION} against the Deployment Engine with warm "
+        "members (plain text), all on this machine. Round 1 includes each member's first "
+        "preparation of its images in both:\n\n" + table(measured)
+    )
+    out.data["rounds"] = {m.label: m.seconds_per_round for m in measured}
+
+
 def run_members(plan: Plan, shared: dict[str, object]) -> PartOutcome:
-    """Preparation, memory and accuracy of a member's real-sized images."""
+    """Preparation, memory and accuracy of a member's real-sized images, and member-sized
+    rounds simulated and deployed."""
     out = PartOutcome()
     work = plan.fresh_dir("members")
     _preparation(plan, out, work)
     _memory(plan, out, work)
     _accuracy(plan, out, work)
+    _member_sized_rounds(plan, out)
     shutil.rmtree(work, ignore_errors=True)
     return out
