@@ -172,9 +172,15 @@ def federation(
 
 
 def join(
-    federation: Federation, consortium: Consortium, member_data: Path, index: int, log: Path
+    federation: Federation,
+    consortium: Consortium,
+    member_data: Path,
+    index: int,
+    log: Path,
+    member_dir: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`fractofl member join` of member ``index`` through the front, its output in ``log``."""
+    """`fractofl member join` with member ``index``'s images through the front, its output
+    in ``log``; ``member_dir``: whose keys and state (default that member's)."""
     return federation.processes.start(
         fractofl(
             "member",
@@ -185,7 +191,7 @@ def join(
             str(member_images(member_data, index)),
             "--port",
             str(free_port()),
-            f"deployment.member_dir={consortium.members[index]}",
+            f"deployment.member_dir={member_dir or consortium.members[index]}",
             "--ca",
             str(consortium.ca_cert),
         ),
@@ -291,23 +297,7 @@ def test_an_unregistered_member_is_refused(
 ) -> None:
     # Execute: the outsider has a key pair and the CA, but was never added
     log = federation.workdir / "logs" / "outsider.log"
-    outsider = federation.processes.start(
-        fractofl(
-            "member",
-            "join",
-            "--superlink",
-            f"127.0.0.1:{federation.port}",
-            "--data",
-            str(member_images(member_data, 0)),
-            "--port",
-            str(free_port()),
-            f"deployment.member_dir={consortium.outsider}",
-            "--ca",
-            str(consortium.ca_cert),
-        ),
-        log,
-        federation.workdir,
-    )
+    outsider = join(federation, consortium, member_data, 0, log, consortium.outsider)
     # Assert: it exits with Flower's refusal, logged on both sides; nobody else is affected
     outsider.wait(timeout=120)
     assert outsider.returncode != 0
