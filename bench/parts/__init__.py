@@ -61,6 +61,11 @@ PARTS: tuple[Part, ...] = (
         "front:run_front",
     ),
     Part(
+        "overhead",
+        "Per message: ClientApp start to the first training step",
+        "overhead:run_overhead",
+    ),
+    Part(
         "members",
         "Real members: image preparation, memory and physical scale",
         "members:run_members",

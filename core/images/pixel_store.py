@@ -110,16 +110,18 @@ class StoredPixels:
             return False
         return True
 
-    def _read(self, start: int, count: int) -> bytes:
+    def _read(self, start: int, count: int) -> bytearray:
+        # A bytearray, so the pixels are a writable array (torch warns on read-only ones).
+        data = bytearray(count)
         try:
             with self.shard.open("rb") as handle:
-                data = os.pread(handle.fileno(), count, self.offset + start)
+                read = os.preadv(handle.fileno(), [data], self.offset + start)
         except OSError as exc:
             raise CorruptCacheError(
                 f"the image cache shard {self.shard} cannot be read ({exc.strerror or exc}); "
                 "its images are prepared again the next time"
             ) from exc
-        if len(data) != count:
+        if read != count:
             drop_shard(self.shard, "shorter than its manifest says")
             raise CorruptCacheError(
                 f"the image cache shard {self.shard} is truncated; it was dropped and its "
