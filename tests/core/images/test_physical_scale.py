@@ -115,6 +115,7 @@ def test_images_that_cannot_be_brought_to_scale_are_skipped_with_the_reason(
     _fei(root / "fatigue" / "contradictory.tif", 0.1e-6, bar=8, pixel_height_m=0.3e-6)
     _fei(root / "ductile" / "tiny.tif", 0.01e-6, bar=8)  # 128 x 88 at 0.01 um -> 13 x 9
     _fei(root / "ductile" / "all-bar.tif", 0.1e-6, bar=96)
+    _fei(root / "ductile" / "zero.tif", 0.0, bar=8)  # a zero pixel size is no scale
     data = load_cached_images(root, CLASSES, PREP, tmp_path / "cache")
     assert len(data) == 1
     reasons = {path.name: why for path, why in data.report.skipped}
@@ -125,8 +126,9 @@ def test_images_that_cannot_be_brought_to_scale_are_skipped_with_the_reason(
     assert "contradict" in reasons["contradictory.tif"]
     assert "smaller than one 16x16 tile" in reasons["tiny.tif"]
     assert "covers the whole image" in reasons["all-bar.tif"]
+    assert "no known pixel size" in reasons["zero.tif"]
     as_is = load_cached_images(root, CLASSES, PREP, tmp_path / "cache", unknown_scale="as_is")
-    assert len(as_is) == 3  # no-scale and contradictory taken at the model's scale
+    assert len(as_is) == 4  # no-scale, contradictory and zero taken at the model's scale
 
 
 def test_a_changed_scale_file_prepares_its_images_again(tmp_path: Path) -> None:
