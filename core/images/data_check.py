@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fractofl.core.images.databar import detect_databar
+from fractofl.core.images.databar import databar_rows, detect_databar
 from fractofl.core.images.imageio import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
@@ -30,7 +30,7 @@ from fractofl.core.images.imageio import (
     read_grayscale,
     walk_image_tree,
 )
-from fractofl.core.images.scale import SCALE_FILE, SemScale
+from fractofl.core.images.scale import SCALE_FILE, SemScale, scaled_shape
 from fractofl.core.images.sem_scale import (
     UNKNOWN,
     ScaleFileError,
@@ -503,9 +503,8 @@ def _record_tile_fit(report: DataReport, path: Path, scale: SemScale, pixels: np
     """Whether the image, without its data bar and at the model's scale, holds one tile."""
     assert report.model_scale is not None and scale.pixel_size_um is not None
     to_um, tile = report.model_scale
-    factor = scale.pixel_size_um / to_um
-    rows = pixels.shape[0] - (scale.databar_px or detect_databar(pixels))
-    height, width = round(max(rows, 0) * factor), round(pixels.shape[1] * factor)
+    rows = max(pixels.shape[0] - databar_rows(pixels, scale), 0)
+    height, width = scaled_shape(rows, pixels.shape[1], scale.pixel_size_um, to_um)
     if height < tile or width < tile:
         report.below_one_tile.append(SmallImage(path, width, height))
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fractofl.core.images.scale import SemScale
+
 MIN_FLAT_SHARE = 0.5  # one value covers at least half of a data-bar row
 MIN_ROWS = 4  # a data bar is a band, not a line
 MAX_SHARE_OF_HEIGHT = 0.25  # data bars take 5-15 % of the height
@@ -21,6 +23,11 @@ def flat_share(row: np.ndarray) -> float:
     """The share of a row's pixels that have its most common value."""
     _, counts = np.unique(row, return_counts=True)
     return float(counts.max()) / row.size
+
+
+def databar_rows(pixels: np.ndarray, scale: SemScale) -> int:
+    """The data bar's height: from the metadata when it gives one, else detected."""
+    return scale.databar_px if scale.databar_px is not None else detect_databar(pixels)
 
 
 def detect_databar(pixels: np.ndarray) -> int:

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fractofl.core.images.databar import detect_databar
-from fractofl.core.images.scale import SCALE_FILE, SemScale
+from fractofl.core.images.databar import databar_rows
+from fractofl.core.images.scale import SCALE_FILE, SemScale, scaled_shape
 
 MAX_PREPARED_PIXELS = 50_000_000  # as imageio's limit on a decoded image
 
@@ -22,11 +22,6 @@ MAX_PREPARED_PIXELS = 50_000_000  # as imageio's limit on a decoded image
 class ScaleError(ValueError):
     """An image cannot be brought to the model's scale; the message says why and what
     to do (the image is skipped, never the run)."""
-
-
-def databar_rows(pixels: np.ndarray, scale: SemScale) -> int:
-    """The data bar's height: from the metadata when it gives one, else detected."""
-    return scale.databar_px if scale.databar_px is not None else detect_databar(pixels)
 
 
 def crop_databar(pixels: np.ndarray, rows: int, source: str) -> np.ndarray:
@@ -43,9 +38,8 @@ def crop_databar(pixels: np.ndarray, rows: int, source: str) -> np.ndarray:
 def rescale(pixels: np.ndarray, from_um: float, to_um: float) -> np.ndarray:
     """``pixels`` of ``from_um`` micrometres resampled to ``to_um`` per pixel (float32,
     antialiased when shrinking)."""
-    factor = from_um / to_um
     height, width = pixels.shape
-    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    size = scaled_shape(height, width, from_um, to_um)
     if size[0] * size[1] > MAX_PREPARED_PIXELS:
         raise ScaleError(
             f"{width}x{height} pixels of {from_um:g} um resampled to {to_um:g} um per pixel "

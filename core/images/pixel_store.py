@@ -3,13 +3,14 @@
 A member decodes each of its images once, not once per message and run: the pixels at
 model scale go into append-only shard files (``<id>.bin``, float32, little-endian), each
 described by a manifest (``<id>.json``: per image the source's SHA-256, offset, shape and
-CRC-32) that is written last, atomically. One folder per preprocessing
+a CRC-32 per BLOCK_ROWS rows) that is written last, atomically. One folder per preprocessing
 (``<cache>/pixels/<key digest>/``), so images prepared another way are never mixed in.
 
 Readers use ``pread`` on the shard, not a memory map: resident memory stays at a batch,
 the kernel's page cache does the rest. Nothing is trusted blindly: a manifest of another
-format or preprocessing, a shard shorter than its manifest says, or an image whose CRC
-does not match drops that shard, with a warning, and its images are prepared again.
+format or preprocessing, or a shard shorter than its manifest says, drops that shard when
+the store is opened; rows whose CRC does not match drop it when they are read. Either
+way a warning names it and its images are prepared again.
 Shards are immutable and named uniquely, so processes preparing the same images at the
 same time need no lock (the worst case is an image stored twice).
 """
@@ -101,14 +102,6 @@ class StoredPixels:
                 )
         values = np.frombuffer(data, dtype=PIXEL_DTYPE).reshape(stop - start, self.width)
         return values[top - start : top - start + count].astype(np.float32, copy=False)
-
-    def intact(self) -> bool:
-        """Whether every block is there and matches its CRC (reads the whole image)."""
-        try:
-            self.read()
-        except (OSError, CorruptCacheError):
-            return False
-        return True
 
     def _read(self, start: int, count: int) -> bytearray:
         # A bytearray, so the pixels are a writable array (torch warns on read-only ones).

@@ -109,9 +109,7 @@ class Preprocessing:
         (tile_grid², C, S, S), the evaluation tiles, for a physical-scale one."""
         if not self.physical:
             return self.normalise(prepared)
-        tiles = grid_tiles(prepared, self.image_size, self.tile_grid)
-        tensor = (torch.from_numpy(tiles)[:, None] - self.mean) / self.std
-        return tensor.expand(-1, self.in_channels, -1, -1).contiguous()
+        return self.normalise(grid_tiles(prepared, self.image_size, self.tile_grid))
 
     def at_model_scale(self, image: np.ndarray) -> np.ndarray:
         """A float HxW image in [0, 1] brought to the model's input size: float32 (S, S),
@@ -128,10 +126,10 @@ class Preprocessing:
         return tensor[0, 0].numpy()
 
     def normalise(self, pixels: np.ndarray) -> torch.Tensor:
-        """An S x S array of pixels (the whole image at model size, or one tile) as the
-        model's (C, S, S) input."""
-        tensor = (torch.from_numpy(pixels)[None] - self.mean) / self.std
-        return tensor.expand(self.in_channels, -1, -1).contiguous()
+        """S x S pixels (the whole image at model size, or a tile), or a stack of them
+        (..., S, S), as the model's input (..., C, S, S)."""
+        tensor = (torch.from_numpy(pixels).unsqueeze(-3) - self.mean) / self.std
+        return tensor.expand(*tensor.shape[:-3], self.in_channels, -1, -1).contiguous()
 
     def to_tensor(self, image: np.ndarray, scale: SemScale | None = None) -> torch.Tensor:
         """A float HxW image in [0, 1] as model input (:meth:`prepare`, then

@@ -9,6 +9,13 @@ from dataclasses import dataclass
 SCALE_FILE = "scale.yaml"  # a folder's own statement of its images' scale
 
 
+def scaled_shape(height: int, width: int, from_um: float, to_um: float) -> tuple[int, int]:
+    """An image's (height, width) once pixels of ``from_um`` micrometres are resampled to
+    ``to_um`` (at least one pixel each way)."""
+    factor = from_um / to_um
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
 @dataclass(frozen=True)
 class SemScale:
     """What is known of one image's physical scale."""
