@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fractofl.core.images.physical_scale import ScaleError
+from fractofl.core.images.physical_scale import ScaleError, rescale
 from fractofl.core.images.preprocessing import Preprocessing
 from fractofl.core.images.scale import SemScale
 from fractofl.core.images.tiles import TileError, tile_mean_log_probabilities
@@ -66,6 +66,11 @@ TRUSTED_KEY_FILE = "trusted.pub"
 TRUSTED_KEY_ENV = "FRACTOFL_TRUSTED_PUBLIC_KEY"
 JSON_TYPE = "application/json"
 _JSON_ACCEPTS = {"", JSON_TYPE, "application/*", "*/*"}
+# Grad-CAM keeps every activation of the network: a physical-scale model's heat map is
+# computed on its prepared image brought down to at most this many pixels (a coarser
+# map), so its memory stays bounded when a request's image is resampled up to the
+# preprocessing's limit.
+HEATMAP_MAX_PIXELS = 1 << 20
 
 
 class ModelLoadError(RuntimeError):
@@ -246,14 +251,17 @@ def _heatmap(
     model: ServedModel, image: np.ndarray, prepared: np.ndarray, batch: torch.Tensor, best: int
 ) -> np.ndarray:
     """Grad-CAM of class ``best`` at the request image's size. A physical-scale model's
-    map is computed on the whole prepared image (its networks pool globally) and laid over
-    the image above its data bar; the bar's rows stay 0."""
+    map is computed on the whole prepared image (its networks pool globally; at most
+    HEATMAP_MAX_PIXELS) and laid over the image above its data bar; the bar's rows
+    stay 0."""
     height, width = image.shape
     if not model.preprocessing.physical:
         return grad_cam(model.network, batch[None], (height, width), best, model.architecture)
-    whole = model.preprocessing.normalise(prepared)[None].to(model.device)
-    # The rows above the data bar, in request pixels.
+    # The rows above the data bar, in request pixels (from the full prepared shape).
     surface = min(height, max(1, round(prepared.shape[0] * width / prepared.shape[1])))
+    if prepared.size > HEATMAP_MAX_PIXELS:
+        prepared = rescale(prepared, 1.0, (prepared.size / HEATMAP_MAX_PIXELS) ** 0.5)
+    whole = model.preprocessing.normalise(prepared)[None].to(model.device)
     heat = np.zeros((height, width), dtype=np.float32)
     heat[:surface] = grad_cam(model.network, whole, (surface, width), best, model.architecture)
     return heat

@@ -210,6 +210,13 @@ def test_the_endpoint_judges_an_image_as_the_members_evaluation_does(tmp_path: P
         input_fn(body, "image/tiff; pixel_size_um=-1")
     with pytest.raises(ImageScaleError, match="smaller than one"):
         predict_fn(input_fn(body, "image/tiff; pixel_size_um=0.005"), served)
+    # The worst legal case: a pixel size that resamples the image to just under the
+    # preprocessing's limit (8320 x 5460 pixels here), with a heat map.
+    worst = "image/tiff; pixel_size_um=6.5; databar_px=12; heatmap=true"
+    answer = predict_fn(input_fn(body, worst), served)
+    assert (answer["heatmap"]["width"], answer["heatmap"]["height"]) == (128, 96)
+    with pytest.raises(ImageScaleError, match="above 50000000"):
+        predict_fn(input_fn(body, "image/tiff; pixel_size_um=10; databar_px=12"), served)
 
 
 def test_the_data_check_names_images_smaller_than_one_tile(tmp_path: Path) -> None:
