@@ -9,6 +9,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from fractofl.core.images.sem_scale import read_sem_scale
 from tests.conftest import run_fractofl
 
 
@@ -91,3 +92,23 @@ def test_impossible_split_and_foreign_folder_fail_without_traceback(tmp_path: Pa
     assert overwrite.returncode == 1 and "not written by `fractofl synth`" in overwrite.stderr
     assert "Traceback" not in too_small.stderr + overwrite.stderr
     assert (foreign / "fatigue" / "part-17.png").read_bytes() == b"confidential"
+
+
+def test_synth_micrographs_writes_member_folders_that_train_at_a_physical_scale(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "micrographs"
+    result = run_fractofl(
+        "synth", str(out), "--micrographs", "--members", "2", "--per-class", "1",
+        "--test-per-class", "1", "--size", "256x192", "--seed", "3", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for folder in ("members/member-00", "members/member-01", "coordinator-test"):
+        tiffs = sorted((out / folder).rglob("*.tif"))
+        assert len(tiffs) == 4, folder  # one per class
+        assert read_sem_scale(tiffs[0]).pixel_size_um is not None
+    assert f"data.root={out}/members data.test_dir={out}/coordinator-test" in result.stdout
+    assert "model.pixel_size_um=" in result.stdout
+    bad = run_fractofl("synth", str(tmp_path / "x"), "--micrographs", "--size", "big", cwd=tmp_path)
+    assert bad.returncode != 0 and "--size 'big' is not WIDTHxHEIGHT" in bad.stderr
+    assert not (tmp_path / "x").exists()
