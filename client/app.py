@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Mapping
 from typing import cast
@@ -19,8 +20,10 @@ from fractofl.client.member import (
     evaluate_locally,
     member_cache_dir,
     member_data_dir,
+    member_evaluation,
     state_as_numpy,
     train_locally,
+    validation_gaps,
     weight_delta,
 )
 from fractofl.client.node_config import PARTITION_KEY
@@ -35,6 +38,7 @@ from fractofl.core.config.run_config import RunConfig, config_digest, from_flat
 from fractofl.core.learning.member_data import MemberData, load_member_data
 from fractofl.core.model.factory import model_for
 from fractofl.core.wire.compression import encode_update
+from fractofl.core.wire.member_evaluation import evaluation_metrics
 from fractofl.core.wire.update_protocol import (
     ARRAYS_KEY,
     CLIPPING_NORM_KEY,
@@ -49,6 +53,8 @@ from fractofl.core.wire.update_protocol import (
 
 # The audit mod wraps everything else, so it records exactly what leaves (refusals too);
 # the member's policy comes next, before any of the instruction is acted on.
+log = logging.getLogger("fractofl")
+
 app = ClientApp(mods=[audit_mod, policy_mod])
 
 
@@ -143,22 +149,19 @@ def _local_update(
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Evaluate the received global model on this member's validation split."""
+    """Evaluate the received global model on this member's validation split; reply with
+    its scores and recall per class (:mod:`fractofl.core.wire.member_evaluation`). The
+    same keys in every reply (Flower checks that), zero weight without a split."""
     cfg, data, model = _member(context)
     model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
     result = evaluate_locally(model, data, cfg)
-    # Same keys in every reply (Flower checks that), zero weight when there is no split.
-    values: dict[str, int | float | list[int] | list[float]] = {
-        EXAMPLES_KEY: 0,
-        "val-loss": 0.0,
-        "val-accuracy": 0.0,
-        "val-macro-f1": 0.0,
-    }
-    if result is not None:
-        values = {
-            EXAMPLES_KEY: result.examples,
-            "val-loss": result.loss,
-            "val-accuracy": result.accuracy,
-            "val-macro-f1": result.macro_f1,
-        }
+    gaps = validation_gaps(data, cfg.data.classes)
+    if gaps is not None:
+        log.warning("%s", gaps)
+    partition = context.node_config.get(PARTITION_KEY)  # a simulated member names it
+    values = evaluation_metrics(
+        None if result is None else member_evaluation(result),
+        len(cfg.data.classes),
+        None if partition is None else int(partition),
+    )
     return Message(content=RecordDict({METRICS_KEY: MetricRecord(values)}), reply_to=msg)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,11 @@ from fractofl.core.config.run_config import RunConfig
 from fractofl.core.images.labelled import make_loader
 from fractofl.core.learning.device import resolve_device
 from fractofl.core.learning.member_data import MemberData, cache_root_for, default_cache_root
+from fractofl.core.learning.metrics import precision_recall_f1
 from fractofl.core.learning.training import EvalResult, TrainResult, evaluate, train
 from fractofl.core.model.factory import augmentation_for
 from fractofl.core.synth.dataset import member_dir
+from fractofl.core.wire.member_evaluation import MemberEvaluation
 
 
 class MemberConfigError(ValueError):
@@ -139,6 +141,40 @@ def evaluate_locally(model: nn.Module, data: MemberData, cfg: RunConfig) -> Eval
         return None
     loader = make_loader(data.val, cfg.train.batch_size, False, None, cfg.seed)
     return evaluate(model, loader, len(cfg.data.classes), resolve_device(cfg.train.device))
+
+
+def validation_gaps(data: MemberData, classes: Sequence[str]) -> str | None:
+    """Why this member's evaluation says little (no validation images, or classes with
+    none), with what to do; None when every class has validation images."""
+    counts = data.val.class_counts(len(classes))
+    missing = [name for name, n in zip(classes, counts, strict=True) if n == 0]
+    if not missing:
+        return None
+    if len(missing) == len(classes):
+        return (
+            "this member has no validation images, so it reports no scores of the global "
+            "model; add images (data.val_fraction of them are held out)"
+        )
+    return (
+        f"this member's {sum(counts)} validation image(s) hold no {', '.join(missing)}: "
+        "its recall of those classes is not reported; add images of them"
+    )
+
+
+def member_evaluation(result: EvalResult) -> MemberEvaluation:
+    """What a member reports of ``result``: its scores, and recall and validation images
+    per class (a class without validation images has no recall)."""
+    _, recall, _ = precision_recall_f1(result.confusion)
+    counts = tuple(int(n) for n in result.confusion.sum(axis=1))
+    return MemberEvaluation(
+        examples=result.examples,
+        loss=result.loss,
+        accuracy=result.accuracy,
+        macro_f1=result.macro_f1,
+        recall=tuple(float(r) if n else None for r, n in zip(recall, counts, strict=True)),
+        counts=counts,
+        partition=None,
+    )
 
 
 def clip_update(delta: dict[str, np.ndarray], clipping_norm: float) -> float:

@@ -34,6 +34,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from fractofl.client.node_config import AUDIT_LOG_KEY, POLICY_KEY
 from fractofl.core.trust.app_bundle import BundleError, parse_digest
 from fractofl.core.trust.audit_log import AuditLogError, read_log
+from fractofl.core.wire.member_evaluation import CLASS_COUNT_KEY
 from fractofl.core.wire.update_protocol import (
     CLIPPING_NORM_KEY,
     COMPRESSION_MODE_KEY,
@@ -68,6 +69,9 @@ class MemberPolicy:
     max_rounds_per_day: int = 0
     send_metrics: tuple[str, ...] = field(default=())
     """Metrics that may leave besides the example count; empty: every metric."""
+    share_class_counts: bool = True
+    """Whether an evaluation reply may say how many validation images of each class the
+    member holds (its recall per class leaves either way)."""
     approved_code: tuple[str, ...] = ()
     """Code digests of app bundles this member runs besides fractofl's own
     (:mod:`fractofl.client.code_gate`; ``fractofl member approve`` keeps its own list)."""
@@ -88,6 +92,7 @@ _KINDS: dict[str, type] = {
     "max_rounds_per_run": int,
     "max_rounds_per_day": int,
     "send_metrics": tuple,
+    "share_class_counts": bool,
     "approved_code": tuple,
 }
 
@@ -222,11 +227,14 @@ def refusal(policy: MemberPolicy, instruction: Instruction, audit_log: Path | No
 
 def allowed_metrics(policy: MemberPolicy, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The metrics that may leave: the mean's weights, and ``send_metrics`` (all when it
-    is empty)."""
-    if not policy.send_metrics:
-        return dict(metrics)
-    keep = ALWAYS_SENT | set(policy.send_metrics)
-    return {key: value for key, value in metrics.items() if key in keep}
+    is empty), less the validation images per class unless ``share_class_counts``."""
+    allowed = dict(metrics)
+    if policy.send_metrics:
+        keep = ALWAYS_SENT | set(policy.send_metrics)
+        allowed = {key: value for key, value in allowed.items() if key in keep}
+    if not policy.share_class_counts:
+        allowed.pop(CLASS_COUNT_KEY, None)
+    return allowed
 
 
 def describe(policy: MemberPolicy) -> list[str]:
@@ -267,7 +275,7 @@ def policy_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> 
             Error(code=POLICY_REFUSED, reason=f"{POLICY_REFUSAL} {reason}"), reply_to=msg
         )
     reply = call_next(msg, context)
-    if reply.has_content() and policy.send_metrics:
+    if reply.has_content() and (policy.send_metrics or not policy.share_class_counts):
         for name, metrics in list(reply.content.metric_records.items()):
             reply.content.metric_records[name] = MetricRecord(allowed_metrics(policy, metrics))
     return reply

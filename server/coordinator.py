@@ -281,6 +281,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
                 evaluate_fn=recorder.evaluate,
                 on_participation=on_participation,
                 on_round_end=on_round_end,
+                on_member_evaluation=folder.record_member_evaluations,
             )
         except NotEnoughMembersError as exc:
             done = recorder.rows[-1].round if recorder.rows else 0

@@ -20,6 +20,7 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fractofl.core.learning.training import EvalResult
+from fractofl.core.wire.member_evaluation import PARTITION_METRIC_KEY, PER_CLASS_KEYS
 from fractofl.server.rounds import Participation
 from fractofl.strategies.guard import UpdateVerdict
 from fractofl.strategies.privacy import PrivacySpent
@@ -124,8 +125,12 @@ class RoundRecorder:
     def aggregate_evaluate_metrics(
         self, records: list[RecordDict], weight_key: str
     ) -> MetricRecord:
-        """Weighted mean of member validation metrics."""
+        """Weighted mean of member validation scores (each member's own, class by class,
+        are in ``member_eval.csv``)."""
         aggregated = aggregate_metricrecords(records, weight_key)
+        # a weighted mean of recalls or of partition numbers means nothing: per member only
+        for key in (*PER_CLASS_KEYS, PARTITION_METRIC_KEY):
+            aggregated.pop(key, None)
         self._members_eval = {k: float(v) for k, v in aggregated.items()}  # type: ignore[arg-type]
         return aggregated
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -165,12 +165,46 @@ def _train(
     )
 
 
+MemberEvaluations = Callable[[int, list[Message]], None]
+"""Receives a round's evaluation replies, each as its member sent it."""
+
+
+def _shared_metrics_only(replies: list[Message]) -> None:
+    """Keep in each reply only the metrics every reply has: a member whose policy keeps
+    some from leaving (``send_metrics``, ``share_class_counts``) must not stop Flower's
+    mean, which refuses replies with different keys."""
+    records = [
+        record
+        for reply in replies
+        if not reply.has_error() and reply.has_content()
+        for record in reply.content.metric_records.values()
+    ]
+    if not records:
+        return
+    shared = set.intersection(*(set(record) for record in records))
+    for reply in replies:
+        if reply.has_error() or not reply.has_content():
+            continue
+        for name, record in list(reply.content.metric_records.items()):
+            if set(record) != shared:
+                kept = {key: value for key, value in record.items() if key in shared}
+                reply.content.metric_records[name] = MetricRecord(kept)
+
+
 def _evaluate_members(
-    strategy: Strategy, grid: Grid, server_round: int, arrays: ArrayRecord, timeout_s: float
+    strategy: Strategy,
+    grid: Grid,
+    server_round: int,
+    arrays: ArrayRecord,
+    timeout_s: float,
+    on_evaluation: MemberEvaluations | None,
 ) -> None:
     """Members' validation of the new global model; failures only reduce the average."""
     messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
-    replies: Iterable[Message] = grid.send_and_receive(messages, timeout=timeout_s)
+    replies: list[Message] = list(grid.send_and_receive(messages, timeout=timeout_s))
+    if on_evaluation is not None:
+        on_evaluation(server_round, replies)
+    _shared_metrics_only(replies)
     strategy.aggregate_evaluate(server_round, replies)
 
 
@@ -183,10 +217,12 @@ def run_rounds(
     evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None],
     on_participation: Callable[[Participation], None],
     on_round_end: RoundEnd,
+    on_member_evaluation: MemberEvaluations | None = None,
 ) -> ArrayRecord:
     """Run ``rounds`` (e.g. ``range(4, 11)`` to resume after round 3) from ``arrays``;
     return the final global arrays. ``evaluate_fn(0, arrays)`` runs first when the
-    range starts at round 1, as in ``Strategy.start()``."""
+    range starts at round 1, as in ``Strategy.start()``. ``on_member_evaluation`` gets
+    each round's evaluation replies as the members sent them."""
     strategy.summary()
     if rounds.start == 1:
         evaluate_fn(0, arrays)
@@ -201,7 +237,9 @@ def run_rounds(
             )
         else:
             arrays = aggregated
-        _evaluate_members(strategy, grid, server_round, arrays, policy.timeout_s)
+        _evaluate_members(
+            strategy, grid, server_round, arrays, policy.timeout_s, on_member_evaluation
+        )
         evaluate_fn(server_round, arrays)
         on_round_end(server_round, arrays, participation)
     return arrays

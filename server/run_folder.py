@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+from flwr.app import Message
 from torch import nn
 
 from fractofl.core.config.run_config import RunConfig, config_digest, from_nested
@@ -22,6 +23,11 @@ from fractofl.core.model.checkpoint import save_checkpoint
 from fractofl.core.model.factory import checkpoint_for
 from fractofl.core.wire.update_protocol import is_member_refusal
 from fractofl.server.errors import RunFolderError
+from fractofl.server.member_evaluation import (
+    MEMBER_EVAL_FILE,
+    append_member_evaluations,
+    evaluations_of,
+)
 from fractofl.server.recorder import RoundRow
 from fractofl.server.reporting import (
     ACCURACY_PLOT,
@@ -96,7 +102,7 @@ class RunFolder:
         lines of rounds that were under way when the run stopped are dropped."""
         last = rows[-1].round if rows else -1
         write_metrics(rows, self.path / METRICS_FILE)
-        for name in (UPDATES_FILE, MEMBERS_FILE):
+        for name in (UPDATES_FILE, MEMBERS_FILE, MEMBER_EVAL_FILE):
             path = self.path / name
             if not path.is_file():
                 continue
@@ -127,6 +133,14 @@ class RunFolder:
             for node, status, detail in sorted(events):
                 name = self.member_names.get(node, "")
                 writer.writerow([seen.round, seen.attempts, node, name, status, detail])
+
+    def record_member_evaluations(self, server_round: int, replies: list[Message]) -> None:
+        """Append each member's scores of round ``server_round``'s global model on its own
+        validation split (member_eval.csv)."""
+        classes = self.cfg.data.classes
+        evaluations = evaluations_of(replies, len(classes))
+        path = self.path / MEMBER_EVAL_FILE
+        append_member_evaluations(path, classes, server_round, evaluations, self.member_names)
 
     def record_round(self, rows: Sequence[RoundRow], row: RoundRow) -> None:
         """Rewrite the metrics file with ``rows`` (``row`` is the newest)."""

@@ -1,6 +1,7 @@
 """``fractofl report``: a run's curves, and one model version scored class by class.
 
-From a run folder it renders accuracy and loss per round (``metrics.csv``), and for one
+From a run folder it renders accuracy and loss per round (``metrics.csv``), each member's
+scores on its own validation split (``member_eval.csv``), and for one
 model (a registry version, verified against the trusted key, or the run's own
 ``model.pt``) the confusion matrix and per-class precision and recall on the run's
 coordinator test set, as PNG files and a short Markdown summary.
@@ -22,6 +23,8 @@ from fractofl.core.learning.metrics import precision_recall_f1
 from fractofl.core.learning.training import EvalResult
 from fractofl.core.model.checkpoint import Checkpoint
 from fractofl.server.evaluation import CoordinatorEvaluator
+from fractofl.server.member_evaluation import MEMBER_EVAL_FILE, read_member_evaluations
+from fractofl.server.member_report import MEMBER_PLOT, member_table, plot_member_accuracy
 from fractofl.server.reporting import METRICS_FILE, plot_confusion, read_metrics, save_figure
 
 REPORT_FILE = "report.md"
@@ -169,6 +172,23 @@ def write_report(run_dir: Path, cfg: RunConfig, model: ScoredModel, out_dir: Pat
         f"![precision and recall]({per_class_png})",
         "",
     ]
+    members = read_member_evaluations(run_dir / MEMBER_EVAL_FILE)
+    if members:
+        plot_member_accuracy(
+            members, out_dir / MEMBER_PLOT, f"{run_dir.name}: each member's own data"
+        )
+        lines += [
+            "## Per member",
+            "",
+            "The global model of each round scored by each member on its own validation",
+            f"split (`{MEMBER_EVAL_FILE}`); recall per class, with the member's validation",
+            "images in brackets.",
+            "",
+            f"![each member's validation accuracy and macro-F1 per round]({MEMBER_PLOT})",
+            "",
+            *member_table(members, classes),
+            "",
+        ]
     path = out_dir / REPORT_FILE
     path.write_text("\n".join(lines))
     return path

@@ -11,6 +11,7 @@ import math
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from fractofl.core.trust.app_bundle import CLIENT_APP, fab_code, fractofl_bundle
 from fractofl.core.trust.audit_log import read_log
 from fractofl.core.trust.registry import ModelRegistry
 from fractofl.core.trust.signing import load_public_key
+from fractofl.server.member_evaluation import MEMBER_EVAL_FILE, read_member_evaluations
 from fractofl.server.member_registry import MemberRegistry
 from fractofl.server.superlink import CONNECTION, CoordinatorFiles, DeploymentError, flwr_cli
 from fractofl.strategies.secure_aggregation import secagg_error_bound
@@ -53,6 +55,10 @@ from tests.federation.processes import Processes, fractofl, free_port, free_port
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT_S = 900
+# Members coming online is awaited, never timed: this bound only ends a wait for members
+# that are alive yet never register; ``member join`` exiting fails the wait at once.
+ONLINE_TIMEOUT_S = 600
+ONLINE_POLL_S = 2.0
 # A resumed deployed run against the same run never stopped, on the Simulation Engine:
 # equal to the bit on one machine's CPU (the README's promise); float32 rounding elsewhere.
 RESUME_TOLERANCE = 0.0
@@ -98,6 +104,33 @@ def online_members(federation: Federation) -> int:
     return sum(node["status"] == "online" for node in listing.get("nodes", []))
 
 
+def wait_until_online(federation: Federation, count: int, what: str) -> None:
+    """Wait until ``count`` members are online; fail at once, with its log, when a
+    member's ``member join`` exits, and after ``ONLINE_TIMEOUT_S`` with every log's tail
+    (what a loaded CI machine was doing cannot be rerun, only read)."""
+    deadline = time.monotonic() + ONLINE_TIMEOUT_S
+    while online_members(federation) != count:
+        exited = [
+            (log, group.returncode)
+            for log, group in zip(federation.member_logs, federation.member_groups, strict=True)
+            if group.poll() is not None
+        ]
+        if exited:
+            log, code = exited[0]
+            raise AssertionError(f"waiting for {what}: {log.name} exited {code}:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            logs = [federation.superlink_log, *federation.member_logs]
+            tails = "\n".join(f"--- {log.name}\n{_tail(log)}" for log in logs)
+            raise AssertionError(
+                f"timed out after {ONLINE_TIMEOUT_S:.0f} s waiting for {what}\n{tails}"
+            )
+        time.sleep(ONLINE_POLL_S)  # each poll is a `flwr` process: spare the loaded machine
+
+
+def _tail(log: Path, chars: int = 2500) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
+
+
 def training_now(member: subprocess.Popen[bytes]) -> bool:
     """Whether the member's SuperNode has started a ClientApp (it pulled an instruction
     and has not replied yet: a ClientApp takes seconds to import torch)."""
@@ -141,6 +174,8 @@ def federation(
         federation = Federation(
             workdir, port, deployment, files, superlink_log, [], [], processes, coordinator
         )
+        # members join the front, which `coordinator up` starts after the SuperLink
+        wait_for(lambda: "Ctrl-C stops it" in superlink_log.read_text(), 300, "coordinator up")
         for index, member in enumerate(consortium.members):
             added = subprocess.run(
                 fractofl(
@@ -165,7 +200,7 @@ def federation(
             log = workdir / "logs" / f"member{index}.log"
             federation.member_logs.append(log)
             federation.member_groups.append(join(federation, consortium, member_data, index, log))
-        wait_for(lambda: online_members(federation) == MEMBERS, 120, "3 members online")
+        wait_until_online(federation, MEMBERS, "3 members online")
         yield federation
     finally:
         processes.stop_all()
@@ -290,6 +325,12 @@ def test_three_members_train_two_rounds_over_tls(
     assert [registry.verify(n, trusted).round for n in registry.version_numbers()] == [1, 2]
     log = federation.superlink_log.read_text()
     assert "https://127.0.0.1" in log  # TLS
+    # ... and every member's own scores of each round, by its registered name
+    evaluations = read_member_evaluations(run_dir / MEMBER_EVAL_FILE)
+    assert sorted((row["round"], row["member"]) for row in evaluations) == [
+        (server_round, f"org{index}") for server_round in "12" for index in range(MEMBERS)
+    ]
+    assert all(0 <= float(row["val_accuracy"]) <= 1 for row in evaluations)
 
 
 def test_an_unregistered_member_is_refused(
@@ -523,7 +564,7 @@ def test_a_member_whose_warm_process_died_answers_how_to_restart_it_and_after_it
     federation.member_logs[1] = log
     federation.member_groups[1] = join(federation, consortium, member_data, 1, log)
     wait_for(lambda: "warm member ready" in log.read_text(), 120, "its warm member ready")
-    wait_for(lambda: online_members(federation) == MEMBERS, 120, "the member back online")
+    wait_until_online(federation, MEMBERS, "the member back online")
     again = coordinator_run(federation, member_data, "warm-restarted-run", "federation.rounds=1")
     # Assert: it answers the next round, from images it prepared before (nothing decoded)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -613,7 +654,11 @@ def test_a_deployed_run_resumes_after_the_coordinator_dies_and_ends_as_if_never_
         federation.workdir / "logs" / "up-again.log",
         federation.workdir,
     )
-    wait_for(lambda: online_members(federation) == 1, 120, "the remaining member back online")
+    wait_for(
+        lambda: online_members(federation) == 1,
+        ONLINE_TIMEOUT_S,
+        "the remaining member back online",
+    )
     resumed = run_fractofl("coordinator", "resume", str(run_dir), cwd=federation.workdir)
     # ... and the same run, never stopped, on the Simulation Engine with the member's folder
     simulated = run_fractofl(

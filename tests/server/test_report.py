@@ -5,10 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
+from fractofl.client.member import evaluate_locally, member_cache_dir, member_data_dir
+from fractofl.client.node_config import PARTITION_KEY
+from fractofl.core.config.run_config import from_nested
 from fractofl.core.config.taxonomy import DEFAULT_CLASSES
+from fractofl.core.learning.member_data import load_member_data
+from fractofl.core.learning.metrics import precision_recall_f1
+from fractofl.core.model.checkpoint import load_checkpoint
 from fractofl.core.trust.registry import ModelRegistry
+from fractofl.server.member_evaluation import read_member_evaluations
 from tests.conftest import easy_overrides, run_fractofl
 
 pytestmark = pytest.mark.slow
@@ -34,6 +42,7 @@ def test_report_renders_curves_and_the_last_version_class_by_class(finished_run:
     pngs = {p.name for p in out.glob("*.png")}
     assert pngs == {
         "metrics_per_round.png",
+        "member_accuracy.png",
         f"confusion_{last.name}.png",
         f"per_class_{last.name}.png",
     }
@@ -45,6 +54,48 @@ def test_report_renders_curves_and_the_last_version_class_by_class(finished_run:
     for name in DEFAULT_CLASSES:
         assert f"| {name} | " in text
     assert "| 2 | 2 | 0 | 0 | 0 |" in text  # round 2: two members answered, none failed
+    # each member at the last round, on its own split, recall (images) per class
+    assert "## Per member" in text
+    members = read_member_evaluations(finished_run / "runs" / "run" / "member_eval.csv")
+    for row in (r for r in members if r["round"] == "2"):
+        cells = [f"{float(row[f'recall_{c}']):.3f} ({row[f'images_{c}']})" for c in DEFAULT_CLASSES]
+        line = f"| {row['member']} | 2 | {row['val_examples']} | {float(row['val_accuracy']):.3f} |"
+        assert line in text and all(cell in text for cell in cells)
+
+
+def test_every_member_scores_every_round_on_its_own_split_as_it_would_in_process(
+    finished_run: Path,
+) -> None:
+    # Prepare: the final global model, and each simulated member's own validation split
+    run_dir = finished_run / "runs" / "run"
+    cfg = from_nested(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    model = load_checkpoint(run_dir / "model.pt").build_model()
+    # Execute
+    rows = read_member_evaluations(run_dir / "member_eval.csv")
+    # Assert: a row per member and round, named by partition
+    members = [f"partition-{p}" for p in range(cfg.federation.members)]
+    assert sorted((int(r["round"]), r["member"]) for r in rows) == [
+        (server_round, member) for server_round in (1, 2) for member in members
+    ]
+    # ... and the last round's equal the member's own evaluation of the final model
+    for partition, member in enumerate(members):
+        (row,) = [r for r in rows if r["round"] == "2" and r["member"] == member]
+        node = {PARTITION_KEY: partition}
+        data = load_member_data(member_data_dir(node, cfg), cfg, member_cache_dir(node, cfg))
+        result = evaluate_locally(model, data, cfg)
+        assert result is not None
+        _, recall, _ = precision_recall_f1(result.confusion)
+        counts = result.confusion.sum(axis=1)
+        assert int(row["val_examples"]) == result.examples == len(data.val)
+        assert float(row["val_accuracy"]) == pytest.approx(result.accuracy, abs=1e-6)
+        assert float(row["val_macro_f1"]) == pytest.approx(result.macro_f1, abs=1e-6)
+        assert float(row["val_loss"]) == pytest.approx(result.loss, rel=1e-4)
+        for index, name in enumerate(DEFAULT_CLASSES):
+            assert int(row[f"images_{name}"]) == counts[index]
+            if counts[index]:
+                assert float(row[f"recall_{name}"]) == pytest.approx(recall[index], abs=1e-6)
+            else:
+                assert row[f"recall_{name}"] == ""  # no images of it: no recall, not 0
 
 
 def test_report_of_an_earlier_version_and_refusal_of_a_tampered_one(finished_run: Path) -> None:
