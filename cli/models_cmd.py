@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,9 +16,12 @@ from fractofl.cli.in_use import path_use, recording_use
 
 # The registry reads checkpoints (torch): imported where a command uses it, so that the
 # `fractofl` command starts without torch.
+VERSION_HELP = "number, vNNNNNN, latest or best (by registry.retention.best_metric)"
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from fractofl.core.config.run_config import RetentionConfig
     from fractofl.core.trust.registry import ModelRegistry
 
 
@@ -42,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     listing.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
     listing.set_defaults(handler=_list)
     show = action("show", "print a version's metadata as JSON (its verification on stderr)")
-    show.add_argument("version", help="number, vNNNNNN or latest")
+    show.add_argument("version", help=VERSION_HELP)
     show.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
     show.set_defaults(handler=_show)
     verify = action("verify", "check signatures and weights; exit 1 if any version fails")
@@ -55,34 +59,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     verify.add_argument("--all", action="store_true", help="check every version")
     verify.set_defaults(handler=_verify, overrides=[])
     export = action("export", "verify a version and copy it, with the public key, to OUT")
-    export.add_argument("version", help="number, vNNNNNN or latest")
+    export.add_argument("version", help=VERSION_HELP)
     export.add_argument("out", type=Path, help="output folder")
     export.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
     export.set_defaults(handler=_export)
     models_prune_cmd.register(actions)
 
 
-def _open(args: argparse.Namespace, overrides: list[str]) -> tuple[ModelRegistry, Path]:
-    """The registry and the trusted key's path, from the config and the options."""
+@dataclass(frozen=True)
+class _Opened:
+    """The registry, the trusted key's path and what ``best`` means, from the config and
+    the options."""
+
+    registry: ModelRegistry
+    key_path: Path
+    retention: RetentionConfig
+
+    def name(self, version: int | str) -> str:
+        """The folder name of ``version`` (a number, vNNNNNN, latest or best)."""
+        from fractofl.core.trust.version_choice import chosen_version
+
+        return chosen_version(self.registry, version, self.retention)
+
+
+def _open(args: argparse.Namespace, overrides: list[str]) -> _Opened:
     from fractofl.core.trust.registry import ModelRegistry
 
     registry = to_run_config(compose_config(overrides)).registry
     root = args.registry or Path(registry.root)
-    return ModelRegistry(root), args.public_key or Path(registry.trusted_public_key)
+    key_path = args.public_key or Path(registry.trusted_public_key)
+    return _Opened(ModelRegistry(root), key_path, registry.retention)
 
 
 def _list(args: argparse.Namespace) -> int:
-    registry, key_path = _open(args, args.overrides)
+    opened = _open(args, args.overrides)
+    registry, key_path = opened.registry, opened.key_path
     numbers = registry.version_numbers()
     if not numbers:
         print(f"registry {registry.root} has no versions")
         return 0
     trusted = _trusted_or_none(key_path)
-    header = ["version", "round", "run id", "created", "test acc", "verified"]
+    best = _best_or_none(opened)
+    header = ["version", "round", "run id", "created", "test acc", "verified", "best"]
     rows, problems = [], []
     for number in numbers:
         row, problem = _row(registry, number, trusted)
-        rows.append(row)
+        rows.append([*row, "best" if row[0] == best else ""])
         problems += [problem] if problem else []
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -92,6 +114,17 @@ def _list(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"fractofl: {problem}", file=sys.stderr)
     return 0
+
+
+def _best_or_none(opened: _Opened) -> str | None:
+    """The version ``best`` names, or None (with the reason on stderr) when none is."""
+    from fractofl.core.trust.registry import RegistryError
+
+    try:
+        return opened.name("best")
+    except RegistryError as exc:
+        print(f"fractofl: no best version: {exc}", file=sys.stderr)
+        return None
 
 
 def _row(
@@ -137,8 +170,9 @@ def _show(args: argparse.Namespace) -> int:
     from fractofl.core.trust.registry import ModelVerificationError
     from fractofl.core.trust.signing import fingerprint
 
-    registry, key_path = _open(args, args.overrides)
-    meta = registry.metadata(args.version)
+    opened = _open(args, args.overrides)
+    registry, key_path = opened.registry, opened.key_path
+    meta = registry.metadata(opened.name(args.version))
     print(json.dumps(meta.to_dict(), indent=2, sort_keys=True))
     trusted = _trusted_or_none(key_path)
     if trusted is not None:
@@ -159,9 +193,9 @@ def _verify(args: argparse.Namespace) -> int:
     if args.all and versions:
         print("fractofl: error: give VERSION(s) or --all, not both", file=sys.stderr)
         return 2
-    registry, key_path = _open(args, overrides)
-    trusted = load_public_key(key_path)
-    targets: list[int | str] = list(versions) or ["latest"]
+    opened = _open(args, overrides)
+    registry, trusted = opened.registry, load_public_key(opened.key_path)
+    targets: list[int | str] = [opened.name(v) for v in versions] or ["latest"]
     if args.all:
         targets = list(registry.version_numbers())
         if not targets:
@@ -182,9 +216,9 @@ def _verify(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from fractofl.core.trust.signing import load_public_key
 
-    registry, key_path = _open(args, args.overrides)
-    name = registry.folder(args.version).name
-    trusted = load_public_key(key_path)
+    opened = _open(args, args.overrides)
+    registry, name = opened.registry, opened.name(args.version)
+    trusted = load_public_key(opened.key_path)
     with recording_use(registry.root, name, path_use("export", args.out)):  # kept by retention
         out = registry.export(name, args.out, trusted)
     print(f"exported {name} to {out}")

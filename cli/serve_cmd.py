@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "targets",
             nargs="*",
             metavar="VERSION",
-            help="number, vNNNNNN or latest (default); Hydra overrides key=value may follow",
+            help="number, vNNNNNN, latest (default) or best (by registry.retention.best_metric); "
+            "Hydra overrides key=value may follow",
         )
         cmd.set_defaults(cfg=False, overrides=[])
         return cmd
@@ -89,11 +90,12 @@ def _open(args: argparse.Namespace) -> tuple[RunConfig, str, ModelRegistry]:
 
 def _package(args: argparse.Namespace) -> int:
     from fractofl.core.trust.signing import load_public_key
+    from fractofl.core.trust.version_choice import chosen_version
     from fractofl.serving.package import artifact_name, package_version
 
     cfg, version, registry = _open(args)
     trusted = load_public_key(Path(cfg.registry.trusted_public_key))
-    name = registry.folder(version).name
+    name = chosen_version(registry, version, cfg.registry.retention)
     out = Path(cfg.serving.artifacts)
     # Kept by retention: `serve deploy` needs the version in the registry too.
     with recording_use(registry.root, name, path_use("package", out / artifact_name(name))):
@@ -107,6 +109,7 @@ def _package(args: argparse.Namespace) -> int:
 
 def _local(args: argparse.Namespace) -> int:
     from fractofl.core.trust.signing import load_public_key
+    from fractofl.core.trust.version_choice import chosen_version
     from fractofl.serving.local_endpoint import EndpointSettings
     from fractofl.serving.serve_local import start_local_endpoint
 
@@ -120,7 +123,7 @@ def _local(args: argparse.Namespace) -> int:
     api_key = os.environ.get(serving.api_key_env, "") if serving.api_key_env else ""
     settings = EndpointSettings.from_config(serving, api_key or None)
     signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: the temporary folder goes
-    name = registry.folder(version).name
+    name = chosen_version(registry, version, cfg.registry.retention)
     try:
         with (
             # kept by retention while this process serves it

@@ -26,7 +26,9 @@ def register(serve_actions: argparse._SubParsersAction) -> None:
         description="Upload a packaged version to S3 and deploy it to a SageMaker real-time "
         "endpoint (settings: conf/serving/, e.g. serving.bucket=... serving.role_arn=...).",
     )
-    deploy.add_argument("version", help="number, vNNNNNN or latest")
+    deploy.add_argument(
+        "version", help="number, vNNNNNN, latest or best (by registry.retention.best_metric)"
+    )
     deploy.add_argument("--endpoint", required=True, metavar="NAME", help="endpoint name")
     deploy.add_argument(
         "--update",
@@ -59,9 +61,10 @@ def _deploy(args: argparse.Namespace) -> int:
     except DeployError as exc:
         return _fail(str(exc))
     from fractofl.core.trust.registry import ModelRegistry
+    from fractofl.core.trust.version_choice import chosen_version
 
     registry_root = Path(cfg.registry.root)
-    version = ModelRegistry(registry_root).folder(args.version).name
+    version = chosen_version(ModelRegistry(registry_root), args.version, cfg.registry.retention)
     artifact = args.artifact or Path(cfg.serving.artifacts) / artifact_name(version)
     if args.artifact and not artifact.is_file():
         return _fail(f"--artifact {artifact} does not exist or is not a file")

@@ -20,7 +20,11 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fractofl.core.learning.training import EvalResult
-from fractofl.core.wire.member_evaluation import PARTITION_METRIC_KEY, PER_CLASS_KEYS
+from fractofl.core.wire.member_evaluation import (
+    PARTITION_METRIC_KEY,
+    PER_CLASS_KEYS,
+    VAL_ACCURACY_KEY,
+)
 from fractofl.server.rounds import Participation
 from fractofl.strategies.guard import UpdateVerdict
 from fractofl.strategies.privacy import PrivacySpent
@@ -28,6 +32,7 @@ from fractofl.strategies.privacy import PrivacySpent
 log = logging.getLogger("fractofl")
 
 CONFIG_CRC_KEY = "config-crc"
+MEMBER_MIN_ACCURACY = "member_min_val_accuracy"
 
 
 @dataclass
@@ -51,19 +56,37 @@ class RoundRow:
     attempts: int = 0
     dp_epsilon: float = math.nan
     dp_delta: float = math.nan
+    member_min_val_accuracy: float = math.nan
+    """The worst member's accuracy on its own validation split (members with one)."""
 
     def test_metrics(self) -> dict[str, float]:
-        """The coordinator-test metrics a checkpoint or a published version carries."""
-        return {
+        """The metrics a checkpoint or a published version carries: the coordinator
+        test set's, and the worst member's validation accuracy when members reported it
+        (``registry.retention.best_metric`` picks the best version by one of them)."""
+        metrics = {
             "test_accuracy": self.test_accuracy,
             "test_macro_f1": self.test_macro_f1,
             "test_loss": self.test_loss,
         }
+        if math.isfinite(self.member_min_val_accuracy):
+            metrics[MEMBER_MIN_ACCURACY] = self.member_min_val_accuracy
+        return metrics
 
     @staticmethod
     def columns() -> list[str]:
         """Column names, in file order."""
         return [f.name for f in fields(RoundRow)]
+
+
+def _worst_accuracy(records: list[RecordDict], weight_key: str) -> float:
+    """The lowest validation accuracy among replies of members with a validation split."""
+    accuracies = []
+    for record in records:
+        for metrics in record.metric_records.values():
+            weight, accuracy = metrics.get(weight_key, 0), metrics.get(VAL_ACCURACY_KEY)
+            if isinstance(weight, int | float) and weight > 0 and isinstance(accuracy, int | float):
+                accuracies.append(float(accuracy))
+    return min(accuracies, default=math.nan)
 
 
 class RoundRecorder:
@@ -87,6 +110,7 @@ class RoundRecorder:
         self._started = time.monotonic() - offset
         self._train: dict[str, float] = {}
         self._members_eval: dict[str, float] = {}
+        self._worst_member = math.nan
         self._verdicts: list[UpdateVerdict] = []
         self._participation: Participation | None = None
         self.last_eval: EvalResult | None = None
@@ -127,6 +151,7 @@ class RoundRecorder:
     ) -> MetricRecord:
         """Weighted mean of member validation scores (each member's own, class by class,
         are in ``member_eval.csv``)."""
+        self._worst_member = _worst_accuracy(records, weight_key)
         aggregated = aggregate_metricrecords(records, weight_key)
         # a weighted mean of recalls or of partition numbers means nothing: per member only
         for key in (*PER_CLASS_KEYS, PARTITION_METRIC_KEY):
@@ -155,6 +180,7 @@ class RoundRecorder:
                 else math.nan
             ),
             elapsed_s=self.elapsed_s(),
+            member_min_val_accuracy=self._worst_member if server_round else math.nan,
         )
         if self._participation is not None and server_round:
             seen = self._participation
@@ -166,6 +192,7 @@ class RoundRecorder:
             spent = self.privacy_spent()
             row.dp_epsilon, row.dp_delta = spent.epsilon, spent.delta
         self._train, self._members_eval, self._verdicts = {}, {}, []
+        self._worst_member = math.nan
         self._participation = None
         self.rows.append(row)
         self.last_eval = result

@@ -126,7 +126,7 @@ def plan_prune(
     readable = _readable_versions(registry, numbers, reasons)
     for number in numbers[-retention.keep_last :]:
         reasons[number].append(f"newest {retention.keep_last}")
-    best = _best_version(registry, readable, retention)
+    best = best_version(registry, readable, retention)
     if best is not None:
         value = best.metrics[retention.best_metric]
         reasons[best.version].append(f"best {retention.best_metric}={value:.4g}")
@@ -237,7 +237,7 @@ def _readable_versions(
     return readable
 
 
-def _best_version(
+def best_version(
     registry: ModelRegistry, versions: list[VersionMetadata], retention: RetentionConfig
 ) -> VersionMetadata | None:
     """The best version by the metric (the newest among equals), or ``None`` when no

@@ -98,6 +98,29 @@ def test_every_member_scores_every_round_on_its_own_split_as_it_would_in_process
                 assert row[f"recall_{name}"] == ""  # no images of it: no recall, not 0
 
 
+def test_each_version_carries_its_worst_members_accuracy_and_best_can_be_chosen_by_it(
+    finished_run: Path,
+) -> None:
+    # Prepare: the worst member's accuracy of each round, from the members' own rows
+    rows = read_member_evaluations(finished_run / "runs" / "run" / "member_eval.csv")
+    worst = {
+        r: min(float(row["val_accuracy"]) for row in rows if row["round"] == str(r)) for r in (1, 2)
+    }
+    registry = ModelRegistry(finished_run / "registry")
+    expected = max(registry.versions(), key=lambda m: (worst[m.round], m.version)).name
+    by_worst = "registry.retention.best_metric=member_min_val_accuracy"
+    # Execute (before the next test damages version 1's weights)
+    exported = run_fractofl("models", "export", "best", "best-out", by_worst, cwd=finished_run)
+    listed = run_fractofl("models", "list", by_worst, cwd=finished_run)
+    # Assert: signed in every version, and `best` is the version that metric says
+    for meta in registry.versions():
+        assert meta.metrics["member_min_val_accuracy"] == pytest.approx(worst[meta.round], abs=1e-5)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert f"exported {expected} to" in exported.stdout
+    marked = [line.split()[0] for line in listed.stdout.splitlines()[1:] if line.endswith(" best")]
+    assert marked == [expected]
+
+
 def test_report_of_an_earlier_version_and_refusal_of_a_tampered_one(finished_run: Path) -> None:
     # Prepare: round 1's version, and a copy of the registry with its weights changed.
     first = ModelRegistry(finished_run / "registry").versions()[0]
