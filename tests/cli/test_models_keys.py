@@ -115,7 +115,8 @@ def test_models_list_show_and_verify(
     capsys.readouterr()
     # list
     assert main(["models", "list", *published]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    listed = capsys.readouterr()
+    lines = listed.out.splitlines()
     assert lines[0].split() == [
         "version",
         "round",
@@ -125,16 +126,22 @@ def test_models_list_show_and_verify(
         "test",
         "acc",
         "verified",
+        "best",
     ]
     assert [line.split()[0] for line in lines[1:]] == ["v000001", "v000002"]
     assert all(line.split()[-1] == "yes" and "run-cli" in line for line in lines[1:])
     assert lines[2].split()[-2] == "0.700"
-    # show
+    # ... no version carries the default best metric (test_macro_f1): none marked, and why
+    assert "no best version: registry.retention.best_metric='test_macro_f1'" in listed.err
+    # show, by number and as the best by a metric the versions carry
     assert main(["models", "show", "2", *published]) == 0
     shown = capsys.readouterr()
     metadata = json.loads(shown.out)
     assert (metadata["version"], metadata["parent"], metadata["round"]) == (2, 1, 2)
     assert "verified: yes" in shown.err
+    by_accuracy = "registry.retention.best_metric=test_accuracy"
+    assert main(["models", "show", "best", *published, by_accuracy]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == 2
     # verify
     assert main(["models", "verify", "--all", *published]) == 0
     out = capsys.readouterr().out
