@@ -28,6 +28,7 @@ def synth_spec(cfg: RunConfig) -> SynthSpec:
         seed=cfg.data.synth.seed,
         min_per_member=cfg.data.min_per_member,
         style=SynthStyle(**cfg.data.synth.style),
+        instrument_shift=cfg.data.synth.instrument_shift,
     )
 
 

@@ -46,7 +46,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from fractofl.core.images.partition import PartitionError
     from fractofl.core.model.checkpoint import CheckpointError
     from fractofl.core.processes.flower_executables import FlowerToolError
-    from fractofl.core.synth.dataset import ForeignFolderError, UnknownSynthClassError
+    from fractofl.core.synth.dataset import (
+        ForeignFolderError,
+        SynthSettingsError,
+        UnknownSynthClassError,
+    )
     from fractofl.core.trust.app_bundle import BundleError
     from fractofl.core.trust.pki import PkiError
     from fractofl.core.trust.registry import RegistryError
@@ -62,6 +66,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         PartitionError,
         ForeignFolderError,
         UnknownSynthClassError,
+        SynthSettingsError,
         CannotWriteError,
         MemberFoldersError,
         ProfileError,
@@ -168,6 +173,11 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--test-per-class", type=int, help="coordinator test images per class")
     synth.add_argument("--seed", type=int, help="generator seed (data.synth.seed)")
     synth.add_argument("--iid", action="store_true", help="split IID instead of Dirichlet")
+    synth.add_argument(
+        "--instrument-shift",
+        type=float,
+        help="each member's own microscope, 0 (alike) to 1 (strong) (data.synth.instrument_shift)",
+    )
     synth.add_argument(
         "--overwrite",
         action="store_true",
@@ -387,6 +397,7 @@ def _synth(args: argparse.Namespace) -> int:
         "data.synth.per_class": args.per_class,
         "data.synth.test_per_class": args.test_per_class,
         "data.synth.seed": args.seed,
+        "data.synth.instrument_shift": args.instrument_shift,
     }
     extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
     out, args.overrides = _folder_and_overrides(args.folder, args.overrides)

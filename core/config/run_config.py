@@ -46,6 +46,7 @@ class SynthConfig:
     seed: int = 7
     style: dict[str, Any] = field(default_factory=dict)
     overwrite: bool = False  # replace a set made with other settings (never one's own images)
+    instrument_shift: float = 0.0  # members' microscopes apart (0 alike .. 1 strong)
 
 
 DATA_SOURCES = ("synthetic", "folders")

@@ -31,6 +31,7 @@ from PIL import Image
 from fractofl.core.config.taxonomy import validate_classes
 from fractofl.core.files.whole_folder import check_can_write, folder_written_whole
 from fractofl.core.images.partition import partition_indices
+from fractofl.core.synth.instruments import InstrumentProfile, member_profiles
 from fractofl.core.synth.sample import render_sample
 from fractofl.core.synth.style import SynthStyle
 from fractofl.core.synth.textures import TEXTURES
@@ -39,6 +40,7 @@ MANIFEST = "manifest.json"
 MEMBERS_DIR = "members"
 TEST_DIR = "coordinator-test"
 _TRAIN_STREAM, _TEST_STREAM = 0, 1
+_INSTRUMENT_STREAM = 2  # an image's instrument noise: its own stream, not its texture's
 # Disk estimate per image: its pixels (8-bit PNG of noisy texture hardly compresses) plus
 # the PNG and file-system overhead; the manifest and folders are negligible.
 PNG_OVERHEAD_BYTES = 4096
@@ -53,6 +55,7 @@ SPEC_SETTINGS = {
     "seed": "data.synth.seed",
     "min_per_member": "data.min_per_member",
     "style": "data.synth.style",
+    "instrument_shift": "data.synth.instrument_shift",
 }
 
 Progress = Callable[[int, int], None]
@@ -71,11 +74,16 @@ class SynthSpec:
     seed: int
     min_per_member: int
     style: SynthStyle
+    instrument_shift: float = 0.0
+    """How far apart the members' microscopes are (0: alike; :mod:`.instruments`)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, as stored in the manifest."""
+        """JSON-ready form, as stored in the manifest (without an instrument shift of 0,
+        so sets made before it existed keep their digest)."""
         values = asdict(self)
         values["classes"] = list(self.classes)
+        if not self.instrument_shift:
+            del values["instrument_shift"]
         return values
 
     def digest(self) -> str:
@@ -116,8 +124,18 @@ class UnknownSynthClassError(ValueError):
     """The generator has no texture for some of the classes asked for."""
 
 
+class SynthSettingsError(ValueError):
+    """A generator setting is out of its range; the message names the setting."""
+
+
 def check_synthesizable(spec: SynthSpec) -> None:
-    """Raise :class:`UnknownSynthClassError` when a class has no synthetic texture."""
+    """Raise :class:`UnknownSynthClassError` when a class has no synthetic texture, and
+    :class:`SynthSettingsError` when ``data.synth.instrument_shift`` is outside 0 to 1."""
+    if not 0.0 <= spec.instrument_shift <= 1.0:
+        raise SynthSettingsError(
+            f"data.synth.instrument_shift={spec.instrument_shift} must be between 0 (every "
+            "member's microscope alike) and 1 (strong shift); nothing was written"
+        )
     unknown = [name for name in spec.classes if name not in TEXTURES]
     if unknown:
         raise UnknownSynthClassError(
@@ -203,6 +221,11 @@ def generate_dataset(
     with folder_written_whole(root) as staging:
         counts = _write_images(staging, spec, parts, train_labels, test_labels, progress)
         manifest = {"spec": spec.to_dict(), "digest": spec.digest(), "counts": counts}
+        if spec.instrument_shift:
+            profiles = member_profiles(spec.members, spec.instrument_shift, spec.seed)
+            manifest["instruments"] = {
+                member_dir(root, m).name: profile.to_dict() for m, profile in enumerate(profiles)
+            }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
 
@@ -219,11 +242,13 @@ def _write_images(
     total = len(train_labels) + len(test_labels)
     done = 0
     counts: dict[str, dict[str, int]] = {}
-    jobs: list[tuple[Path, int, np.ndarray]] = [
-        (member_dir(root, m), _TRAIN_STREAM, part) for m, part in enumerate(parts)
+    profiles = member_profiles(spec.members, spec.instrument_shift, spec.seed)
+    jobs: list[tuple[Path, int, np.ndarray, InstrumentProfile]] = [
+        (member_dir(root, m), _TRAIN_STREAM, part, profiles[m]) for m, part in enumerate(parts)
     ]
-    jobs.append((holdout_dir(root), _TEST_STREAM, np.arange(len(test_labels))))
-    for folder, stream, indices in jobs:
+    test = (holdout_dir(root), _TEST_STREAM, np.arange(len(test_labels)), InstrumentProfile())
+    jobs.append(test)  # the coordinator's test set is imaged by no member's instrument
+    for folder, stream, indices, instrument in jobs:
         labels = train_labels if stream == _TRAIN_STREAM else test_labels
         per_class = dict.fromkeys(spec.classes, 0)
         for index in indices:
@@ -231,7 +256,9 @@ def _write_images(
             name = spec.classes[label]
             target = folder / name / f"{name}-{stream}-{index:06d}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(render_image(spec, stream, int(index), label)).save(target)
+            image = render_image(spec, stream, int(index), label)
+            noise = np.random.default_rng([spec.seed, stream, int(index), _INSTRUMENT_STREAM])
+            Image.fromarray(instrument.apply(image, noise)).save(target)
             per_class[name] += 1
             done += 1
             if progress is not None:
