@@ -15,6 +15,12 @@ from torch import nn
 from fractofl.client.attacks import corrupt_update
 from fractofl.client.audit import audit_mod
 from fractofl.client.faults import inject_fault
+from fractofl.client.local_batchnorm import (
+    batchnorm_keys,
+    keep_local_batchnorm,
+    restore_local_batchnorm,
+    without_batchnorm_change,
+)
 from fractofl.client.member import (
     clip_update,
     evaluate_locally,
@@ -109,7 +115,13 @@ def train(msg: Message, context: Context) -> Message:
         state = msg.content.array_records[ARRAYS_KEY].to_torch_state_dict()
         config = msg.content.config_records[CONFIG_KEY]
     model.load_state_dict(state)
+    local_batchnorm = cfg.strategy.local_batchnorm
+    if local_batchnorm:  # FedBN: this member's own BatchNorm layers, kept from its last round
+        restore_local_batchnorm(model, context.state)
     delta, values = _local_update(cfg, data, model, config, context)
+    if local_batchnorm:
+        without_batchnorm_change(delta, batchnorm_keys(model))
+        keep_local_batchnorm(model, context.state)
     if secure:
         return secure_reply(msg, delta, len(data.train), values, cfg.privacy)
     payload = encode_update(delta, spec_from_config(config))
@@ -154,6 +166,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     same keys in every reply (Flower checks that), zero weight without a split."""
     cfg, data, model = _member(context)
     model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
+    if cfg.strategy.local_batchnorm:  # FedBN: scored with the member's own BatchNorm layers
+        restore_local_batchnorm(model, context.state)
     result = evaluate_locally(model, data, cfg)
     gaps = validation_gaps(data, cfg.data.classes)
     if gaps is not None:

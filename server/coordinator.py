@@ -198,6 +198,13 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
     folder.member_names = member_names(cfg.deployment)
     evaluator = CoordinatorEvaluator(cfg, model_for(cfg))
     log.info("run folder %s; coordinator test set: %d images", folder.path, len(evaluator.data))
+    if cfg.strategy.local_batchnorm:
+        log.warning(
+            "strategy.local_batchnorm (FedBN): members keep their own BatchNorm layers, so the "
+            "coordinator's copy keeps its initial ones; its test scores and published versions "
+            "are not a model to serve as they are. Each member's scores, with its own "
+            "BatchNorm, are in member_eval.csv"
+        )
     fed = cfg.federation
     progress = RoundProgress(fed.rounds, done=state.round if state else 0)
 

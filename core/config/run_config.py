@@ -131,6 +131,8 @@ class StrategyConfig:
 
     name: str = "fedavg"
     args: dict[str, Any] = field(default_factory=dict)
+    local_batchnorm: bool = False
+    """FedBN: every member keeps its own BatchNorm layers and sends no change of them."""
 
 
 BEST_MODES = ("max", "min")
