@@ -218,11 +218,11 @@ def generate_dataset(
         train_labels, spec.members, spec.partition, spec.alpha, spec.seed, spec.min_per_member
     )
     check_can_write(root, estimated_bytes(spec))
+    profiles = member_profiles(spec.members, spec.instrument_shift, spec.seed)
     with folder_written_whole(root) as staging:
-        counts = _write_images(staging, spec, parts, train_labels, test_labels, progress)
+        counts = _write_images(staging, spec, parts, profiles, train_labels, test_labels, progress)
         manifest = {"spec": spec.to_dict(), "digest": spec.digest(), "counts": counts}
         if spec.instrument_shift:
-            profiles = member_profiles(spec.members, spec.instrument_shift, spec.seed)
             manifest["instruments"] = {
                 member_dir(root, m).name: profile.to_dict() for m, profile in enumerate(profiles)
             }
@@ -234,15 +234,16 @@ def _write_images(
     root: Path,
     spec: SynthSpec,
     parts: Sequence[np.ndarray],
+    profiles: Sequence[InstrumentProfile],
     train_labels: np.ndarray,
     test_labels: np.ndarray,
     progress: Progress | None,
 ) -> dict[str, dict[str, int]]:
-    """Render every member's and the test set's images under ``root``; counts per folder."""
+    """Render every member's images through its instrument ``profiles``, and the test
+    set's, under ``root``; counts per folder."""
     total = len(train_labels) + len(test_labels)
     done = 0
     counts: dict[str, dict[str, int]] = {}
-    profiles = member_profiles(spec.members, spec.instrument_shift, spec.seed)
     jobs: list[tuple[Path, int, np.ndarray, InstrumentProfile]] = [
         (member_dir(root, m), _TRAIN_STREAM, part, profiles[m]) for m, part in enumerate(parts)
     ]
