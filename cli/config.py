@@ -142,6 +142,17 @@ def _check_settings(cfg: RunConfig) -> None:
         streams_updates(cfg)
     except AggregationSettingsError as exc:
         raise ConfigError(str(exc)) from None
+    if cfg.federation.cross_site and (cfg.privacy.dp or cfg.privacy.secure_aggregation):
+        raise ConfigError(
+            "federation.cross_site sends each member's personalized model to the coordinator "
+            "as it is, which privacy.dp and privacy.secure_aggregation exist to prevent; "
+            "turn one off"
+        )
+    if cfg.train.personalize_epochs < 1 or cfg.train.personalize_lr <= 0:
+        raise ConfigError(
+            f"train.personalize_epochs={cfg.train.personalize_epochs} must be at least 1 and "
+            f"train.personalize_lr={cfg.train.personalize_lr} above 0"
+        )
     fed = cfg.federation
     if fed.attack not in ATTACKS or not 0 <= fed.attackers <= fed.members:
         raise ConfigError(

@@ -38,6 +38,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     or Flower, which a command like ``member add`` never needs."""
     from fractofl.cli.profile import ProfileError
     from fractofl.cli.ray_cluster import RayClusterError
+    from fractofl.client.personal.local_models import NoValidationImagesError
+    from fractofl.client.personal.same_model import ModelMismatchError
     from fractofl.client.policy import PolicyError
     from fractofl.client.supernode import MemberSetupError
     from fractofl.core.files.whole_folder import CannotWriteError
@@ -90,6 +92,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
         AggregationSettingsError,
         SpillSpaceError,
         BundleError,
+        ModelMismatchError,
+        NoValidationImagesError,
     )
 
 
@@ -120,10 +124,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record comes, not as it was when the
+    handler was made: ``main`` may run again in one process (tests) with stderr swapped,
+    and a handler holding a closed stream would fail every later record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _log_to_stderr() -> None:
     # Our own logger only: Flower's logger has its handler and would print twice via root.
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
     log.setLevel(logging.INFO)

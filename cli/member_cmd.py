@@ -1,5 +1,6 @@
 """``fractofl member join | add | revoke | list | audit | approve``: a member's SuperNode, its
-audit log and approved code, and the coordinator's register of members."""
+audit log and approved code, and the coordinator's register of members (``baseline``,
+``personalize``, ``report`` and ``gains``: :mod:`fractofl.cli.member_models_cmd`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from fractofl.cli.approve_cmd import print_approved_code, register_approve
 from fractofl.cli.config import compose_config, to_run_config
+from fractofl.cli.member_models_cmd import register_member_models
 from fractofl.cli.profile import (
     MEMBER_PROFILE,
     coordinator_config,
@@ -131,6 +133,7 @@ def register_actions(actions: argparse._SubParsersAction) -> None:  # type: igno
     audit.add_argument("overrides", nargs="*", help="Hydra overrides (deployment.member_dir=...)")
     audit.set_defaults(handler=_audit, cfg=False)
     register_approve(actions)
+    register_member_models(actions)
 
 
 def _join(args: argparse.Namespace) -> int:

@@ -16,7 +16,6 @@ from fractofl.client.attacks import corrupt_update
 from fractofl.client.audit import audit_mod
 from fractofl.client.faults import inject_fault
 from fractofl.client.local_batchnorm import (
-    batchnorm_keys,
     keep_local_batchnorm,
     restore_local_batchnorm,
     without_batchnorm_change,
@@ -33,6 +32,7 @@ from fractofl.client.member import (
     weight_delta,
 )
 from fractofl.client.node_config import PARTITION_KEY
+from fractofl.client.personal.local_models import member_trainer, personalize
 from fractofl.client.policy import policy_mod
 from fractofl.client.secure_reply import (
     is_secure_instruction,
@@ -42,6 +42,7 @@ from fractofl.client.secure_reply import (
 )
 from fractofl.core.config.run_config import RunConfig, config_digest, from_flat
 from fractofl.core.learning.member_data import MemberData, load_member_data
+from fractofl.core.model.architectures import batchnorm_keys
 from fractofl.core.model.factory import model_for
 from fractofl.core.wire.compression import encode_update
 from fractofl.core.wire.member_evaluation import evaluation_metrics
@@ -49,8 +50,10 @@ from fractofl.core.wire.update_protocol import (
     ARRAYS_KEY,
     CLIPPING_NORM_KEY,
     CONFIG_KEY,
+    CROSS_SITE_MESSAGE,
     EXAMPLES_KEY,
     METRICS_KEY,
+    PERSONALIZE_MESSAGE,
     PROXIMAL_MU_KEY,
     SERVER_ROUND_KEY,
     UNIT_WEIGHT_KEY,
@@ -62,6 +65,9 @@ from fractofl.core.wire.update_protocol import (
 log = logging.getLogger("fractofl")
 
 app = ClientApp(mods=[audit_mod, policy_mod])
+# Flower routes "<category>.<action>" to the function registered for that action.
+PERSONALIZE_ACTION = PERSONALIZE_MESSAGE.split(".")[1]
+CROSS_SITE_ACTION = CROSS_SITE_MESSAGE.split(".")[1]
 
 
 def _run_config(context: Context) -> RunConfig:
@@ -168,6 +174,13 @@ def evaluate(msg: Message, context: Context) -> Message:
     model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
     if cfg.strategy.local_batchnorm:  # FedBN: scored with the member's own BatchNorm layers
         restore_local_batchnorm(model, context.state)
+    return _scores_reply(msg, context, cfg, data, model)
+
+
+def _scores_reply(
+    msg: Message, context: Context, cfg: RunConfig, data: MemberData, model: nn.Module
+) -> Message:
+    """A reply with ``model``'s scores on this member's validation split."""
     result = evaluate_locally(model, data, cfg)
     gaps = validation_gaps(data, cfg.data.classes)
     if gaps is not None:
@@ -179,3 +192,32 @@ def evaluate(msg: Message, context: Context) -> Message:
         None if partition is None else int(partition),
     )
     return Message(content=RecordDict({METRICS_KEY: MetricRecord(values)}), reply_to=msg)
+
+
+@app.train(PERSONALIZE_ACTION)
+def personalize_for_cross_site(msg: Message, context: Context) -> Message:
+    """(``federation.cross_site``) Fine-tune the final global model on this member's
+    training split and reply with the personalized weights and their scores on its
+    validation split. The weights leave the member: the run must ask for it, and the
+    member's policy can refuse (``share_personal_model: false``)."""
+    cfg, data, model = _member(context)
+    after_last_round = cfg.federation.rounds + 1
+    inject_fault(cfg.federation, context.node_config, after_last_round)
+    model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
+    if cfg.strategy.local_batchnorm:  # FedBN: its own BatchNorm layers are part of it
+        restore_local_batchnorm(model, context.state)
+    seed = _member_seed(cfg, data, after_last_round)
+    personalize(model, cfg, member_trainer(data, cfg), seed)
+    reply = _scores_reply(msg, context, cfg, data, model)
+    reply.content[ARRAYS_KEY] = ArrayRecord(model.state_dict())
+    return reply
+
+
+@app.evaluate(CROSS_SITE_ACTION)
+def evaluate_for_cross_site(msg: Message, context: Context) -> Message:
+    """(``federation.cross_site``) Score the received model (the global one or a member's
+    personalized one) as it is on this member's validation split."""
+    cfg, data, model = _member(context)
+    inject_fault(cfg.federation, context.node_config, cfg.federation.rounds + 1)
+    model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
+    return _scores_reply(msg, context, cfg, data, model)

@@ -14,16 +14,9 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
 from torch import nn
 
+from fractofl.core.model.architectures import batchnorm_keys
+
 LOCAL_BATCHNORM_RECORD = "fedbn-local-batchnorm"
-
-
-def batchnorm_keys(model: nn.Module) -> frozenset[str]:
-    """The state-dict keys of ``model``'s BatchNorm layers (weights, biases, statistics)."""
-    keys = set()
-    for prefix, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            keys |= {f"{prefix}.{name}" if prefix else name for name in module.state_dict()}
-    return frozenset(keys)
 
 
 def restore_local_batchnorm(model: nn.Module, state: RecordDict) -> bool:

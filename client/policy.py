@@ -39,6 +39,7 @@ from fractofl.core.wire.update_protocol import (
     CLIPPING_NORM_KEY,
     COMPRESSION_MODE_KEY,
     EXAMPLES_KEY,
+    PERSONALIZE_MESSAGE,
     POLICY_REFUSAL,
     UNIT_WEIGHT_KEY,
 )
@@ -72,6 +73,10 @@ class MemberPolicy:
     share_class_counts: bool = True
     """Whether an evaluation reply may say how many validation images of each class the
     member holds (its recall per class leaves either way)."""
+    share_personal_model: bool = True
+    """Whether this member sends its personalized model when a run asks for cross-site
+    evaluation (``federation.cross_site``, off by default): a model of its own carries
+    information about its data."""
     approved_code: tuple[str, ...] = ()
     """Code digests of app bundles this member runs besides fractofl's own
     (:mod:`fractofl.client.code_gate`; ``fractofl member approve`` keeps its own list)."""
@@ -93,6 +98,7 @@ _KINDS: dict[str, type] = {
     "max_rounds_per_day": int,
     "send_metrics": tuple,
     "share_class_counts": bool,
+    "share_personal_model": bool,
     "approved_code": tuple,
 }
 
@@ -186,6 +192,8 @@ def refusal(policy: MemberPolicy, instruction: Instruction, audit_log: Path | No
     if not instruction.message_type.startswith("train"):
         return None  # evaluation sends back metrics only, which the filter bounds
     run = instruction.run_config
+    if instruction.message_type == PERSONALIZE_MESSAGE and not policy.share_personal_model:
+        return "share_personal_model: false: this member's personalized model stays here"
     if policy.require_secure_aggregation and not instruction.secure:
         return "require_secure_aggregation: this run's updates are not securely aggregated"
     dp = CLIPPING_NORM_KEY in instruction.config

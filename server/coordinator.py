@@ -17,10 +17,12 @@ from flwr.serverapp.strategy import Strategy
 from fractofl.core.config.run_config import RunConfig, config_digest
 from fractofl.core.learning.device import seed_everything
 from fractofl.core.learning.training import EvalResult
+from fractofl.core.model.architectures import batchnorm_keys
 from fractofl.core.model.factory import model_for
 from fractofl.core.trust.registry import VersionMetadata
 from fractofl.core.wire.compression import CompressionSpec
 from fractofl.server.audit_trail import CoordinatorAudit, coordinator_audit_path
+from fractofl.server.cross_site import cross_site_evaluation
 from fractofl.server.errors import NotEnoughMembersError
 from fractofl.server.evaluation import CoordinatorEvaluator
 from fractofl.server.heap import retain_freed_memory
@@ -205,6 +207,14 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
             "are not a model to serve as they are. Each member's scores, with its own "
             "BatchNorm, are in member_eval.csv"
         )
+        if not batchnorm_keys(model):
+            log.warning(
+                "strategy.local_batchnorm: model %s has no BatchNorm layers (model.args.norm="
+                "%s), so members keep nothing local and this is plain %s",
+                cfg.model.name,
+                cfg.model.args.get("norm", "batch"),
+                cfg.strategy.name,
+            )
     fed = cfg.federation
     progress = RoundProgress(fed.rounds, done=state.round if state else 0)
 
@@ -310,6 +320,10 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
             f"no round of {fed.rounds} got a usable training reply from any member; "
             "the members' errors are in the log above"
         )
+    if fed.cross_site:
+        known = {**folder.member_labels, **folder.member_names}
+        cells = cross_site_evaluation(grid, final, fed.round_timeout, known, len(cfg.data.classes))
+        folder.record_cross_site(cells)
     model.load_state_dict(final.to_torch_state_dict())
     last = recorder.last_eval or evaluator.evaluate_arrays(final)
     return folder.finish(model, recorder.rows, last)

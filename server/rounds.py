@@ -32,8 +32,16 @@ MAX_REASONS_SHOWN, MAX_REASON_CHARS = 3, 400  # failures quoted when a round can
 _FLOWER_REASON = re.compile(r"^<class '(?:[\w.]*\.)?(\w+)'>:<'(.*)'>$", re.DOTALL)
 
 
+# The Simulation Engine wraps a member's exception in Ray's, traceback included; the
+# member's own exception is the first "package.module.Class: message" line in it.
+_RAY_WRAPPED = "ray::ClientAppActor"
+_RAISED_LINE = re.compile(r"^(?:\w+\.)+(\w+): (.+)$", re.MULTILINE)
+
+
 def plain_reason(reason: str) -> str:
     """A member's error reason as a person reads it: ``SomeError: message``."""
+    if _RAY_WRAPPED in reason and (raised := _RAISED_LINE.search(reason)):
+        return f"{raised.group(1)}: {raised.group(2)}"
     match = _FLOWER_REASON.match(reason)
     return f"{match.group(1)}: {match.group(2)}" if match else reason
 

@@ -22,11 +22,19 @@ from fractofl.core.learning.training import EvalResult
 from fractofl.core.model.checkpoint import save_checkpoint
 from fractofl.core.model.factory import checkpoint_for
 from fractofl.core.wire.update_protocol import is_member_refusal
+from fractofl.server.cross_site import (
+    CROSS_SITE_FILE,
+    CrossSiteCell,
+    cross_site_table,
+    read_cross_site,
+    write_cross_site,
+)
 from fractofl.server.errors import RunFolderError
 from fractofl.server.member_evaluation import (
     MEMBER_EVAL_FILE,
     append_member_evaluations,
     evaluations_of,
+    member_label,
 )
 from fractofl.server.recorder import RoundRow
 from fractofl.server.reporting import (
@@ -60,6 +68,8 @@ class RunFolder:
         self.run_id = run_id
         self.kind = kind
         self.member_names: dict[int, str] = {}
+        self.member_labels: dict[int, str] = {}
+        """Node id -> the member's name in member_eval.csv, as its evaluations named it."""
         """Node id -> registered name (a real federation), for members.csv."""
 
     @classmethod
@@ -141,6 +151,18 @@ class RunFolder:
         evaluations = evaluations_of(replies, len(classes))
         path = self.path / MEMBER_EVAL_FILE
         append_member_evaluations(path, classes, server_round, evaluations, self.member_names)
+        for node, found in evaluations:
+            self.member_labels[node] = member_label(node, self.member_names, found.partition)
+
+    def record_cross_site(self, cells: Sequence[CrossSiteCell]) -> None:
+        """Write the end-of-run cross-site matrix (cross_site.csv) and log it."""
+        path = self.path / CROSS_SITE_FILE
+        write_cross_site(path, cells)
+        log.info(
+            "cross-site evaluation (%s), validation accuracy:\n%s",
+            path,
+            cross_site_table(read_cross_site(path)),
+        )
 
     def record_round(self, rows: Sequence[RoundRow], row: RoundRow) -> None:
         """Rewrite the metrics file with ``rows`` (``row`` is the newest)."""

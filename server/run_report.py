@@ -22,6 +22,7 @@ from fractofl.core.config.run_config import RunConfig
 from fractofl.core.learning.metrics import precision_recall_f1
 from fractofl.core.learning.training import EvalResult
 from fractofl.core.model.checkpoint import Checkpoint
+from fractofl.server.cross_site import CROSS_SITE_FILE, cross_site_table, read_cross_site
 from fractofl.server.evaluation import CoordinatorEvaluator
 from fractofl.server.member_evaluation import MEMBER_EVAL_FILE, read_member_evaluations
 from fractofl.server.member_report import MEMBER_PLOT, member_table, plot_member_accuracy
@@ -188,6 +189,17 @@ def write_report(run_dir: Path, cfg: RunConfig, model: ScoredModel, out_dir: Pat
             "",
             *member_table(members, classes),
             "",
+        ]
+    cross_site = read_cross_site(run_dir / CROSS_SITE_FILE)
+    if cross_site:
+        lines += [
+            "## Cross-site evaluation",
+            "",
+            "After the last round each member personalized the final global model; every",
+            "model was then scored on every member's validation split (accuracy; a row per",
+            f"model, a column per member; '-': no score, the reason is in `{CROSS_SITE_FILE}`).",
+            "",
+            cross_site_table(cross_site),
         ]
     path = out_dir / REPORT_FILE
     path.write_text("\n".join(lines))

@@ -85,6 +85,8 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 1
     tiles_per_image: int = 4  # a physical-scale model's random training tiles per image
+    personalize_epochs: int = 2  # `member personalize`: local fine-tuning of a global model
+    personalize_lr: float = 0.01
 
 
 @dataclass
@@ -110,6 +112,7 @@ class FederationConfig:
     faulty_members: int = 0
     fault: str = "none"
     fault_rounds: str = ""
+    cross_site: bool = False  # at the end: every member's personalized model, scored everywhere
 
 
 @dataclass

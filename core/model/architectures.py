@@ -1,7 +1,11 @@
 """Model registry: networks selected by name, each with its default preprocessing.
 
 An unknown name or argument fails with the valid ones listed. Every model takes
-grayscale input (``in_channels=1``) because SEM images are grayscale.
+grayscale input (``in_channels=1``) because SEM images are grayscale. Every model takes
+``norm``: ``batch`` (BatchNorm, the default) or ``group`` (GroupNorm with
+``norm_groups`` groups, Wu & He 2018): GroupNorm keeps no running statistics, so
+members whose microscopes differ do not average them (a personalization option beside
+FedBN).
 """
 
 from __future__ import annotations
@@ -37,20 +41,49 @@ class ModelSpec:
     description: str
 
 
+NORMS = ("batch", "group")
+
+
+def norm_layer(norm: str, groups: int) -> Callable[[int], nn.Module]:
+    """A constructor of the normalisation layer for ``channels`` (``model.args.norm``)."""
+    if norm == "batch":
+        return nn.BatchNorm2d
+    if norm != "group":
+        raise UnknownModelError(
+            f"model.args.norm={norm!r} is not a normalisation; choose one of {', '.join(NORMS)}"
+        )
+    if groups < 1:
+        raise UnknownModelError(f"model.args.norm_groups={groups} must be at least 1")
+
+    def group_norm(channels: int) -> nn.Module:
+        # The largest divisor of the channel count not above `groups`: GroupNorm needs one.
+        count = max(g for g in range(1, min(groups, channels) + 1) if channels % g == 0)
+        return nn.GroupNorm(count, channels)
+
+    return group_norm
+
+
 class SmallCNN(nn.Module):
     """Four conv blocks and global average pooling: trains in seconds on a CPU."""
 
     def __init__(
-        self, num_classes: int, in_channels: int = 1, width: int = 32, dropout: float = 0.2
+        self,
+        num_classes: int,
+        in_channels: int = 1,
+        width: int = 32,
+        dropout: float = 0.2,
+        norm: str = "batch",
+        norm_groups: int = 8,
     ) -> None:
         super().__init__()
+        make_norm = norm_layer(norm, norm_groups)
         widths = [width, width * 2, width * 4, width * 4]
         layers: list[nn.Module] = []
         channels = in_channels
         for out in widths:
             layers += [
                 nn.Conv2d(channels, out, kernel_size=3, padding=1, bias=False),
-                nn.BatchNorm2d(out),
+                make_norm(out),
                 nn.ReLU(inplace=True),
                 nn.MaxPool2d(2),
             ]
@@ -68,17 +101,32 @@ class SmallCNN(nn.Module):
 
 
 def _small_cnn(
-    num_classes: int, in_channels: int, width: int = 32, dropout: float = 0.2
+    num_classes: int,
+    in_channels: int,
+    width: int = 32,
+    dropout: float = 0.2,
+    norm: str = "batch",
+    norm_groups: int = 8,
 ) -> nn.Module:
-    return SmallCNN(num_classes, in_channels, width=width, dropout=dropout)
+    return SmallCNN(
+        num_classes, in_channels, width=width, dropout=dropout, norm=norm, norm_groups=norm_groups
+    )
 
 
 def _resnet(depth: int) -> Callable[..., nn.Module]:
     constructor = {18: tv_models.resnet18, 34: tv_models.resnet34, 50: tv_models.resnet50}[depth]
 
-    def build(num_classes: int, in_channels: int, small_input: bool = False) -> nn.Module:
+    def build(
+        num_classes: int,
+        in_channels: int,
+        small_input: bool = False,
+        norm: str = "batch",
+        norm_groups: int = 32,
+    ) -> nn.Module:
         """``small_input`` swaps the 7x7/2 stem and max-pool for a 3x3/1 stem (images < 96 px)."""
-        model = constructor(weights=None, num_classes=num_classes)
+        model = constructor(
+            weights=None, num_classes=num_classes, norm_layer=norm_layer(norm, norm_groups)
+        )
         if small_input:
             model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
             model.maxpool = nn.Identity()  # type: ignore[assignment]
@@ -89,8 +137,19 @@ def _resnet(depth: int) -> Callable[..., nn.Module]:
     return build
 
 
-def _mobilenet_v3_small(num_classes: int, in_channels: int, dropout: float = 0.2) -> nn.Module:
-    model = tv_models.mobilenet_v3_small(weights=None, num_classes=num_classes, dropout=dropout)
+def _mobilenet_v3_small(
+    num_classes: int,
+    in_channels: int,
+    dropout: float = 0.2,
+    norm: str = "batch",
+    norm_groups: int = 8,
+) -> nn.Module:
+    model = tv_models.mobilenet_v3_small(
+        weights=None,
+        num_classes=num_classes,
+        dropout=dropout,
+        norm_layer=None if norm == "batch" else norm_layer(norm, norm_groups),
+    )
     first = model.features[0][0]
     model.features[0][0] = nn.Conv2d(
         in_channels, first.out_channels, first.kernel_size, first.stride, first.padding, bias=False
@@ -112,6 +171,15 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
 }
 
 
+def batchnorm_keys(model: nn.Module) -> frozenset[str]:
+    """The state-dict keys of ``model``'s BatchNorm layers (weights, biases, statistics)."""
+    keys = set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            keys |= {f"{prefix}.{name}" if prefix else name for name in module.state_dict()}
+    return frozenset(keys)
+
+
 def get_spec(name: str) -> ModelSpec:
     """Look up a registered model, failing with the list of known names."""
     try:
@@ -127,6 +195,13 @@ def model_arguments(name: str) -> list[str]:
     """Names of the optional arguments a registered model accepts (``model.args.*``)."""
     params = inspect.signature(get_spec(name).builder).parameters
     return [p for p in params if p not in ("num_classes", "in_channels")]
+
+
+def effective_arguments(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Every optional argument of model ``name`` with the value it is built with: the
+    given one, else the builder's default (so a missing ``norm`` equals ``norm=batch``)."""
+    params = inspect.signature(get_spec(name).builder).parameters
+    return {p: args.get(p, params[p].default) for p in model_arguments(name)} | dict(args)
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 1, **args: Any) -> nn.Module:

@@ -20,6 +20,10 @@ COMPRESSION_TOPK_KEY = "compression-topk"
 PROXIMAL_MU_KEY = "proximal-mu"  # set by Flower's FedProx
 CLIPPING_NORM_KEY = "clipping_norm"  # set under differential privacy (Flower's key)
 UNIT_WEIGHT_KEY = "dp-unit-weight"
+# Cross-site evaluation (federation.cross_site): a member personalizes the final global
+# model and sends it; then every model is scored on every member's validation split.
+PERSONALIZE_MESSAGE = "train.personalize"
+CROSS_SITE_MESSAGE = "evaluate.cross_site"
 # How a member's error reply says that the member refused the instruction (its privacy
 # policy, its code gate), as opposed to failing: the coordinator records those as refusals.
 POLICY_REFUSAL = "member policy"

@@ -41,7 +41,11 @@ def test_overrides_and_group_choice() -> None:
     )
     assert cfg.federation.rounds == 20
     assert cfg.data.alpha == 0.1
-    assert cfg.model.name == "resnet18" and cfg.model.args == {"small_input": False}
+    assert cfg.model.name == "resnet18" and cfg.model.args == {
+        "small_input": False,
+        "norm": "batch",
+        "norm_groups": 32,
+    }
 
 
 @pytest.mark.parametrize(
@@ -63,11 +67,22 @@ def test_overrides_and_group_choice() -> None:
         ("output.resume=true", r"output.resume=true needs output.name"),
         ("federation.fault=explode", r"the fault must be one of none, raise, hang"),
         ("federation.fault_rounds=two", r"comma-separated round numbers"),
+        (
+            "model.args.norm=layer",
+            r"model.args.norm='layer' is not a normalisation; .*batch, group",
+        ),
+        ("train.personalize_epochs=0", r"train.personalize_epochs=0 must be at least 1"),
     ],
 )
 def test_bad_config_fails_with_the_valid_choices(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_run_config([override])
+
+
+def test_cross_site_evaluation_is_refused_where_members_models_must_stay_hidden() -> None:
+    for privacy in ("privacy.dp=true", "privacy.secure_aggregation=true"):
+        with pytest.raises(ConfigError, match=r"federation.cross_site sends each member's"):
+            load_run_config(["federation.cross_site=true", privacy])
 
 
 def test_every_hydra_key_reaches_the_apps(tmp_path: Path) -> None:

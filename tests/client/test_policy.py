@@ -96,6 +96,17 @@ def test_each_rule_refuses_what_breaks_it_and_names_itself() -> None:
             _instruction(),
             "allowed_compression=['int8']: this run asks for 'none'",
         ),
+        (
+            MemberPolicy(share_personal_model=False),
+            _instruction(message_type="train.personalize"),
+            "share_personal_model: false: this member's personalized model stays here",
+        ),
+        # a personalized model is sent as it is: the training rules hold for it too
+        (
+            MemberPolicy(require_secure_aggregation=True),
+            _instruction(message_type="train.personalize"),
+            "require_secure_aggregation",
+        ),
     ]
     for policy, instruction, expected in cases:
         reason = refusal(policy, instruction, None)
@@ -109,6 +120,9 @@ def test_each_rule_refuses_what_breaks_it_and_names_itself() -> None:
     private = _instruction(config=dp_config, run_config={**RUN, "privacy.max_epsilon": 1.5})
     assert refusal(MemberPolicy(max_epsilon=2.0), private, None) is None
     assert refusal(MemberPolicy(min_members=2), _instruction(), None) is None
+    assert refusal(MemberPolicy(share_personal_model=False), _instruction(), None) is None
+    personalize = _instruction(message_type="train.personalize")
+    assert refusal(MemberPolicy(), personalize, None) is None
     # evaluation only sends metrics back, which the metrics filter bounds
     assert (
         refusal(MemberPolicy(require_dp=True), _instruction(message_type="evaluate"), None) is None

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fractofl.core.synth.dataset import generate_dataset
+from fractofl.server.cross_site import CROSS_SITE_FILE
 from tests.conftest import easy_overrides, easy_spec, run_fractofl, startup_seconds
 
 pytestmark = pytest.mark.slow
@@ -43,7 +44,7 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_a_member_that_raises_does_not_fail_the_round(three_members: Path, tmp_path: Path) -> None:
-    # Execute: partition 0 crashes in round 2 of 2
+    # Execute: partition 0 crashes in round 2 of 2 and in the cross-site evaluation after it
     result = run_fractofl(
         "simulate",
         *_overrides(
@@ -51,7 +52,8 @@ def test_a_member_that_raises_does_not_fail_the_round(three_members: Path, tmp_p
             tmp_path / "runs",
             "federation.faulty_members=1",
             "federation.fault=raise",
-            "federation.fault_rounds=2",
+            "federation.fault_rounds='2,3'",
+            "federation.cross_site=true",
         ),
         cwd=tmp_path,
     )
@@ -67,6 +69,16 @@ def test_a_member_that_raises_does_not_fail_the_round(three_members: Path, tmp_p
     assert [m["round"] for m in failed] == ["2"]
     assert "simulated crash of member partition 0" in failed[0]["detail"]
     assert f"round 2: member node {failed[0]['node_id']} failed" in result.stderr
+    # ... and cross-site evaluation kept what the others gave, naming what partition 0 did not
+    cells = {(r["model"], r["member"]): r for r in _csv(run_dir / CROSS_SITE_FILE)}
+    lost = cells["personalized:partition-0", ""]
+    assert lost["note"].startswith("not sent: SimulatedMemberFault: simulated crash")
+    scored = ["partition-1", "partition-2"]
+    for model in ("global", *(f"personalized:{m}" for m in scored)):
+        assert "simulated crash" in cells[model, "partition-0"]["note"]
+        assert cells[model, "partition-0"]["val_accuracy"] == ""
+        assert all(cells[model, m]["val_accuracy"] for m in scored)
+    assert "cross-site: no personalized model from partition-0" in result.stderr
 
 
 def test_a_silent_member_is_a_straggler_and_the_round_goes_on(

@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from fractofl.client.local_batchnorm import batchnorm_keys
 from fractofl.core.config.run_config import from_nested
 from fractofl.core.learning.device import seed_everything
+from fractofl.core.model.architectures import batchnorm_keys
 from fractofl.core.model.checkpoint import load_checkpoint
 from fractofl.core.model.factory import model_for
 from fractofl.core.trust.registry import ModelRegistry

@@ -1,4 +1,5 @@
-"""``fractofl report`` on a real finished run: plots, Markdown, and verified versions only."""
+"""``fractofl report`` on a real finished run: plots, Markdown, and verified versions only;
+and a member's own report on the same run: local-only, global and personalized models."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from fractofl.core.config.taxonomy import DEFAULT_CLASSES
 from fractofl.core.learning.member_data import load_member_data
 from fractofl.core.learning.metrics import precision_recall_f1
 from fractofl.core.model.checkpoint import load_checkpoint
-from fractofl.core.trust.registry import ModelRegistry
+from fractofl.core.synth.dataset import member_dir
+from fractofl.core.trust.registry import ModelRegistry, ModelVerificationError
+from fractofl.core.trust.signing import load_public_key
+from fractofl.server.cross_site import CROSS_SITE_FILE, read_cross_site
 from fractofl.server.member_evaluation import read_member_evaluations
 from tests.conftest import easy_overrides, run_fractofl
 
@@ -26,7 +30,11 @@ pytestmark = pytest.mark.slow
 def finished_run(easy_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("report")
     result = run_fractofl(
-        "simulate", *easy_overrides(easy_dataset, workdir / "runs"), "output.name=run", cwd=workdir
+        "simulate",
+        *easy_overrides(easy_dataset, workdir / "runs"),
+        "output.name=run",
+        "federation.cross_site=true",
+        cwd=workdir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
@@ -142,3 +150,148 @@ def test_report_of_an_earlier_version_and_refusal_of_a_tampered_one(finished_run
     assert "weights changed after signing" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert not (finished_run / "r2").exists()
+
+
+def test_cross_site_matrix_scores_every_model_on_every_members_split(finished_run: Path) -> None:
+    # Prepare
+    run_dir = finished_run / "runs" / "run"
+    members = ["partition-0", "partition-1"]
+    # Execute
+    rows = read_cross_site(run_dir / CROSS_SITE_FILE)
+    reported = run_fractofl("report", "runs/run", "--out", "cross", cwd=finished_run)
+    # Assert: the global model and each member's personalized one, scored by each member
+    cells = {(r["model"], r["member"]): r for r in rows}
+    models = ["global", *(f"personalized:{m}" for m in members)]
+    assert sorted(cells) == sorted((model, m) for model in models for m in members)
+    for member in members:
+        # the global row is what each member sent of the final model in the last round
+        final = _member_eval_of(run_dir, member, 2)
+        assert cells["global", member]["val_accuracy"] == final["val_accuracy"]
+        assert cells["global", member]["val_examples"] == final["val_examples"]
+        # the diagonal: a member's model scored where it was made equals its own score
+        own = cells[f"personalized:{member}", member]
+        assert own["own_accuracy"] and own["val_accuracy"] == own["own_accuracy"]
+    assert all(not r["note"] for r in rows)
+    assert reported.returncode == 0, reported.stderr[-3000:]
+    report = (finished_run / "cross" / "report.md").read_text()
+    assert "## Cross-site evaluation" in report
+    assert f"| model | {' | '.join(members)} |" in report
+
+
+def _member_eval_of(run_dir: Path, member: str, server_round: int) -> dict[str, str]:
+    rows = read_member_evaluations(run_dir / "member_eval.csv")
+    (row,) = [r for r in rows if r["member"] == member and r["round"] == str(server_round)]
+    return row
+
+
+def test_a_member_compares_its_local_only_global_and_personalized_models_on_its_own_split(
+    finished_run: Path, easy_dataset: Path
+) -> None:
+    # Prepare: member 0's own settings (the run's model) and its images
+    run_dir = finished_run / "runs" / "run"
+    cfg = from_nested(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    latest = ModelRegistry(finished_run / "registry").versions()[-1]
+    own = [
+        *easy_overrides(easy_dataset, finished_run / "runs"),
+        "deployment.member_dir=member-0",
+    ]
+    data_dir = str(member_dir(easy_dataset, 0))
+    # Execute
+    baseline = run_fractofl(
+        "member", "baseline", "latest", "--data", data_dir, *own, cwd=finished_run
+    )
+    personal = run_fractofl(
+        "member", "personalize", "latest", "--data", data_dir, *own, cwd=finished_run
+    )
+    report = run_fractofl("member", "report", "latest", "--data", data_dir, *own, cwd=finished_run)
+    # Assert: both kept in the member's own registry, signed with its own key only
+    for result in (baseline, personal, report):
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "round 2/2: train loss" in baseline.stdout  # the global version's budget
+    private = ModelRegistry(finished_run / "member-0" / "models")
+    own_key = load_public_key(finished_run / "member-0" / "models.pub")
+    assert (finished_run / "member-0" / "models.key").stat().st_mode & 0o077 == 0
+    kept = private.versions()
+    assert [m.run_id for m in kept] == [f"baseline-{latest.run_id}", f"personal-{latest.run_id}"]
+    with pytest.raises(ModelVerificationError):
+        private.verify(kept[0].name, load_public_key(finished_run / "keys" / "coordinator.pub"))
+    served = f"fractofl serve local {kept[1].name} registry.root=member-0/models"
+    assert served in personal.stdout
+    # ... each kept model's signed score is what it scores in-process on the member's split
+    data = load_member_data(Path(data_dir), cfg, finished_run / "member-0" / "cache")
+    scores = {}
+    for meta in kept:
+        checkpoint, _ = private.load_verified(meta.name, own_key)
+        result = evaluate_locally(checkpoint.build_model(), data, cfg)
+        assert result is not None
+        assert meta.metrics["val_accuracy"] == pytest.approx(result.accuracy, abs=1e-6)
+        assert meta.metrics["val_examples"] == result.examples == len(data.val)
+        scores[meta.run_id.split("-")[0]] = result
+    # ... and the report shows them beside the global model, whose score on this split is
+    # the one member 0 sent in the federation's last round
+    global_row = _member_eval_of(run_dir, "partition-0", latest.round)
+    text = (finished_run / "member-0" / "report.md").read_text()
+    assert text in report.stdout
+    for role, version, accuracy in (
+        ("local-only", f"own {kept[0].name}", scores["baseline"].accuracy),
+        ("global", latest.name, float(global_row["val_accuracy"])),
+        ("personalized", f"own {kept[1].name}", scores["personal"].accuracy),
+    ):
+        assert f"| {role} | {version} | {len(data.val)} | {accuracy:.3f} |" in text
+    gain = float(global_row["val_accuracy"]) - scores["baseline"].accuracy
+    assert f"gain of the global model over local-only: accuracy {gain:+.3f}" in text
+
+
+def test_a_baseline_of_another_model_is_refused_naming_the_setting_and_its_fix(
+    finished_run: Path, easy_dataset: Path
+) -> None:
+    # Prepare: this member's config leaves the run's image size at the model's default
+    own = [
+        *easy_overrides(easy_dataset, finished_run / "runs"),
+        "deployment.member_dir=member-1",
+        "model.image_size=64",
+    ]
+    data_dir = str(member_dir(easy_dataset, 1))
+    # Execute
+    refused = run_fractofl(
+        "member", "baseline", "latest", "--data", data_dir, *own, cwd=finished_run
+    )
+    unmade = run_fractofl(
+        "member", "report", "latest", "--data", data_dir, *own[:-1], cwd=finished_run
+    )
+    # Assert: one line per differing setting with its fix, nothing written
+    assert refused.returncode == 1
+    assert "model.image_size: the run's 32, this one's 64 (model.image_size=32)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (finished_run / "member-1" / "models").exists()
+    # ... and a report before any baseline says how to make one
+    assert unmade.returncode == 0, unmade.stderr[-3000:]
+    assert "local-only: none for run" in unmade.stdout
+    assert "`fractofl member baseline latest` makes it" in unmade.stdout
+
+
+def test_in_simulation_every_members_gain_from_joining_is_measured(
+    finished_run: Path, easy_dataset: Path
+) -> None:
+    # Prepare
+    run_dir = finished_run / "runs" / "run"
+    latest = ModelRegistry(finished_run / "registry").versions()[-1]
+    # Execute
+    gains = run_fractofl(
+        "member",
+        "gains",
+        "latest",
+        *easy_overrides(easy_dataset, finished_run / "runs"),
+        cwd=finished_run,
+    )
+    # Assert: a row per member; its global score is the one it sent in the last round
+    assert gains.returncode == 0, gains.stderr[-3000:]
+    for partition in (0, 1):
+        row = _member_eval_of(run_dir, f"partition-{partition}", latest.round)
+        line = next(
+            x for x in gains.stdout.splitlines() if x.startswith(f"| partition-{partition} |")
+        )
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1] == row["val_examples"]
+        assert cells[3] == f"{float(row['val_accuracy']):.3f}"
+        assert float(cells[5]) == pytest.approx(float(cells[3]) - float(cells[2]), abs=0.0015)

@@ -125,3 +125,19 @@ def test_a_round_that_cannot_go_on_says_what_the_members_answered() -> None:
     assert message.count("CodeNotApprovedError: member code gate: no") == 3
     assert "<class" not in message
     assert plain_reason("member policy require_dp: no DP") == "member policy require_dp: no DP"
+
+
+def test_a_simulated_members_exception_is_read_out_of_rays_traceback() -> None:
+    # Prepare: what the Simulation Engine reports for a member that raised
+    reason = (
+        "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor"
+        '.run()\x1b[39m (pid=1, ip=192.0.2.2)\n  File "client/faults.py", line 57\n    raise '
+        "SimulatedMemberFault(\nfractofl.client.faults.SimulatedMemberFault: simulated crash "
+        "of member partition 0 in round 3\n\nThe above exception was the direct cause of the "
+        "following exception:\n\nflwr.clientapp.client_app.ClientAppException: \nException "
+        "ClientAppException occurred. Message: simulated crash'>"
+    )
+    # Execute / Assert: the member's own exception, on one line
+    assert plain_reason(reason) == (
+        "SimulatedMemberFault: simulated crash of member partition 0 in round 3"
+    )
