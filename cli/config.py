@@ -35,6 +35,7 @@ from fractofl.core.config.run_config import (
 from fractofl.core.config.taxonomy import validate_classes
 from fractofl.core.images.partition import PARTITIONS
 from fractofl.core.images.scale_policy import UNKNOWN_SCALE_POLICIES
+from fractofl.core.learning.schedule import LR_SCHEDULES
 from fractofl.core.synth.style import SynthStyle
 from fractofl.core.wire.compression import CompressionSpec
 from fractofl.server.heap import MAX_RETAIN_MB
@@ -147,6 +148,11 @@ def _check_settings(cfg: RunConfig) -> None:
             "federation.cross_site sends each member's personalized model to the coordinator "
             "as it is, which privacy.dp and privacy.secure_aggregation exist to prevent; "
             "turn one off"
+        )
+    if cfg.train.lr_schedule not in LR_SCHEDULES or not 0 < cfg.train.lr_final_fraction <= 1:
+        raise ConfigError(
+            f"train.lr_schedule={cfg.train.lr_schedule!r} (valid: {', '.join(LR_SCHEDULES)}) "
+            f"with train.lr_final_fraction={cfg.train.lr_final_fraction} (above 0, at most 1)"
         )
     if cfg.train.personalize_epochs < 1 or cfg.train.personalize_lr <= 0:
         raise ConfigError(

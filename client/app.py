@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import cast
 
 import numpy as np
@@ -52,6 +53,7 @@ from fractofl.core.wire.update_protocol import (
     CONFIG_KEY,
     CROSS_SITE_MESSAGE,
     EXAMPLES_KEY,
+    LEARNING_RATE_KEY,
     METRICS_KEY,
     PERSONALIZE_MESSAGE,
     PROXIMAL_MU_KEY,
@@ -149,6 +151,9 @@ def _local_update(
     seed = _member_seed(cfg, data, server_round)
     start = state_as_numpy(model)
     mu = float(cast(float, config.get(PROXIMAL_MU_KEY, 0.0)))
+    scheduled = config.get(LEARNING_RATE_KEY)
+    if isinstance(scheduled, int | float):  # the coordinator's train.lr_schedule
+        cfg = replace(cfg, train=replace(cfg.train, lr=float(scheduled)))
     result = train_locally(model, data, cfg, seed=seed, proximal_mu=mu)
     delta = weight_delta(state_as_numpy(model), start)
     delta = _simulated_attack(delta, cfg, context, seed, model)

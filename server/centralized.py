@@ -19,6 +19,7 @@ from fractofl.core.images.cached_images import CachedImages
 from fractofl.core.images.labelled import make_loader
 from fractofl.core.learning.device import resolve_device, seed_everything
 from fractofl.core.learning.member_data import load_member_data
+from fractofl.core.learning.schedule import round_lr
 from fractofl.core.learning.training import train
 from fractofl.core.model.factory import augmentation_for, model_for
 from fractofl.server.evaluation import CoordinatorEvaluator
@@ -60,7 +61,7 @@ def run_centralized(cfg: RunConfig, member_dirs: Sequence[Path]) -> Path:
                 model,
                 loader,
                 cfg.train.local_epochs,
-                cfg.train.lr,
+                round_lr(cfg.train, server_round, cfg.federation.rounds),
                 cfg.train.momentum,
                 cfg.train.weight_decay,
                 device,

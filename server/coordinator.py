@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import zlib
@@ -10,17 +11,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fractofl.core.config.run_config import RunConfig, config_digest
 from fractofl.core.learning.device import seed_everything
+from fractofl.core.learning.schedule import round_lr
 from fractofl.core.learning.training import EvalResult
 from fractofl.core.model.architectures import batchnorm_keys
 from fractofl.core.model.factory import model_for
 from fractofl.core.trust.registry import VersionMetadata
 from fractofl.core.wire.compression import CompressionSpec
+from fractofl.core.wire.update_protocol import LEARNING_RATE_KEY
 from fractofl.server.audit_trail import CoordinatorAudit, coordinator_audit_path
 from fractofl.server.cross_site import cross_site_evaluation
 from fractofl.server.errors import NotEnoughMembersError
@@ -188,6 +191,16 @@ def _private(cfg: RunConfig, guard: UpdateGuard) -> DifferentialPrivacy:
     return DifferentialPrivacy(guard, settings.noise_multiplier, settings.clipping_norm, accountant)
 
 
+def scheduled_lr(cfg: RunConfig, server_round: int) -> ConfigRecord:
+    """The round's learning rate for the members under ``train.lr_schedule`` (nothing
+    under ``constant``: members train with ``train.lr``)."""
+    if cfg.train.lr_schedule == "constant":
+        return ConfigRecord()
+    lr = round_lr(cfg.train, server_round, cfg.federation.rounds)
+    log.info("round %d: learning rate %.4g (train.lr_schedule)", server_round, lr)
+    return ConfigRecord({LEARNING_RATE_KEY: lr})
+
+
 def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
     """Run (or, with ``output.resume``, continue) ``federation.rounds`` rounds; after each
     completed round checkpoint the run and publish the global model as a signed version.
@@ -294,6 +307,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
                     min_available_members=max(fed.min_train_members, fed.min_evaluate_members),
                     exchange=exchange,
                     names=folder.member_names,
+                    round_config=functools.partial(scheduled_lr, cfg),
                 ),
                 evaluate_fn=recorder.evaluate,
                 on_participation=on_participation,

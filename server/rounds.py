@@ -66,6 +66,9 @@ class RoundPolicy:
     min_available_members: int
     exchange: Exchange = send_and_receive
     names: Mapping[int, str] = field(default_factory=dict)
+    round_config: Callable[[int], ConfigRecord] = lambda _: ConfigRecord()
+    """What each round's training instruction carries besides the strategy's settings
+    (the scheduled learning rate)."""
     """Node id -> registered member name, for the log (a real federation)."""
 
     def who(self, node: int) -> str:
@@ -116,7 +119,8 @@ def _train_attempt(
             policy.min_available_members,
         )
         return []
-    messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
+    config = policy.round_config(server_round)
+    messages = list(strategy.configure_train(server_round, arrays, config, grid))
     sampled = [msg.metadata.dst_node_id for msg in messages]
     replies = policy.exchange(grid, messages, policy.timeout_s)
     senders = reply_senders(messages, replies)

@@ -79,6 +79,8 @@ class TrainConfig:
     local_epochs: int = 2
     batch_size: int = 32
     lr: float = 0.05
+    lr_schedule: str = "constant"  # the coordinator's, over rounds: constant | cosine
+    lr_final_fraction: float = 0.1  # cosine: the last round's lr = lr x this
     momentum: float = 0.9
     weight_decay: float = 5e-4
     augment: str = "fracture"  # see fractofl.core.images.augmentation

@@ -17,6 +17,7 @@ SERVER_ROUND_KEY = "server-round"
 EXAMPLES_KEY = "num-examples"  # the metric FedAvg weighs updates by
 COMPRESSION_MODE_KEY = "compression-mode"
 COMPRESSION_TOPK_KEY = "compression-topk"
+LEARNING_RATE_KEY = "learning-rate"  # the round's rate under train.lr_schedule
 PROXIMAL_MU_KEY = "proximal-mu"  # set by Flower's FedProx
 CLIPPING_NORM_KEY = "clipping_norm"  # set under differential privacy (Flower's key)
 UNIT_WEIGHT_KEY = "dp-unit-weight"
