@@ -124,6 +124,18 @@ class MemberSizes:
 
 
 @dataclass(frozen=True)
+class PersonalSizes:
+    """Part personal: the federated/centralized gap over seeds, gains, instrument shift."""
+
+    members: int
+    rounds: int
+    seeds: tuple[int, ...]
+    alphas: tuple[float, ...]
+    data_overrides: tuple[str, ...]
+    shift: float = 1.0
+
+
+@dataclass(frozen=True)
 class Plan:
     """Sizes and folders of one benchmark invocation."""
 
@@ -136,6 +148,7 @@ class Plan:
     federation: FederationSizes
     front: FrontSizes
     members: MemberSizes
+    personal: PersonalSizes
 
     @property
     def data_dir(self) -> Path:
@@ -211,6 +224,9 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
                 round_size=(256, 192),
                 round_rounds=1,
             ),
+            personal=PersonalSizes(
+                members=3, rounds=2, seeds=(1, 2), alphas=(0.5,), data_overrides=QUICK_DATA
+            ),
         )
     return Plan(
         mode="full",
@@ -242,5 +258,12 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
             round_per_class=50,
             round_size=(1024, 768),
             round_rounds=2,
+        ),
+        personal=PersonalSizes(
+            members=STRATEGY_MEMBERS,
+            rounds=8,
+            seeds=(1, 2, 3),
+            alphas=(0.5, 0.1),
+            data_overrides=(),
         ),
     )

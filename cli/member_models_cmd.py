@@ -5,6 +5,7 @@ folder, and their scores beside the global model's on its own validation split."
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ def register_member_models(actions: argparse._SubParsersAction) -> None:  # type
                 "--data",
                 type=Path,
                 help="this member's image folder (default: the one `member join` saved)",
+            )
+        else:
+            cmd.add_argument(
+                "--json", type=Path, metavar="FILE", help="also write every member's scores here"
             )
         cmd.add_argument("overrides", nargs="*", help="Hydra overrides (deployment.member_dir=...)")
         cmd.set_defaults(cfg=False)
@@ -268,9 +273,10 @@ def _report(args: argparse.Namespace) -> int:
 
 def _gains(args: argparse.Namespace) -> int:
     from fractofl.cli.datasets import member_dirs
-    from fractofl.client.personal.gains import MemberGain, gains_table, member_gains
+    from fractofl.client.personal.gains import MemberGain, gains_json, gains_table, member_gains
     from fractofl.client.personal.global_version import open_global_version
     from fractofl.client.personal.same_model import check_same_model
+    from fractofl.core.files.atomic import atomic_write_bytes
     from fractofl.core.learning.member_data import cache_root_for
 
     cfg = load_run_config(args.overrides)
@@ -288,6 +294,8 @@ def _gains(args: argparse.Namespace) -> int:
 
     gains = member_gains(cfg, global_version, folders, cache_root_for(cfg), progress)
     print(gains_table(gains), flush=True)
+    if args.json is not None:
+        atomic_write_bytes(args.json, json.dumps(gains_json(gains), indent=2).encode())
     behind = [g.member for g in gains if g.gain < 0]
     if behind:
         print(f"members the global model serves worse than their own: {', '.join(behind)}")

@@ -70,6 +70,12 @@ PARTS: tuple[Part, ...] = (
         "Real members: image preparation, memory and physical scale",
         "members:run_members",
     ),
+    Part(
+        "personal",
+        "Does joining pay off: federated against centralized over seeds, each member's gain, "
+        "instrument shift",
+        "personal:run_personal",
+    ),
 )
 PART_NAMES: tuple[str, ...] = tuple(part.name for part in PARTS)
 

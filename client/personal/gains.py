@@ -86,3 +86,23 @@ def gains_table(gains: Sequence[MemberGain]) -> str:
             f"{g.personalized_gain:+.3f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def gains_json(gains: Sequence[MemberGain]) -> list[dict[str, object]]:
+    """Every member's three scores, for machines (``member gains --json``)."""
+    return [
+        {
+            "member": g.member,
+            "val_examples": g.local_only.examples,
+            **{
+                f"{name}_{metric}": getattr(getattr(g, attr), metric)
+                for name, attr in (
+                    ("local_only", "local_only"),
+                    ("global", "global_model"),
+                    ("personalized", "personalized"),
+                )
+                for metric in ("accuracy", "macro_f1")
+            },
+        }
+        for g in gains
+    ]

@@ -3,6 +3,7 @@ and a member's own report on the same run: local-only, global and personalized m
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -281,6 +282,8 @@ def test_in_simulation_every_members_gain_from_joining_is_measured(
         "member",
         "gains",
         "latest",
+        "--json",
+        "gains.json",
         *easy_overrides(easy_dataset, finished_run / "runs"),
         cwd=finished_run,
     )
@@ -295,3 +298,7 @@ def test_in_simulation_every_members_gain_from_joining_is_measured(
         assert cells[1] == row["val_examples"]
         assert cells[3] == f"{float(row['val_accuracy']):.3f}"
         assert float(cells[5]) == pytest.approx(float(cells[3]) - float(cells[2]), abs=0.0015)
+    written = json.loads((finished_run / "gains.json").read_text())
+    assert [g["member"] for g in written] == ["partition-0", "partition-1"]
+    row = _member_eval_of(run_dir, "partition-1", latest.round)
+    assert written[1]["global_accuracy"] == pytest.approx(float(row["val_accuracy"]), abs=1e-6)

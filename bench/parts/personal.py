@@ -1,0 +1,290 @@
+"""Part personal: does joining pay off? Federated against centralized over seeds at two
+Dirichlet alphas (final and best round, with and without the coordinator's cosine
+learning-rate schedule), every member's gain from joining, and FedBN and GroupNorm
+against FedAvg under instrument shift."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fractofl_cli import RunFolderResult, fractofl_executable, run_fractofl
+from outcome import PartOutcome
+from plan import Plan
+from proc import bench_env
+from report import fmt, markdown_grid
+
+CENTRAL = "centralized"
+FEDAVG = "fedavg"
+COSINE = "fedavg, cosine lr"
+GOALS = {0.5: 0.98, 0.1: 0.95}  # issue #18: federated / centralized accuracy, mean of seeds
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """One run's final and best-round coordinator test accuracy."""
+
+    final: float
+    best: float
+
+
+def _scores(run: RunFolderResult) -> _Scores | None:
+    if not run.ok or not run.rows:
+        return None
+    trained = [row["test_accuracy"] for row in run.rows if row["round"] >= 1]
+    return _Scores(final=trained[-1], best=max(trained))
+
+
+def _spread(values: Sequence[float]) -> str:
+    """``mean ± sd`` (sample standard deviation; one value: no spread)."""
+    if not values:
+        return ""
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _data(plan: Plan, alpha: float, shift: float = 0.0) -> list[str]:
+    sizes = plan.personal
+    name = f"members{sizes.members}-alpha{str(alpha).replace('.', '')}"
+    if shift:
+        name += f"-shift{shift:g}"
+    return [
+        f"data.root={plan.data_dir / name}",
+        f"federation.members={sizes.members}",
+        f"data.alpha={alpha}",
+        f"data.synth.instrument_shift={shift}",
+        f"federation.rounds={sizes.rounds}",
+        *sizes.data_overrides,
+    ]
+
+
+def _registry(plan: Plan, name: str) -> str:
+    return f"registry.root={plan.work / 'personal' / 'registries' / name}"
+
+
+def _gap_table(plan: Plan, out: PartOutcome) -> dict[float, str]:
+    """Federated / centralized over seeds; returns each alpha's run whose final version
+    the gains table uses (the first seed's FedAvg)."""
+    sizes = plan.personal
+    first_fedavg: dict[float, str] = {}
+    rows = []
+    for alpha in sizes.alphas:
+        found: dict[str, list[_Scores]] = {CENTRAL: [], FEDAVG: [], COSINE: []}
+        ratios: dict[str, list[tuple[float, float]]] = {FEDAVG: [], COSINE: []}
+        for seed in sizes.seeds:
+            central: _Scores | None = None
+            for label, subcommand, extra in (
+                (CENTRAL, "centralized", []),
+                (FEDAVG, "simulate", []),
+                (COSINE, "simulate", ["train.lr_schedule=cosine"]),
+            ):
+                name = (
+                    f"personal-a{alpha}-s{seed}-"
+                    + label.split(",")[0]
+                    + ("-cosine" if label == COSINE else "")
+                )
+                overrides = [*_data(plan, alpha), f"seed={seed}", *extra, _registry(plan, name)]
+                run = run_fractofl(
+                    subcommand, overrides, plan.runs_dir, name, plan.logs_dir, plan.timeout_s
+                )
+                out.record(f"{label}, alpha {alpha}, seed {seed}", run.finished, run.ok)
+                scores = _scores(run)
+                if scores is None:
+                    continue
+                found[label].append(scores)
+                if label == CENTRAL:
+                    central = scores
+                elif central is not None:
+                    ratios[label].append((scores.final / central.final, scores.best / central.best))
+                if label == FEDAVG and alpha not in first_fedavg:
+                    first_fedavg[alpha] = name
+        for label, scores in found.items():
+            pairs = ratios.get(label, [])
+            goal = GOALS.get(alpha)
+            met = ""
+            if pairs and goal is not None:
+                met = "yes" if statistics.mean(p[0] for p in pairs) >= goal else "no"
+            rows.append(
+                [
+                    f"{alpha:g}",
+                    label,
+                    str(len(scores)),
+                    _spread([s.final for s in scores]),
+                    _spread([s.best for s in scores]),
+                    _spread([p[0] for p in pairs]),
+                    _spread([p[1] for p in pairs]),
+                    f"{met} (>= {goal:g})" if met else "",
+                ]
+            )
+        out.data[f"alpha {alpha}"] = {
+            label: [{"final": s.final, "best": s.best} for s in scores]
+            for label, scores in found.items()
+        }
+    out.tables.append(
+        f"Federated against centralized ({sizes.members} members, {sizes.rounds} rounds, "
+        f"seeds {', '.join(map(str, sizes.seeds))}):\n\n"
+        + markdown_grid(
+            [
+                "Alpha",
+                "Run",
+                "Seeds",
+                "Final test acc",
+                "Best-round test acc",
+                "Final fed / central",
+                "Best fed / best central",
+                "Goal met",
+            ],
+            rows,
+        )
+    )
+    return first_fedavg
+
+
+def _gains_table(plan: Plan, out: PartOutcome, runs: dict[float, str]) -> None:
+    """Each member's local-only, global and personalized accuracy on its own split."""
+    rows = []
+    for alpha, name in runs.items():
+        path = plan.work / "personal" / f"gains-{name}.json"
+        path.unlink(missing_ok=True)
+        seed = plan.personal.seeds[0]
+        command = [
+            fractofl_executable(),
+            "member",
+            "gains",
+            "latest",
+            "--json",
+            str(path),
+            *_data(plan, alpha),
+            f"seed={seed}",
+            _registry(plan, name),
+        ]
+        out.run_step(
+            f"member gains, alpha {alpha}",
+            command,
+            plan.logs_dir / f"gains-{name}.log",
+            plan.timeout_s,
+            env=bench_env(),
+        )
+        gains = json.loads(path.read_text())
+        for g in gains:
+            rows.append(
+                [
+                    f"{alpha:g}",
+                    g["member"],
+                    str(g["val_examples"]),
+                    fmt(g["local_only_accuracy"]),
+                    fmt(g["global_accuracy"]),
+                    fmt(g["personalized_accuracy"]),
+                    f"{g['global_accuracy'] - g['local_only_accuracy']:+.3f}",
+                    f"{g['personalized_accuracy'] - g['local_only_accuracy']:+.3f}",
+                ]
+            )
+        behind = [g["member"] for g in gains if g["global_accuracy"] < g["local_only_accuracy"]]
+        out.notes.append(
+            f"alpha {alpha:g}: "
+            + (
+                f"the global model serves {', '.join(behind)} worse than its own model"
+                if behind
+                else "every member gains from joining (global above local-only)"
+            )
+        )
+        out.data[f"gains alpha {alpha}"] = gains
+    out.tables.append(
+        "Each member's gain from joining (`fractofl member gains`: its own validation split; "
+        "local-only: the same model and budget on its images alone; personalized: the final "
+        "global model fine-tuned on them), first seed:\n\n"
+        + markdown_grid(
+            [
+                "Alpha",
+                "Member",
+                "Val images",
+                "Local-only acc",
+                "Global acc",
+                "Personalized acc",
+                "Gain, global",
+                "Gain, personalized",
+            ],
+            rows,
+        )
+    )
+
+
+def _member_scores(run_dir: Path, last_round: int) -> list[float]:
+    path = run_dir / "member_eval.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [
+            float(row["val_accuracy"])
+            for row in csv.DictReader(handle)
+            if row["round"] == str(last_round) and row["val_accuracy"]
+        ]
+
+
+def _shift_table(plan: Plan, out: PartOutcome) -> None:
+    """FedAvg, FedBN and GroupNorm on a set whose members' microscopes differ."""
+    sizes = plan.personal
+    rows = []
+    for label, extra in (
+        ("FedAvg", []),
+        ("FedBN (strategy.local_batchnorm)", ["strategy.local_batchnorm=true"]),
+        ("GroupNorm (model.args.norm=group)", ["model.args.norm=group"]),
+    ):
+        name = "personal-shift-" + label.split()[0].lower()
+        overrides = [
+            *_data(plan, sizes.alphas[0], sizes.shift),
+            f"seed={sizes.seeds[0]}",
+            *extra,
+            _registry(plan, name),
+        ]
+        run = run_fractofl(
+            "simulate", overrides, plan.runs_dir, name, plan.logs_dir, plan.timeout_s
+        )
+        out.record(label, run.finished, run.ok)
+        members = _member_scores(run.run_dir, sizes.rounds)
+        rows.append(
+            [
+                label,
+                fmt(statistics.mean(members)) if members else "",
+                fmt(min(members)) if members else "",
+                fmt(run.final_accuracy),
+                fmt(run.finished.wall_s, 0),
+            ]
+        )
+        out.data[f"shift {label}"] = {"members": members, "test": run.final_accuracy}
+    out.tables.append(
+        f"Under instrument shift (`data.synth.instrument_shift={sizes.shift:g}`, alpha "
+        f"{sizes.alphas[0]:g}, {sizes.members} members, {sizes.rounds} rounds, seed "
+        f"{sizes.seeds[0]}; members' accuracy at the last round on their own validation "
+        "split, from member_eval.csv):\n\n"
+        + markdown_grid(
+            ["Run", "Members' mean acc", "Worst member's acc", "Coordinator test acc", "Wall s"],
+            rows,
+        )
+    )
+
+
+def run_personal(plan: Plan, shared: dict[str, object]) -> PartOutcome:
+    """The three tables; every run a real `fractofl` process."""
+    out = PartOutcome()
+    (plan.work / "personal").mkdir(parents=True, exist_ok=True)
+    first_fedavg = _gap_table(plan, out)
+    _gains_table(plan, out, first_fedavg)
+    _shift_table(plan, out)
+    out.notes += [
+        "Seeds vary the training (initial weights, batch order); each alpha has one data "
+        "split (data.synth.seed). 'mean ± sd' over the seeds; ratios are per seed, "
+        "federated over the centralized run of the same seed.",
+        "Best round: the highest coordinator test accuracy over the rounds; the centralized "
+        "run's 'rounds' are local_epochs epochs each, so the budgets match round by round.",
+        "The centralized run uses train.lr_schedule=constant; the cosine rows change only "
+        "the federated runs (from train.lr to train.lr x train.lr_final_fraction).",
+        "FedBN's coordinator test accuracy is of the coordinator's copy, whose BatchNorm "
+        "layers never moved: not a model to serve; its members' accuracy is what counts.",
+    ]
+    return out
