@@ -22,6 +22,13 @@ ALL_STRATEGIES: tuple[str, ...] = (
     "multikrum",
     "bulyan",
 )
+# Part tuning: the values around each strategy's default (conf/strategy/*.yaml).
+TUNING_SWEEPS: tuple[tuple[str, str, tuple[float, ...]], ...] = (
+    ("fedprox", "proximal_mu", (0.001, 0.01, 0.1)),
+    ("fedadam", "eta", (0.003, 0.01, 0.03)),
+    ("fedyogi", "eta", (0.003, 0.01, 0.03)),
+    ("fedadagrad", "eta", (0.003, 0.01, 0.05)),
+)
 QUICK_DATA = ("data.synth.per_class=40", "data.synth.test_per_class=10")
 STRATEGY_MEMBERS = 5
 STRATEGY_ALPHA = 0.5
@@ -136,6 +143,14 @@ class PersonalSizes:
 
 
 @dataclass(frozen=True)
+class TuningSizes:
+    """Part tuning: (strategy, argument, values) swept on the strategies group's set."""
+
+    sweeps: tuple[tuple[str, str, tuple[float, ...]], ...]
+    seed: int = 1
+
+
+@dataclass(frozen=True)
 class Plan:
     """Sizes and folders of one benchmark invocation."""
 
@@ -149,6 +164,7 @@ class Plan:
     front: FrontSizes
     members: MemberSizes
     personal: PersonalSizes
+    tuning: TuningSizes
 
     @property
     def data_dir(self) -> Path:
@@ -227,6 +243,7 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
             personal=PersonalSizes(
                 members=3, rounds=2, seeds=(1, 2), alphas=(0.5,), data_overrides=QUICK_DATA
             ),
+            tuning=TuningSizes(sweeps=(("fedprox", "proximal_mu", (0.001, 0.1)),)),
         )
     return Plan(
         mode="full",

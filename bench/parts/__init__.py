@@ -76,6 +76,11 @@ PARTS: tuple[Part, ...] = (
         "instrument shift",
         "personal:run_personal",
     ),
+    Part(
+        "tuning",
+        "Tuning: FedProx's mu and the server optimisers' learning rate on our data",
+        "tuning:run_tuning",
+    ),
 )
 PART_NAMES: tuple[str, ...] = tuple(part.name for part in PARTS)
 
