@@ -10,7 +10,13 @@ from flwr.app import ArrayRecord
 
 from fractofl.core.config.run_config import RunConfig, check_retention, config_digest
 from fractofl.core.model.factory import checkpoint_for
-from fractofl.core.trust.registry import ModelRegistry, RegistryError, VersionMetadata
+from fractofl.core.trust.registry import (
+    SPLIT_SEED_METRIC,
+    VAL_FRACTION_METRIC,
+    ModelRegistry,
+    RegistryError,
+    VersionMetadata,
+)
 from fractofl.core.trust.retention import megabytes, prune, remove_stale_folders
 from fractofl.core.trust.signing import ensure_signing_key
 from fractofl.server.recorder import RoundRow
@@ -49,8 +55,13 @@ class RoundPublisher:
         """Publish ``arrays`` as round ``server_round``'s model; its parent is the version
         of the round before it in this run (none for round 1)."""
         previous = self._version_of_round(server_round - 1)
+        metrics = {
+            **row.test_metrics(),
+            SPLIT_SEED_METRIC: float(self.cfg.seed),
+            VAL_FRACTION_METRIC: self.cfg.data.val_fraction,
+        }
         checkpoint = checkpoint_for(
-            self.cfg, arrays.to_torch_state_dict(), server_round, self.run_id, row.test_metrics()
+            self.cfg, arrays.to_torch_state_dict(), server_round, self.run_id, metrics
         )
         parent = previous.version if previous else None
         try:

@@ -1,5 +1,6 @@
 """A member's own model is only comparable with a global version when it is the same
-network on the same input: architecture, its arguments, classes and preprocessing."""
+network on the same input (architecture, its arguments, classes and preprocessing) and
+is scored on the same validation images (``seed`` and ``data.val_fraction`` split them)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ from typing import Any
 from fractofl.core.config.run_config import RunConfig
 from fractofl.core.model.architectures import effective_arguments
 from fractofl.core.model.factory import preprocessing_for
-from fractofl.core.trust.registry import VersionMetadata
+from fractofl.core.trust.registry import (
+    SPLIT_SEED_METRIC,
+    VAL_FRACTION_METRIC,
+    VersionMetadata,
+)
 
 
 class ModelMismatchError(ValueError):
-    """The member's configuration builds another model than the global version's."""
+    """The member's configuration builds another model than the global version's, or
+    splits its images otherwise."""
 
 
 # Preprocessing fields and the setting that decides each; the others follow model.name.
@@ -55,6 +61,12 @@ def model_differences(cfg: RunConfig, meta: VersionMetadata) -> list[str]:
         for key in sorted(set(run_args) | set(own_args)):
             differs(f"model.args.{key}", run_args.get(key), own_args.get(key))
     differs("data.classes", list(meta.classes), list(cfg.data.classes))
+    # The split of the member's images: other validation images could be ones the global
+    # model trained on. Versions published before it was recorded cannot be checked.
+    if SPLIT_SEED_METRIC in meta.metrics:
+        differs("seed", int(meta.metrics[SPLIT_SEED_METRIC]), cfg.seed)
+    if VAL_FRACTION_METRIC in meta.metrics:
+        differs("data.val_fraction", meta.metrics[VAL_FRACTION_METRIC], cfg.data.val_fraction)
     own = preprocessing_for(cfg).to_dict()
     for key in sorted(set(meta.preprocessing) | set(own)):
         if key in _PREPROCESSING_SETTINGS:

@@ -49,6 +49,11 @@ METADATA_FILE = "metadata.json"
 SIGNATURE_FILE = "signature"
 PUBLIC_KEY_FILE = "signer.pub"
 METADATA_FORMAT = 1
+# A published global version also records how each member split its images into training
+# and validation (``seed``, ``data.val_fraction``), so that a member's own comparisons use
+# the validation images the global model never trained on.
+SPLIT_SEED_METRIC = "split_seed"
+VAL_FRACTION_METRIC = "val_fraction"
 _VERSION_DIR = re.compile(r"v(\d{6,})")
 PUBLISH_PREFIX = ".publish-"  # hidden staging folders of publishes (see retention.py)
 _PUBLISH_ATTEMPTS = 100

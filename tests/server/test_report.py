@@ -209,6 +209,9 @@ def test_a_member_compares_its_local_only_global_and_personalized_models_on_its_
     for result in (baseline, personal, report):
         assert result.returncode == 0, result.stderr[-3000:]
     assert "round 2/2: train loss" in baseline.stdout  # the global version's budget
+    # the version says how members split their images, so the member splits them alike
+    assert latest.metrics["split_seed"] == cfg.seed
+    assert latest.metrics["val_fraction"] == pytest.approx(cfg.data.val_fraction)
     private = ModelRegistry(finished_run / "member-0" / "models")
     own_key = load_public_key(finished_run / "member-0" / "models.pub")
     assert (finished_run / "member-0" / "models.key").stat().st_mode & 0o077 == 0
@@ -247,9 +250,11 @@ def test_a_baseline_of_another_model_is_refused_naming_the_setting_and_its_fix(
     finished_run: Path, easy_dataset: Path
 ) -> None:
     # Prepare: this member's config leaves the run's image size at the model's default
+    # and splits its images with another seed
     own = [
         *easy_overrides(easy_dataset, finished_run / "runs"),
         "deployment.member_dir=member-1",
+        "seed=7",
         "model.image_size=64",
     ]
     data_dir = str(member_dir(easy_dataset, 1))
@@ -258,11 +263,12 @@ def test_a_baseline_of_another_model_is_refused_naming_the_setting_and_its_fix(
         "member", "baseline", "latest", "--data", data_dir, *own, cwd=finished_run
     )
     unmade = run_fractofl(
-        "member", "report", "latest", "--data", data_dir, *own[:-1], cwd=finished_run
+        "member", "report", "latest", "--data", data_dir, *own[:-2], cwd=finished_run
     )
     # Assert: one line per differing setting with its fix, nothing written
     assert refused.returncode == 1
     assert "model.image_size: the run's 32, this one's 64 (model.image_size=32)" in refused.stderr
+    assert "seed: the run's 42, this one's 7 (seed=42)" in refused.stderr  # other val images
     assert "Traceback" not in refused.stderr
     assert not (finished_run / "member-1" / "models").exists()
     # ... and a report before any baseline says how to make one
