@@ -78,17 +78,20 @@ def _report(args: argparse.Namespace) -> int:
             f"`{meta.run_id}`, signature verified with key {fingerprint(trusted)}"
         )
         label, model_round = meta.name, meta.round
+        signed_temperature = meta.metrics.get("temperature")
     else:
         checkpoint = load_checkpoint(run_dir / "model.pt")
         provenance = f"{run_dir / 'model.pt'} (the run folder's own model, not a signed version)"
         label, model_round = "model", checkpoint.round
+        signed_temperature = None
     if list(checkpoint.classes) != list(cfg.data.classes):
         raise RunFolderError(
             f"{label} classifies {checkpoint.classes}, the run's test set has "
             f"{cfg.data.classes}: choose a version of this run (--version)"
         )
-    result = score_checkpoint(cfg, checkpoint)
+    result, calibration = score_checkpoint(cfg, checkpoint)
     out = args.out or run_dir / "report"
-    path = write_report(run_dir, cfg, ScoredModel(label, provenance, model_round, result), out)
+    scored = ScoredModel(label, provenance, model_round, result, calibration, signed_temperature)
+    path = write_report(run_dir, cfg, scored, out)
     print(f"report written to {path} (accuracy of {label}: {result.accuracy:.3f})")
     return 0

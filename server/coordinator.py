@@ -256,7 +256,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
     elif streams_updates(cfg):
         guard.spill = UpdateSpill(spill_folder(cfg, folder.path), cfg.updates.spill_min_free_mb)
         exchange = StreamedExchange(guard)
-    publisher = RoundPublisher(cfg, start.run_id)
+    publisher = RoundPublisher(cfg, start.run_id, evaluator.calibration_of)
     audit = _audit_trail(cfg, folder, guard)
     if state is not None:
         if private is not None and state.privacy:

@@ -11,6 +11,7 @@ from torch import nn
 from fractofl.core.config.run_config import RunConfig
 from fractofl.core.images.cached_images import load_cached_images
 from fractofl.core.images.labelled import make_loader
+from fractofl.core.learning.calibration import Calibration, calibrate, collect_scores
 from fractofl.core.learning.device import resolve_device
 from fractofl.core.learning.member_data import cache_root_for
 from fractofl.core.learning.training import EvalResult, evaluate
@@ -50,3 +51,10 @@ class CoordinatorEvaluator:
     def evaluate_arrays(self, arrays: ArrayRecord) -> EvalResult:
         """Evaluate the weights a Flower strategy holds."""
         return self.evaluate_state(arrays.to_torch_state_dict())
+
+    def calibration_of(self, state_dict: dict[str, torch.Tensor]) -> Calibration:
+        """The temperature that calibrates ``state_dict``'s probabilities on the test set,
+        and the calibration error before and after it."""
+        self.model.load_state_dict(state_dict)
+        loader = make_loader(self.data, self.batch_size, False, None, self.seed)
+        return calibrate(*collect_scores(self.model, loader, self.device))

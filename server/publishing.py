@@ -4,11 +4,14 @@ and the registry pruned to its retention policy after each publish."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from flwr.app import ArrayRecord
 
 from fractofl.core.config.run_config import RunConfig, check_retention, config_digest
+from fractofl.core.learning.calibration import Calibration
 from fractofl.core.model.factory import checkpoint_for
 from fractofl.core.trust.registry import (
     SPLIT_SEED_METRIC,
@@ -27,9 +30,16 @@ log = logging.getLogger("fractofl")
 class RoundPublisher:
     """Signs and stores a run's global model after each round; versions chain by parent."""
 
-    def __init__(self, cfg: RunConfig, run_id: str) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_id: str,
+        calibration_of: Callable[[dict[str, torch.Tensor]], Calibration] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.run_id = run_id
+        self.calibration_of = calibration_of
+        """Fits each version's temperature on the coordinator's test set (signed with it)."""
         check_retention(cfg.registry.retention)  # a bad setting fails before round 1
         self.registry = ModelRegistry(Path(cfg.registry.root))
         self.key = ensure_signing_key(cfg.registry)
@@ -55,14 +65,23 @@ class RoundPublisher:
         """Publish ``arrays`` as round ``server_round``'s model; its parent is the version
         of the round before it in this run (none for round 1)."""
         previous = self._version_of_round(server_round - 1)
+        state = arrays.to_torch_state_dict()
         metrics = {
             **row.test_metrics(),
             SPLIT_SEED_METRIC: float(self.cfg.seed),
             VAL_FRACTION_METRIC: self.cfg.data.val_fraction,
         }
-        checkpoint = checkpoint_for(
-            self.cfg, arrays.to_torch_state_dict(), server_round, self.run_id, metrics
-        )
+        if self.calibration_of is not None:
+            calibration = self.calibration_of(state)
+            metrics |= calibration.metrics()
+            log.info(
+                "round %d: temperature %.3f; expected calibration error %.3f, %.3f calibrated",
+                server_round,
+                calibration.temperature,
+                calibration.ece,
+                calibration.ece_calibrated,
+            )
+        checkpoint = checkpoint_for(self.cfg, state, server_round, self.run_id, metrics)
         parent = previous.version if previous else None
         try:
             meta = self.registry.publish(

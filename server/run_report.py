@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from fractofl.core.config.run_config import RunConfig
+from fractofl.core.learning.calibration import Calibration
 from fractofl.core.learning.metrics import precision_recall_f1
 from fractofl.core.learning.training import EvalResult
 from fractofl.core.model.checkpoint import Checkpoint
@@ -40,13 +41,34 @@ class ScoredModel:
     provenance: str  # one line: registry version and signer, or the run folder file
     round: int
     result: EvalResult
+    calibration: Calibration | None = None
+    signed_temperature: float | None = None
+    """The temperature the version's signed metrics carry (what serving applies)."""
 
 
-def score_checkpoint(cfg: RunConfig, checkpoint: Checkpoint) -> EvalResult:
+def score_checkpoint(cfg: RunConfig, checkpoint: Checkpoint) -> tuple[EvalResult, Calibration]:
     """``checkpoint``'s loss, accuracy and confusion matrix on the run's coordinator
-    test set (the same images the run scored every round on)."""
+    test set (the same images the run scored every round on), and its calibration."""
     evaluator = CoordinatorEvaluator(cfg, checkpoint.build_model())
-    return evaluator.evaluate_state(checkpoint.state_dict)
+    result = evaluator.evaluate_state(checkpoint.state_dict)
+    return result, evaluator.calibration_of(checkpoint.state_dict)
+
+
+def _calibration_lines(model: ScoredModel) -> list[str]:
+    found = model.calibration
+    if found is None:
+        return []
+    served = (
+        "not calibrated when served (published without a temperature)"
+        if model.signed_temperature is None
+        else f"served at its signed temperature {model.signed_temperature:.3f}"
+    )
+    return [
+        f"- calibration on the coordinator test set: expected calibration error "
+        f"{found.ece:.3f} uncalibrated, {found.ece_calibrated:.3f} with temperature scaling "
+        f"(fitted on one half of the images, measured on the other; temperature on all "
+        f"{found.images}: {found.temperature:.3f}); {served}",
+    ]
 
 
 def plot_curves(rows: Sequence[dict[str, float]], path: Path, title: str) -> None:
@@ -157,6 +179,7 @@ def write_report(run_dir: Path, cfg: RunConfig, model: ScoredModel, out_dir: Pat
         f"- {model.provenance}",
         f"- accuracy {model.result.accuracy:.3f}, macro-F1 {model.result.macro_f1:.3f}, "
         f"loss {model.result.loss:.4f}",
+        *_calibration_lines(model),
         "",
         "| class | precision | recall | F1 | test images |",
         "|---|---|---|---|---|",

@@ -88,6 +88,8 @@ class ServedModel:
     device: torch.device
     signature_verified: bool
     architecture: str = ""
+    temperature: float = 1.0
+    """Divides the scores before the softmax (fitted at publication, signed); 1: none."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,14 @@ def model_fn(model_dir: str) -> ServedModel:
     except RuntimeError as exc:
         raise ModelLoadError(f"the weights do not fit {meta['architecture']}: {exc}") from exc
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    log.info("fractofl model %s loaded on %s (signature verified: %s)", version, device, verified)
+    temperature = _temperature(meta, folder / METADATA_FILE)
+    log.info(
+        "fractofl model %s loaded on %s (signature verified: %s; temperature %.3f)",
+        version,
+        device,
+        verified,
+        temperature,
+    )
     return ServedModel(
         network.to(device).eval(),
         preprocessing,
@@ -147,7 +156,16 @@ def model_fn(model_dir: str) -> ServedModel:
         device,
         verified,
         str(meta["architecture"]),
+        temperature,
     )
+
+
+def _temperature(meta: dict[str, Any], path: Path) -> float:
+    """The signed calibration temperature (1 for a version published without one)."""
+    value = meta.get("metrics", {}).get("temperature", 1.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e3:
+        raise ModelLoadError(f"{path}: metrics.temperature={value!r} is not a temperature")
+    return float(value)
 
 
 def input_fn(
@@ -199,7 +217,8 @@ def _request_scale(options: dict[str, str]) -> SemScale | None:
 
 
 def predict_fn(input_data: np.ndarray | ImageRequest, model: ServedModel) -> dict[str, Any]:
-    """Classify one grayscale image: the class, every class's probability, the version.
+    """Classify one grayscale image: the class, every class's probability (calibrated
+    with the version's temperature), the version.
 
     An :class:`ImageRequest` asking for a heat map gets ``"heatmap"`` too: the Grad-CAM
     map of the predicted class at the request image's size, as ``{"width", "height",
@@ -212,10 +231,12 @@ def predict_fn(input_data: np.ndarray | ImageRequest, model: ServedModel) -> dic
     batch = model.preprocessing.model_input(prepared).to(model.device)
     with torch.inference_mode():
         if model.preprocessing.physical:  # the tiles' mean, as in evaluation
-            probabilities = tile_mean_log_probabilities(model.network, batch[None]).exp()[0]
+            scores = tile_mean_log_probabilities(model.network, batch[None])
         else:
-            probabilities = torch.softmax(model.network(batch[None]).float(), dim=1)[0]
-    probabilities = probabilities.cpu().tolist()
+            scores = model.network(batch[None]).float()
+        # calibrated (core/learning/calibration.py): the temperature fitted at publication
+        calibrated = torch.softmax(scores / model.temperature, dim=1)[0]
+    probabilities: list[float] = calibrated.cpu().tolist()
     best = max(range(len(probabilities)), key=probabilities.__getitem__)
     answer: dict[str, Any] = {
         "class": model.classes[best],

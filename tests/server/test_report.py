@@ -60,6 +60,10 @@ def test_report_renders_curves_and_the_last_version_class_by_class(finished_run:
             assert image.size[0] > 300
     text = (out / "report.md").read_text()
     assert f"## Model {last.name}" in text and "signature verified" in text
+    # calibrated at publication: the temperature is signed, and serving applies it
+    assert 0.05 <= last.metrics["temperature"] <= 20 and "ece_calibrated" in last.metrics
+    assert "- calibration on the coordinator test set: expected calibration error" in text
+    assert f"served at its signed temperature {last.metrics['temperature']:.3f}" in text
     for name in DEFAULT_CLASSES:
         assert f"| {name} | " in text
     assert "| 2 | 2 | 0 | 0 | 0 |" in text  # round 2: two members answered, none failed

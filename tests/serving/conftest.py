@@ -97,10 +97,14 @@ def publish_trained_model(root: Path, per_class: int = 80, epochs: int = 15) -> 
 
 
 def publish_model(
-    root: Path, model: torch.nn.Module, preprocessing: Preprocessing | None = None
+    root: Path,
+    model: torch.nn.Module,
+    preprocessing: Preprocessing | None = None,
+    metrics: dict[str, float] | None = None,
 ) -> PublishedModel:
     """Sign and publish a small_cnn's weights as version 1 of a new registry under ``root``
-    (``preprocessing``: the model's own; default the whole-image one)."""
+    (``preprocessing``: the model's own; default the whole-image one; ``metrics``: signed
+    with it, default a test accuracy)."""
     private_key, public_key = root / "keys" / "coordinator.key", root / "keys" / "coordinator.pub"
     create_key_pair(private_key, public_key, None)
     checkpoint = Checkpoint(
@@ -111,7 +115,7 @@ def publish_model(
         state_dict=model.state_dict(),
         round=1,
         run_id="serving-test",
-        metrics={"test_accuracy": 0.5},
+        metrics=metrics or {"test_accuracy": 0.5},
     )
     registry = ModelRegistry(root / "registry")
     meta = registry.publish(

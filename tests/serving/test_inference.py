@@ -32,7 +32,7 @@ from fractofl.serving.inference import (
     predict_fn,
 )
 from fractofl.serving.request_errors import RequestError
-from tests.serving.conftest import PublishedModel, flip_a_byte
+from tests.serving.conftest import PublishedModel, extracted_model, flip_a_byte, publish_model
 
 GOOD = {
     "gray.png": "image/png",
@@ -229,3 +229,41 @@ def test_an_inconsistent_serving_json_is_refused(
     # Execute / Assert
     with pytest.raises(ModelLoadError, match=message):
         model_fn(str(verified_dir))
+
+
+def test_probabilities_are_calibrated_with_the_signed_temperature(
+    published: PublishedModel, images: dict[str, Path], tmp_path: Path
+) -> None:
+    # Prepare: the same weights published with a temperature of 2.5 in the signed metrics
+    hot = publish_model(
+        tmp_path / "hot", published.checkpoint.build_model(), metrics={"temperature": 2.5}
+    )
+    folder = extracted_model(hot, tmp_path / "out")
+    shutil.copyfile(hot.public_key, folder / TRUSTED_KEY_FILE)
+    image = read_grayscale(images["gray.png"])
+    network = published.checkpoint.build_model()
+    with torch.no_grad():
+        logits = network(published.checkpoint.preprocessing.to_tensor(image)[None])
+    # Execute
+    served = model_fn(str(folder))
+    prediction = predict_fn(input_fn(images["gray.png"].read_bytes(), "image/png"), served)
+    # Assert: softmax(logits / 2.5), the same answer, less sure than uncalibrated
+    expected = torch.softmax(logits / 2.5, dim=1)[0].tolist()
+    assert served.temperature == 2.5
+    assert list(prediction["probabilities"].values()) == pytest.approx(expected, abs=1e-6)
+    assert max(expected) < max(expected_probabilities(published, image))
+    assert prediction["class"] == published.checkpoint.classes[int(np.argmax(expected))]
+
+
+def test_a_signed_temperature_that_is_no_temperature_is_refused(
+    published: PublishedModel, tmp_path: Path
+) -> None:
+    # Prepare
+    bad = publish_model(
+        tmp_path / "bad", published.checkpoint.build_model(), metrics={"temperature": -1.0}
+    )
+    folder = extracted_model(bad, tmp_path / "out")
+    shutil.copyfile(bad.public_key, folder / TRUSTED_KEY_FILE)
+    # Execute / Assert
+    with pytest.raises(ModelLoadError, match=r"metrics.temperature=-1.0 is not a temperature"):
+        model_fn(str(folder))

@@ -1,0 +1,58 @@
+"""Temperature scaling and the expected calibration error, on scores whose true
+calibration is known."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fractofl.core.learning.calibration import (
+    calibrate,
+    calibrated,
+    expected_calibration_error,
+    fit_temperature,
+)
+
+
+def _sampled(
+    temperature: float, images: int = 6000, classes: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores, and labels drawn from softmax(scores / temperature): calibrated at it."""
+    generator = torch.Generator().manual_seed(7)
+    scores = torch.randn(images, classes, generator=generator) * 3.0
+    labels = torch.multinomial(calibrated(scores, temperature), 1, generator=generator)[:, 0]
+    return scores, labels
+
+
+def test_the_fitted_temperature_is_the_one_the_labels_were_drawn_at() -> None:
+    for truth in (0.5, 2.5):
+        scores, labels = _sampled(truth)
+        assert fit_temperature(scores, labels) == pytest.approx(truth, rel=0.1)
+
+
+def test_over_confident_scores_have_a_large_error_that_scaling_removes() -> None:
+    # Prepare: labels drawn at temperature 3, scores read as if at 1 (over-confident)
+    scores, labels = _sampled(3.0)
+    # Execute
+    found = calibrate(scores, labels)
+    # Assert
+    assert found.ece > 0.15
+    assert found.ece_calibrated < 0.03
+    assert found.temperature == pytest.approx(3.0, rel=0.1)
+    assert found.images == len(labels)
+    assert set(found.metrics()) == {"temperature", "ece", "ece_calibrated"}
+
+
+def test_calibrated_probabilities_have_almost_no_error_and_keep_every_answer() -> None:
+    scores, labels = _sampled(1.0)
+    probabilities = calibrated(scores, 1.0)
+    assert expected_calibration_error(probabilities, labels) < 0.03
+    hotter = calibrated(scores, 4.0)
+    assert torch.equal(hotter.argmax(dim=1), probabilities.argmax(dim=1))
+    assert float(hotter.max(dim=1).values.mean()) < float(probabilities.max(dim=1).values.mean())
+
+
+def test_a_confident_and_always_right_model_has_no_error() -> None:
+    probabilities = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert expected_calibration_error(probabilities, torch.tensor([0, 1])) == 0.0
+    assert expected_calibration_error(probabilities, torch.tensor([1, 0])) == 1.0
