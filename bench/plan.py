@@ -26,7 +26,6 @@ ALL_STRATEGIES: tuple[str, ...] = (
 TUNING_SWEEPS: tuple[tuple[str, str, tuple[float, ...]], ...] = (
     ("fedprox", "proximal_mu", (0.001, 0.01, 0.1)),
     ("fedadam", "eta", (0.003, 0.01, 0.03)),
-    ("fedyogi", "eta", (0.003, 0.01, 0.03)),
     ("fedadagrad", "eta", (0.003, 0.01, 0.05)),
 )
 QUICK_DATA = ("data.synth.per_class=40", "data.synth.test_per_class=10")

@@ -1,6 +1,6 @@
 """Part tuning: the server-side strategies' settings swept on the strategies group's set,
-to choose defaults that work on our data (FedProx's mu, FedAdam's, FedYogi's and
-FedAdagrad's server learning rate), beside FedAvg."""
+to choose defaults that work on our data (FedProx's mu, FedAdam's and FedAdagrad's server
+learning rate), beside FedAvg."""
 
 from __future__ import annotations
 
