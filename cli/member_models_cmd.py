@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from fractofl.core.config.run_config import RunConfig
     from fractofl.core.learning.member_data import MemberData
     from fractofl.core.learning.training import EvalResult
+    from fractofl.core.model.checkpoint import Checkpoint
+    from fractofl.core.trust.registry import VersionMetadata
 
 log = logging.getLogger("fractofl")
 
@@ -147,7 +149,7 @@ def _baseline(args: argparse.Namespace) -> int:
         single_class_warning,
         train_baseline,
     )
-    from fractofl.client.personal.private_models import private_run_id
+    from fractofl.client.personal.private_models import BASELINE, private_run_id
     from fractofl.core.model.factory import checkpoint_for
 
     side = _open(args, "a baseline")
@@ -176,22 +178,17 @@ def _baseline(args: argparse.Namespace) -> int:
         side.cfg,
         {k: v.detach().cpu() for k, v in model.state_dict().items()},
         rounds,
-        private_run_id("baseline", side.global_version.meta.run_id),
+        private_run_id(BASELINE, side.global_version.meta.run_id),
         _metrics(last, side.global_version),
     )
-    meta = side.private.publish(checkpoint, side.global_version.meta)
-    print(
-        f"kept local-only model {meta.name} in {side.private.registry.root} (signed with "
-        f"{side.private.key_path}): validation accuracy {last.accuracy:.3f}; "
-        f"`fractofl member report {args.model}` compares it",
-        flush=True,
-    )
+    _keep(side, checkpoint, "local-only model", last.accuracy)
+    print(f"`fractofl member report {args.model}` compares it with the global model", flush=True)
     return 0
 
 
 def _personalize(args: argparse.Namespace) -> int:
     from fractofl.client.personal.local_models import member_trainer, personalize
-    from fractofl.client.personal.private_models import private_run_id
+    from fractofl.client.personal.private_models import PERSONAL, private_run_id
     from fractofl.core.model.checkpoint import Checkpoint
 
     side = _open(args, "a personalized model")
@@ -213,18 +210,27 @@ def _personalize(args: argparse.Namespace) -> int:
         preprocessing=source.preprocessing,
         state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
         round=source.round,
-        run_id=private_run_id("personal", side.global_version.meta.run_id),
+        run_id=private_run_id(PERSONAL, side.global_version.meta.run_id),
         metrics=_metrics(result, side.global_version),
     )
-    meta = side.private.publish(checkpoint, side.global_version.meta)
+    meta = _keep(side, checkpoint, "personalized model", result.accuracy)
     print(
-        f"kept personalized model {meta.name} in {side.private.registry.root} (signed with "
-        f"{side.private.key_path}; it never leaves this machine): validation accuracy "
-        f"{result.accuracy:.3f}\nserve it on this member's own endpoint with:\n  "
-        f"{side.private.serve_command(meta.name)}",
+        f"serve it on this member's own endpoint with:\n  {side.private.serve_command(meta.name)}",
         flush=True,
     )
     return 0
+
+
+def _keep(side: _MemberSide, checkpoint: Checkpoint, what: str, accuracy: float) -> VersionMetadata:
+    """Sign and keep one of the member's own models in its private registry; say so."""
+    meta = side.private.publish(checkpoint, side.global_version.meta)
+    print(
+        f"kept {what} {meta.name} in {side.private.registry.root} (signed with "
+        f"{side.private.key_path}; it never leaves this machine): validation accuracy "
+        f"{accuracy:.3f}",
+        flush=True,
+    )
+    return meta
 
 
 def _report(args: argparse.Namespace) -> int:
