@@ -149,6 +149,11 @@ def _check_settings(cfg: RunConfig) -> None:
             "as it is, which privacy.dp and privacy.secure_aggregation exist to prevent; "
             "turn one off"
         )
+    if not 0 < cfg.registry.ood_coverage <= 1 or not 0 <= cfg.serving.min_confidence <= 1:
+        raise ConfigError(
+            f"registry.ood_coverage={cfg.registry.ood_coverage} must be above 0 and at most 1, "
+            f"serving.min_confidence={cfg.serving.min_confidence} between 0 and 1"
+        )
     if cfg.train.lr_schedule not in LR_SCHEDULES or not 0 < cfg.train.lr_final_fraction <= 1:
         raise ConfigError(
             f"train.lr_schedule={cfg.train.lr_schedule!r} (valid: {', '.join(LR_SCHEDULES)}) "

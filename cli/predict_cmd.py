@@ -20,7 +20,8 @@ from fractofl.serving.client import EndpointClient
 from fractofl.serving.contract import PIXEL_SIZE_OPTION
 from fractofl.serving.errors import EndpointError
 
-HEADER = ("file", "class", "probability", "version")
+HEADER = ("file", "class", "probability", "version", "note")
+UNCERTAIN = "UNCERTAIN"  # the note of an answer to refer to an expert
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -109,6 +110,8 @@ def _classify(
         "probability": answer.probability,
         "probabilities": answer.probabilities,
         "model_version": answer.model_version,
+        "uncertain": answer.uncertain,
+        "uncertain_reasons": list(answer.uncertain_reasons),
     }
     if heatmap_out is not None and answer.heatmap is not None:
         target = heatmap_out
@@ -153,11 +156,21 @@ def _read_image(path: Path) -> np.ndarray:
 
 def _print_table(results: list[dict[str, Any]]) -> None:
     rows = [
-        (r["file"], "ERROR", "-", "-")
+        (r["file"], "ERROR", "-", "-", "-")
         if "error" in r
-        else (r["file"], r["class"], f"{r['probability']:.3f}", r["model_version"])
+        else (
+            r["file"],
+            r["class"],
+            f"{r['probability']:.3f}",
+            r["model_version"],
+            UNCERTAIN if r.get("uncertain") else "-",
+        )
         for r in results
     ]
     widths = [max(len(row[i]) for row in [HEADER, *rows]) for i in range(len(HEADER))]
     for row in [HEADER, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    for result in results:
+        if result.get("uncertain"):
+            reasons = "; ".join(result.get("uncertain_reasons", [])) or "no reason given"
+            print(f"{result['file']}: {UNCERTAIN}, refer to an expert: {reasons}")

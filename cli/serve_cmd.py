@@ -99,7 +99,7 @@ def _package(args: argparse.Namespace) -> int:
     out = Path(cfg.serving.artifacts)
     # Kept by retention: `serve deploy` needs the version in the registry too.
     with recording_use(registry.root, name, path_use("package", out / artifact_name(name))):
-        artifact = package_version(registry, name, trusted, out)
+        artifact = package_version(registry, name, trusted, out, cfg.serving.min_confidence)
     print(
         f"packaged {artifact.version} (signature verified): {artifact.path}\n"
         f"{artifact.size} bytes, sha256 {artifact.sha256}"

@@ -41,6 +41,7 @@ class CoordinatorEvaluator:
         self.batch_size = cfg.train.batch_size
         self.device = resolve_device(cfg.train.device)
         self.seed = cfg.seed
+        self.ood_coverage = cfg.registry.ood_coverage
 
     def evaluate_state(self, state_dict: dict[str, torch.Tensor]) -> EvalResult:
         """Load ``state_dict`` into the model and evaluate it."""
@@ -57,4 +58,5 @@ class CoordinatorEvaluator:
         and the calibration error before and after it."""
         self.model.load_state_dict(state_dict)
         loader = make_loader(self.data, self.batch_size, False, None, self.seed)
-        return calibrate(*collect_scores(self.model, loader, self.device))
+        scores, labels = collect_scores(self.model, loader, self.device)
+        return calibrate(scores, labels, self.ood_coverage)

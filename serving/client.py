@@ -51,13 +51,16 @@ _JSON = "application/json"
 
 @dataclass(frozen=True)
 class Prediction:
-    """One answer: the class, every class's probability and the model version; with
+    """One answer: the class, every class's (calibrated) probability and the model
+    version; ``uncertain`` with its reasons when it should go to an expert; with
     ``heatmap`` asked for, the Grad-CAM map (float32 H x W in [0, 1], the image's size)."""
 
     label: str
     probabilities: dict[str, float]
     model_version: str
     heatmap: np.ndarray | None = None
+    uncertain: bool = False
+    uncertain_reasons: tuple[str, ...] = ()
 
     @property
     def probability(self) -> float:
@@ -75,6 +78,8 @@ class Prediction:
                 {str(k): float(v) for k, v in values["probabilities"].items()},
                 str(values["model_version"]),
                 None if heatmap is None else _decode_heatmap(heatmap),
+                bool(values.get("uncertain", False)),
+                tuple(str(r) for r in values.get("uncertain_reasons", ())),
             )
         except (
             ValueError,

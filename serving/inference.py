@@ -71,6 +71,7 @@ _JSON_ACCEPTS = {"", JSON_TYPE, "application/*", "*/*"}
 # map), so its memory stays bounded when a request's image is resampled up to the
 # preprocessing's limit.
 HEATMAP_MAX_PIXELS = 1 << 20
+DEFAULT_MIN_CONFIDENCE = 0.5  # serving.min_confidence's default (conf/serving/default.yaml)
 
 
 class ModelLoadError(RuntimeError):
@@ -90,6 +91,12 @@ class ServedModel:
     architecture: str = ""
     temperature: float = 1.0
     """Divides the scores before the softmax (fitted at publication, signed); 1: none."""
+    ood_energy_threshold: float | None = None
+    """An image whose energy is above it is unlike the training images (signed; None for
+    a version published without one)."""
+    ood_coverage: float | None = None
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    """A calibrated top probability below it makes the answer uncertain (serving.json)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,11 @@ def model_fn(model_dir: str) -> ServedModel:
         raise ModelLoadError(f"the weights do not fit {meta['architecture']}: {exc}") from exc
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     temperature = _temperature(meta, folder / METADATA_FILE)
+    metrics = meta.get("metrics", {})
+    threshold = metrics.get("ood_energy_threshold")
+    min_confidence = serving.get("min_confidence", DEFAULT_MIN_CONFIDENCE)
+    if not isinstance(min_confidence, int | float) or not 0 <= min_confidence <= 1:
+        raise ModelLoadError(f"{folder / SERVING_FILE}: min_confidence={min_confidence!r}")
     log.info(
         "fractofl model %s loaded on %s (signature verified: %s; temperature %.3f)",
         version,
@@ -157,6 +169,9 @@ def model_fn(model_dir: str) -> ServedModel:
         verified,
         str(meta["architecture"]),
         temperature,
+        float(threshold) if isinstance(threshold, int | float) else None,
+        metrics.get("ood_coverage"),
+        float(min_confidence),
     )
 
 
@@ -236,19 +251,43 @@ def predict_fn(input_data: np.ndarray | ImageRequest, model: ServedModel) -> dic
             scores = model.network(batch[None]).float()
         # calibrated (core/learning/calibration.py): the temperature fitted at publication
         calibrated = torch.softmax(scores / model.temperature, dim=1)[0]
+        energy = float(-model.temperature * torch.logsumexp(scores / model.temperature, dim=1))
     probabilities: list[float] = calibrated.cpu().tolist()
     best = max(range(len(probabilities)), key=probabilities.__getitem__)
+    reasons = uncertainty_reasons(model, probabilities[best], energy)
     answer: dict[str, Any] = {
         "class": model.classes[best],
         "probabilities": dict(zip(model.classes, probabilities, strict=True)),
         "model_version": model.version,
         "classes": list(model.classes),
+        "uncertain": bool(reasons),
+        "uncertain_reasons": reasons,
     }
     if request.heatmap:
         answer["heatmap"] = _png_field(_heatmap(model, image, prepared, batch, best))
     if request.preview:
         answer["image"] = _png_field(image)
     return answer
+
+
+def uncertainty_reasons(model: ServedModel, top: float, energy: float) -> list[str]:
+    """Why an answer should go to an expert: a calibrated top probability under
+    ``min_confidence``, or an image unlike the training images (its energy above the
+    version's signed threshold); empty when neither."""
+    reasons = []
+    if top < model.min_confidence:
+        reasons.append(
+            f"low confidence: the most likely class has probability {top:.2f}, under "
+            f"{model.min_confidence:.2f} (serving.min_confidence)"
+        )
+    if model.ood_energy_threshold is not None and energy > model.ood_energy_threshold:
+        share = "" if model.ood_coverage is None else f" ({model.ood_coverage:.0%} of them are)"
+        reasons.append(
+            f"unlike the images the model was trained on: energy {energy:.2f} is above "
+            f"{model.ood_energy_threshold:.2f}, the threshold fitted on the coordinator's "
+            f"test images{share}"
+        )
+    return reasons
 
 
 def _prepared(

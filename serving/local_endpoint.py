@@ -86,6 +86,7 @@ class EndpointSettings:
     rate_limit_per_minute: float = 0.0
     rate_limit_burst: int = 1
     web_page: bool = False
+    min_confidence: float = ServingConfig.min_confidence
 
     @classmethod
     def from_config(cls, cfg: ServingConfig, api_key: str | None) -> EndpointSettings:
@@ -94,6 +95,10 @@ class EndpointSettings:
             raise EndpointError(
                 f"serving.max_payload_mb={cfg.max_payload_mb} must be > 0 and "
                 f"serving.max_concurrent={cfg.max_concurrent} >= 1"
+            )
+        if not 0 <= cfg.min_confidence <= 1:
+            raise EndpointError(
+                f"serving.min_confidence={cfg.min_confidence} must be between 0 and 1"
             )
         if cfg.rate_limit_per_minute > 0 and cfg.rate_limit_burst < 1:
             raise EndpointError(
@@ -110,6 +115,7 @@ class EndpointSettings:
             cfg.rate_limit_per_minute,
             cfg.rate_limit_burst,
             cfg.web_page,
+            cfg.min_confidence,
         )
 
 

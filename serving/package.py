@@ -66,9 +66,14 @@ def artifact_name(version: str) -> str:
 
 
 def package_version(
-    registry: ModelRegistry, version: int | str, trusted: Ed25519PublicKey, out_dir: Path
+    registry: ModelRegistry,
+    version: int | str,
+    trusted: Ed25519PublicKey,
+    out_dir: Path,
+    min_confidence: float = inference.DEFAULT_MIN_CONFIDENCE,
 ) -> Artifact:
-    """Verify ``version`` against ``trusted`` and write its artifact into ``out_dir``.
+    """Verify ``version`` against ``trusted`` and write its artifact into ``out_dir``
+    (``min_confidence``: ``serving.min_confidence``, kept in serving.json).
 
     Raises
     ------
@@ -92,14 +97,18 @@ def package_version(
         raise ModelVerificationError(
             f"{folder}: {reg.METADATA_FILE} changed while it was packaged; package again"
         )
-    files = artifact_files(checkpoint.state_dict, meta.name, payload, signature)
+    files = artifact_files(checkpoint.state_dict, meta.name, payload, signature, min_confidence)
     path = atomic_write(Path(out_dir) / artifact_name(meta.name), lambda h: write_tar_gz(files, h))
     data = path.read_bytes()
     return Artifact(path, meta.name, hashlib.sha256(data).hexdigest(), len(data))
 
 
 def artifact_files(
-    state_dict: dict[str, torch.Tensor], version: str, metadata: bytes, signature: bytes
+    state_dict: dict[str, torch.Tensor],
+    version: str,
+    metadata: bytes,
+    signature: bytes,
+    min_confidence: float = inference.DEFAULT_MIN_CONFIDENCE,
 ) -> dict[str, bytes]:
     """Every file of the artifact, by its path inside the archive."""
     weights = to_safetensors(state_dict, {"fractofl_version": version})
@@ -108,6 +117,7 @@ def artifact_files(
         "version": version,
         "weights": WEIGHTS_FILE,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "min_confidence": min_confidence,
     }
     entry = Path(inference.__file__)
     files = {

@@ -192,6 +192,7 @@ class RegistryConfig:
     trusted_public_key: str = "keys/coordinator.pub"
     passphrase_env: str = "FRACTOFL_KEY_PASSPHRASE"
     create_key_if_missing: bool = True
+    ood_coverage: float = 0.95  # share of the test images under the signed OOD threshold
     retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
@@ -205,6 +206,7 @@ class ServingConfig:
     port: int = 8080
     endpoint_name: str = "fractofl"
     max_payload_mb: float = 6.0
+    min_confidence: float = 0.5  # a calibrated top probability below it: "uncertain"
     max_concurrent: int = 8
     api_key_env: str = "FRACTOFL_API_KEY"
     rate_limit_per_minute: float = 120.0

@@ -1,5 +1,6 @@
-"""Calibrated confidence: temperature scaling (Guo et al., ICML 2017) and the expected
-calibration error.
+"""Calibrated confidence: temperature scaling (Guo et al., ICML 2017), the expected
+calibration error, and an out-of-distribution score (the energy of Liu et al., NeurIPS
+2020) with the threshold that a share of the held-out images stays under.
 
 A network's softmax is usually over-confident. One temperature ``T``, fitted on held-out
 images by minimising the negative log-likelihood of ``softmax(scores / T)``, fixes most
@@ -24,6 +25,7 @@ from fractofl.core.images.tiles import tile_mean_log_probabilities
 ECE_BINS = 15  # equal-width confidence bins, as Guo et al. report ECE
 TEMPERATURE_RANGE = (0.05, 20.0)  # a fitted temperature is kept inside this range
 _FIT_STEPS = 100
+OOD_THRESHOLD_METRIC = "ood_energy_threshold"
 
 
 def image_scores(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -49,6 +51,20 @@ def collect_scores(
 def calibrated(scores: torch.Tensor, temperature: float) -> torch.Tensor:
     """Class probabilities of ``scores`` at ``temperature``."""
     return torch.softmax(scores / temperature, dim=1)
+
+
+def energy(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Each image's energy ``-T logsumexp(scores / T)``: high for images unlike the
+    training images (Liu et al. 2020)."""
+    return -temperature * torch.logsumexp(scores / temperature, dim=1)
+
+
+def energy_threshold(energies: torch.Tensor, coverage: float) -> float:
+    """The energy that ``coverage`` of ``energies`` (held-out images like the training
+    ones) stay at or under; an image above it is out of distribution."""
+    if not 0 < coverage <= 1:
+        raise ValueError(f"registry.ood_coverage={coverage} must be above 0 and at most 1")
+    return float(torch.quantile(energies.double(), coverage))
 
 
 def fit_temperature(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -94,6 +110,9 @@ class Calibration:
     """Of each half's probabilities at the temperature fitted on the other half (so it
     is not measured on the images it was fitted to)."""
     images: int
+    ood_energy_threshold: float
+    """The energy (at the temperature) that ``coverage`` of the images stay under."""
+    ood_coverage: float
 
     def metrics(self) -> dict[str, float]:
         """What a published version's signed metrics carry of it."""
@@ -101,12 +120,15 @@ class Calibration:
             "temperature": self.temperature,
             "ece": self.ece,
             "ece_calibrated": self.ece_calibrated,
+            OOD_THRESHOLD_METRIC: self.ood_energy_threshold,
+            "ood_coverage": self.ood_coverage,
         }
 
 
-def calibrate(scores: torch.Tensor, labels: torch.Tensor) -> Calibration:
+def calibrate(scores: torch.Tensor, labels: torch.Tensor, ood_coverage: float) -> Calibration:
     """Fit the temperature on every image; measure its effect by fitting on one half
-    and measuring on the other, both ways."""
+    and measuring on the other, both ways; and the energy threshold ``ood_coverage`` of
+    the images stay under at that temperature."""
     halves = (torch.arange(len(labels)) % 2 == 0, torch.arange(len(labels)) % 2 == 1)
     crossed = torch.empty_like(scores)
     for fit_on, measure_on in (halves, halves[::-1]):
@@ -115,9 +137,12 @@ def calibrate(scores: torch.Tensor, labels: torch.Tensor) -> Calibration:
             crossed[measure_on] = calibrated(scores[measure_on], temperature)
         else:
             crossed[measure_on] = calibrated(scores[measure_on], 1.0)
+    temperature = fit_temperature(scores, labels)
     return Calibration(
-        temperature=fit_temperature(scores, labels),
+        temperature=temperature,
         ece=expected_calibration_error(calibrated(scores, 1.0), labels),
         ece_calibrated=expected_calibration_error(crossed, labels),
         images=len(labels),
+        ood_energy_threshold=energy_threshold(energy(scores, temperature), ood_coverage),
+        ood_coverage=ood_coverage,
     )

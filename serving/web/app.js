@@ -30,6 +30,7 @@
       done: "Done",
       failed: "Not analysed",
       predicted: "{label} ({percent})",
+      uncertain: "Uncertain: refer to an expert. {reasons}",
       unsupported: "“{name}” is not a PNG, JPEG or TIFF file, so it was not sent.",
       unreadable:
         "“{name}” could not be read as an image. It may be broken, or another kind of file renamed.",
@@ -64,6 +65,7 @@
       done: "完了",
       failed: "解析できませんでした",
       predicted: "{label}（{percent}）",
+      uncertain: "不確か：専門家に確認してください。{reasons}",
       unsupported: "「{name}」はPNG・JPEG・TIFFファイルではないため、送信しませんでした。",
       unreadable:
         "「{name}」を画像として読み込めませんでした。ファイルが壊れているか、別の形式のファイルの名前を変えたものかもしれません。",
@@ -326,6 +328,11 @@
         percent: percent(prediction.probabilities[label]),
       });
       predicted.dataset.label = label;
+      const uncertain = card.querySelector(".uncertain");
+      uncertain.hidden = !prediction.uncertain;
+      uncertain.textContent = prediction.uncertain
+        ? t("uncertain", { reasons: (prediction.uncertain_reasons || []).join("; ") })
+        : "";
       bars.replaceChildren(...prediction.classes.map((c) => bar(c, prediction, c === label)));
     }
     row.classList.toggle("failed", failed);

@@ -26,7 +26,14 @@ from tests.serving.conftest import RunningEndpoint, fractofl_command
 
 SIDE = 32
 SQUARE = 8
-PREVIOUS_KEYS = ["class", "probabilities", "model_version", "classes"]
+PREVIOUS_KEYS = [
+    "class",
+    "probabilities",
+    "model_version",
+    "classes",
+    "uncertain",
+    "uncertain_reasons",
+]
 
 
 def _image_with_square(rng: np.random.Generator, top: int | None, left: int | None) -> np.ndarray:

@@ -7,6 +7,7 @@ preprocessing and model), and every bad input must raise its HTTP status.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import logging
@@ -19,8 +20,8 @@ import torch
 from PIL import Image
 
 from fractofl.core.images.imageio import read_grayscale
-from fractofl.core.trust.registry import version_name
-from fractofl.core.trust.signing import create_key_pair, public_pem
+from fractofl.core.trust.registry import ModelRegistry, version_name
+from fractofl.core.trust.signing import create_key_pair, load_public_key, public_pem
 from fractofl.serving.inference import (
     TRUSTED_KEY_ENV,
     TRUSTED_KEY_FILE,
@@ -31,6 +32,7 @@ from fractofl.serving.inference import (
     output_fn,
     predict_fn,
 )
+from fractofl.serving.package import extract_artifact, package_version
 from fractofl.serving.request_errors import RequestError
 from tests.serving.conftest import PublishedModel, extracted_model, flip_a_byte, publish_model
 
@@ -267,3 +269,42 @@ def test_a_signed_temperature_that_is_no_temperature_is_refused(
     # Execute / Assert
     with pytest.raises(ModelLoadError, match=r"metrics.temperature=-1.0 is not a temperature"):
         model_fn(str(folder))
+
+
+def test_an_answer_to_refer_to_an_expert_says_why(
+    published: PublishedModel, images: dict[str, Path], tmp_path: Path
+) -> None:
+    # Prepare: a version whose signed OOD threshold every image is above, served with a
+    # confidence floor no answer reaches; and the same weights without either
+    network = published.checkpoint.build_model()
+    strict = publish_model(
+        tmp_path / "strict",
+        network,
+        metrics={"temperature": 1.0, "ood_energy_threshold": -1e9, "ood_coverage": 0.95},
+    )
+    folder = extract_artifact(
+        package_version(
+            ModelRegistry(strict.registry),
+            "latest",
+            load_public_key(strict.public_key),
+            tmp_path / "out",
+            min_confidence=1.0,
+        ).path,
+        tmp_path / "out" / "model",
+    )
+    shutil.copyfile(strict.public_key, folder / TRUSTED_KEY_FILE)
+    body = images["gray.png"].read_bytes()
+    # Execute
+    flagged = predict_fn(input_fn(body, "image/png"), model_fn(str(folder)))
+    lenient = model_fn(str(folder))
+    lenient = dataclasses.replace(lenient, min_confidence=0.0, ood_energy_threshold=None)
+    plain = predict_fn(input_fn(body, "image/png"), lenient)
+    # Assert: both reasons, each with its numbers and setting; the class is still given
+    assert flagged["uncertain"] is True
+    low, unlike = flagged["uncertain_reasons"]
+    assert low.startswith("low confidence: the most likely class has probability ")
+    assert "under 1.00 (serving.min_confidence)" in low
+    assert unlike.startswith("unlike the images the model was trained on: energy ")
+    assert "(95% of them are)" in unlike
+    assert flagged["class"] == plain["class"]
+    assert plain["uncertain"] is False and plain["uncertain_reasons"] == []

@@ -76,6 +76,7 @@ def test_artifact_holds_weights_signed_metadata_and_vendored_code(
         "version": published.version,
         "weights": "model.safetensors",
         "weights_sha256": hashlib.sha256(files["model.safetensors"]).hexdigest(),
+        "min_confidence": inference.DEFAULT_MIN_CONFIDENCE,  # serving.min_confidence
     }
     # ... and the very source files that trained the model, and no torch to reinstall
     assert files["code/inference.py"] == (REPO / "serving" / "inference.py").read_bytes()

@@ -57,14 +57,19 @@ def test_table_over_http_with_a_failing_file(
     # Assert
     assert result.returncode == 1
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["file", "class", "probability", "version"]
-    assert len(rows) == 3
-    for row, name in zip(rows[:2], ("gray.png", "gray16.tif"), strict=True):
-        file, label, probability, version = row.split()
+    assert header.split() == ["file", "class", "probability", "version", "note"]
+    table, explained = rows[:3], rows[3:]
+    for row, name in zip(table[:2], ("gray.png", "gray16.tif"), strict=True):
+        file, label, probability, version, note = row.split()
         assert (file, version) == (str(images[name]), published.version)
         assert label in published.checkpoint.classes
         assert 0.25 <= float(probability) <= 1.0
-    assert rows[2].split() == [str(images["text.png"]), "ERROR", "-", "-"]
+        # an untrained model under serving.min_confidence (0.5): refer to an expert
+        uncertain = float(probability) < 0.5
+        assert note == ("UNCERTAIN" if uncertain else "-")
+        said = f"{file}: UNCERTAIN, refer to an expert: low confidence"
+        assert any(line.startswith(said) for line in explained) == uncertain
+    assert table[2].split() == [str(images["text.png"]), "ERROR", "-", "-", "-"]
     assert f"{images['text.png']}: " in result.stderr
     assert "answered 400: image/png request body: not a readable PNG" in result.stderr
     assert "Traceback" not in result.stderr

@@ -170,6 +170,14 @@ def test_a_member_sees_class_probabilities_and_heat_map_in_english_and_japanese(
     shown = [bars.nth(i).locator(".value").inner_text() for i in range(4)]
     assert shown == [f"{100 * expected['probabilities'][c]:.1f} %" for c in DEFAULT_CLASSES]
     expect(page.get_by_test_id("model-version")).to_have_text(f"model {trained.version}")
+    # ... and "refer to an expert" exactly when the endpoint says so, with its reasons
+    uncertain = card.get_by_test_id("uncertain")
+    if expected["uncertain"]:
+        expect(uncertain).to_have_text(
+            "Uncertain: refer to an expert. " + "; ".join(expected["uncertain_reasons"])
+        )
+    else:
+        expect(uncertain).to_be_hidden()
     assert card.get_by_test_id("preview").evaluate("img => img.naturalWidth") == 96
     heat_levels = png_levels(expected["heatmap"])
     assert np.count_nonzero(heat_levels) > 0, "precondition: the map highlights something"
@@ -188,6 +196,8 @@ def test_a_member_sees_class_probabilities_and_heat_map_in_english_and_japanese(
     expect(page.locator("html")).to_have_attribute("lang", "ja")
     expect(predicted).to_contain_text(JAPANESE_CLASS_NAMES[label])
     expect(bars.first).to_contain_text(JAPANESE_CLASS_NAMES[DEFAULT_CLASSES[0]])
+    if expected["uncertain"]:
+        expect(uncertain).to_contain_text("不確か：専門家に確認してください。")
     expect(page.get_by_test_id("language")).to_have_text("English")
     # Execute: a text file renamed .png
     page.get_by_test_id("file-input").set_input_files(images["text.png"])

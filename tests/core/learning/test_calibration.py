@@ -9,6 +9,8 @@ import torch
 from fractofl.core.learning.calibration import (
     calibrate,
     calibrated,
+    energy,
+    energy_threshold,
     expected_calibration_error,
     fit_temperature,
 )
@@ -34,13 +36,22 @@ def test_over_confident_scores_have_a_large_error_that_scaling_removes() -> None
     # Prepare: labels drawn at temperature 3, scores read as if at 1 (over-confident)
     scores, labels = _sampled(3.0)
     # Execute
-    found = calibrate(scores, labels)
+    found = calibrate(scores, labels, ood_coverage=0.9)
     # Assert
     assert found.ece > 0.15
     assert found.ece_calibrated < 0.03
     assert found.temperature == pytest.approx(3.0, rel=0.1)
     assert found.images == len(labels)
-    assert set(found.metrics()) == {"temperature", "ece", "ece_calibrated"}
+    assert set(found.metrics()) == {
+        "temperature",
+        "ece",
+        "ece_calibrated",
+        "ood_energy_threshold",
+        "ood_coverage",
+    }
+    # the threshold leaves 90 % of the images at or under it
+    under = energy(scores, found.temperature) <= found.ood_energy_threshold
+    assert float(under.float().mean()) == pytest.approx(0.9, abs=0.001)
 
 
 def test_calibrated_probabilities_have_almost_no_error_and_keep_every_answer() -> None:
@@ -56,3 +67,15 @@ def test_a_confident_and_always_right_model_has_no_error() -> None:
     probabilities = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     assert expected_calibration_error(probabilities, torch.tensor([0, 1])) == 0.0
     assert expected_calibration_error(probabilities, torch.tensor([1, 0])) == 1.0
+
+
+def test_images_unlike_any_class_have_a_higher_energy() -> None:
+    # Prepare: confident scores (one class far ahead) and flat ones (no class stands out)
+    confident = torch.tensor([[9.0, 0.0, 0.0, 0.0], [0.0, 8.0, 0.0, 0.0]])
+    flat = torch.zeros(2, 4)
+    # Execute
+    threshold = energy_threshold(energy(confident, 1.0), coverage=1.0)
+    # Assert
+    assert (energy(flat, 1.0) > threshold).all()
+    with pytest.raises(ValueError, match=r"registry.ood_coverage=0 must be above 0"):
+        energy_threshold(energy(flat, 1.0), coverage=0)
