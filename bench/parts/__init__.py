@@ -81,6 +81,11 @@ PARTS: tuple[Part, ...] = (
         "Tuning: FedProx's mu and the server optimisers' learning rate on our data",
         "tuning:run_tuning",
     ),
+    Part(
+        "uncertain",
+        "Refer to an expert: uncertain answers on fracture and non-fracture images",
+        "uncertain:run_uncertain",
+    ),
 )
 PART_NAMES: tuple[str, ...] = tuple(part.name for part in PARTS)
 
