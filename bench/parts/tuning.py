@@ -15,13 +15,16 @@ from parts.strategies import every_run, run_fractofl_in
 def run_tuning(plan: Plan, shared: dict[str, object]) -> PartOutcome:
     """One run per (strategy, value); final and best-round accuracy, and over FedAvg's."""
     out = PartOutcome()
-    reference = run_fractofl_in(plan, out, "tuning", "fedavg", "simulate", ["strategy=fedavg"])
+    seed = f"seed={plan.tuning.seed}"
+    reference = run_fractofl_in(
+        plan, out, "tuning", "fedavg", "simulate", ["strategy=fedavg", seed]
+    )
     rows = [["fedavg", "", "", fmt(reference.final_accuracy), _best(reference), "1.000", ""]]
     best: dict[str, tuple[float, str]] = {}
     for strategy, argument, values in plan.tuning.sweeps:
         for value in values:
             label = f"{strategy} {argument}={value}"
-            extra = [f"strategy={strategy}", f"strategy.args.{argument}={value}"]
+            extra = [f"strategy={strategy}", f"strategy.args.{argument}={value}", seed]
             run = run_fractofl_in(plan, out, "tuning", label, "simulate", extra)
             rows.append(
                 [
