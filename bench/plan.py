@@ -24,7 +24,7 @@ ALL_STRATEGIES: tuple[str, ...] = (
 )
 # Part tuning: the values around each strategy's default (conf/strategy/*.yaml).
 TUNING_SWEEPS: tuple[tuple[str, str, tuple[float, ...]], ...] = (
-    ("fedprox", "proximal_mu", (0.01, 0.1)),
+    ("fedprox", "proximal_mu", (0.01, 0.001)),
     ("fedadam", "eta", (0.01, 0.03)),
     ("fedadagrad", "eta", (0.05, 0.01)),
 )
