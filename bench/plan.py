@@ -282,4 +282,5 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
             alphas=(0.5, 0.1),
             data_overrides=(),
         ),
+        tuning=TuningSizes(sweeps=TUNING_SWEEPS),
     )

@@ -143,3 +143,10 @@ def test_a_part_that_raises_shows_the_traceback(tmp_path: Path) -> None:
     assert not completed and outcome.commands == []
     assert "**The part stopped**: no members online" in outcome.tables[0]
     assert "RuntimeError: no members online" in outcome.tables[0]
+
+
+def test_both_plans_size_every_part(tmp_path: Path) -> None:
+    # Execute / Assert: the full plan (what RESULTS.md records) and the quick one build
+    for quick in (False, True):
+        plan = make_plan(quick, tmp_path)
+        assert plan.personal.seeds and plan.tuning.sweeps
