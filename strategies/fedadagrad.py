@@ -9,7 +9,7 @@ from fractofl.strategies.common import CommonStrategyArgs
 
 
 def build_fedadagrad(
-    common: CommonStrategyArgs, eta: float = 0.05, eta_l: float = 0.05, tau: float = 0.001
+    common: CommonStrategyArgs, eta: float = 0.01, eta_l: float = 0.05, tau: float = 0.001
 ) -> FedAdagrad:
     """Server learning rate ``eta`` and adaptivity ``tau``."""
     return FedAdagrad(**common.flower_kwargs(), eta=eta, eta_l=eta_l, tau=tau)

@@ -13,7 +13,7 @@ from flwr.serverapp.strategy import FedProx
 from fractofl.strategies.common import CommonStrategyArgs
 
 
-def build_fedprox(common: CommonStrategyArgs, proximal_mu: float = 0.01) -> FedProx:
+def build_fedprox(common: CommonStrategyArgs, proximal_mu: float = 0.001) -> FedProx:
     """FedAvg with the proximal term ``proximal_mu`` applied by the members."""
     if proximal_mu < 0:
         raise ValueError(f"strategy.args.proximal_mu={proximal_mu} must be >= 0")

@@ -36,10 +36,10 @@ EXAMPLES = [10, 20, 30, 40, 50]
 # Flower's class and the arguments our config gives it by default.
 FLOWER_EQUIVALENT: dict[str, tuple[type[Strategy], dict[str, float]]] = {
     "fedavg": (FedAvg, {}),
-    "fedprox": (FedProx, {"proximal_mu": 0.01}),
+    "fedprox": (FedProx, {"proximal_mu": 0.001}),
     "fedadam": (FedAdam, {"eta": 0.01, "eta_l": 0.05, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}),
     "fedyogi": (FedYogi, {"eta": 0.01, "eta_l": 0.05, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}),
-    "fedadagrad": (FedAdagrad, {"eta": 0.05, "eta_l": 0.05, "tau": 1e-3}),
+    "fedadagrad": (FedAdagrad, {"eta": 0.01, "eta_l": 0.05, "tau": 1e-3}),
     "fedmedian": (FedMedian, {}),
     "fedtrimmedavg": (FedTrimmedAvg, {"beta": 0.2}),
     "krum": (Krum, {"num_malicious_nodes": 1}),
