@@ -246,7 +246,12 @@ def test_a_member_compares_its_local_only_global_and_personalized_models_on_its_
         ("personalized", f"own {kept[1].name}", scores["personal"].accuracy),
     ):
         assert f"| {role} | {version} | {len(data.val)} | {accuracy:.3f} |" in text
-    gain = float(global_row["val_accuracy"]) - scores["baseline"].accuracy
+    global_model, _ = ModelRegistry(finished_run / "registry").load_verified(
+        latest.name, load_public_key(finished_run / "keys" / "coordinator.pub")
+    )
+    global_result = evaluate_locally(global_model.build_model(), data, cfg)
+    assert global_result is not None
+    gain = global_result.accuracy - scores["baseline"].accuracy
     assert f"gain of the global model over local-only: accuracy {gain:+.3f}" in text
 
 
