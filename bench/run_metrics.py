@@ -8,6 +8,12 @@ from collections.abc import Sequence
 Rows = Sequence[dict[str, float]]
 
 
+def best_accuracy(rows: Rows) -> float | None:
+    """The highest coordinator test accuracy of a trained round (round 0 left out)."""
+    trained = [row["test_accuracy"] for row in rows if row["round"] >= 1]
+    return max(trained) if trained else None
+
+
 def rounds_to_reach(rows: Rows, target: float | None) -> int | None:
     """First round (>= 1) whose test_accuracy >= ``target``; None if none does."""
     if target is None:

@@ -17,6 +17,7 @@ from outcome import PartOutcome
 from plan import Plan
 from proc import bench_env
 from report import fmt, markdown_grid
+from run_metrics import best_accuracy
 
 CENTRAL = "centralized"
 FEDAVG = "fedavg"
@@ -33,10 +34,10 @@ class _Scores:
 
 
 def _scores(run: RunFolderResult) -> _Scores | None:
-    if not run.ok or not run.rows:
+    best = best_accuracy(run.rows)
+    if not run.ok or best is None:
         return None
-    trained = [row["test_accuracy"] for row in run.rows if row["round"] >= 1]
-    return _Scores(final=trained[-1], best=max(trained))
+    return _Scores(final=run.rows[-1]["test_accuracy"], best=best)
 
 
 def _spread(values: Sequence[float]) -> str:

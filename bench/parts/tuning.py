@@ -8,6 +8,7 @@ from fractofl_cli import RunFolderResult
 from outcome import PartOutcome
 from plan import Plan
 from report import fmt, markdown_grid, ratio, status
+from run_metrics import best_accuracy
 
 from parts.strategies import every_run, run_fractofl_in
 
@@ -67,5 +68,4 @@ def run_tuning(plan: Plan, shared: dict[str, object]) -> PartOutcome:
 
 
 def _best(run: RunFolderResult) -> str:
-    trained = [row["test_accuracy"] for row in run.rows if row["round"] >= 1]
-    return fmt(max(trained)) if trained else ""
+    return fmt(best_accuracy(run.rows))
