@@ -91,7 +91,7 @@ def _open(args: argparse.Namespace) -> tuple[RunConfig, str, ModelRegistry]:
 def _package(args: argparse.Namespace) -> int:
     from fractofl.core.trust.signing import load_public_key
     from fractofl.core.trust.version_choice import chosen_version
-    from fractofl.serving.package import artifact_name, package_version
+    from fractofl.serving.package import artifact_name, image_bounds_of, package_version
 
     cfg, version, registry = _open(args)
     trusted = load_public_key(Path(cfg.registry.trusted_public_key))
@@ -99,7 +99,14 @@ def _package(args: argparse.Namespace) -> int:
     out = Path(cfg.serving.artifacts)
     # Kept by retention: `serve deploy` needs the version in the registry too.
     with recording_use(registry.root, name, path_use("package", out / artifact_name(name))):
-        artifact = package_version(registry, name, trusted, out, cfg.serving.min_confidence)
+        artifact = package_version(
+            registry,
+            name,
+            trusted,
+            out,
+            cfg.serving.min_confidence,
+            image_bounds_of(cfg.serving),
+        )
     print(
         f"packaged {artifact.version} (signature verified): {artifact.path}\n"
         f"{artifact.size} bytes, sha256 {artifact.sha256}"

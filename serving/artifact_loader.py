@@ -23,12 +23,12 @@ MODULE_NAME = "fractofl_served_inference"
 
 @dataclass(frozen=True)
 class InferenceHandlers:
-    """The loaded model and the artifact's three per-request functions."""
+    """The loaded model and the artifact's per-request function, ``transform_fn(model,
+    body, content_type, accept)``, which raises a request's error with its
+    ``status_code``."""
 
     model: Any
-    input_fn: Callable[[bytes, str], Any]
-    predict_fn: Callable[[Any, Any], Any]
-    output_fn: Callable[[Any, str | None], Any]
+    transform_fn: Callable[[Any, bytes, str, str | None], tuple[bytes, str]]
     version: str
 
 
@@ -48,9 +48,7 @@ def load_handlers(model_dir: Path) -> InferenceHandlers:
         model = module.model_fn(str(model_dir))
     except Exception as exc:
         raise ArtifactError(f"the model in {model_dir} failed to load: {exc}") from exc
-    return InferenceHandlers(
-        model, module.input_fn, module.predict_fn, module.output_fn, str(model.version)
-    )
+    return InferenceHandlers(model, module.transform_fn, str(model.version))
 
 
 def check_vendored_code(code: Path) -> None:

@@ -47,6 +47,8 @@ DEFAULT_BUSY_RETRIES = 3
 MAX_RETRY_AFTER_S = 60.0
 """A 429's ``Retry-After`` is obeyed up to this long; a longer one is an error at once."""
 _JSON = "application/json"
+_BUSY = (429, 503)
+"""Refusals that name a ``Retry-After`` and mean "later": over the rate, or busy."""
 
 
 @dataclass(frozen=True)
@@ -109,9 +111,9 @@ class EndpointClient:
     timeout_s
         How long to wait for one answer.
     busy_retries
-        How often a request refused with 429 (the local endpoint's rate limit) is sent
-        again after the ``Retry-After`` it names; boto3 retries SageMaker's throttling
-        itself.
+        How often a request refused with 429 (the local endpoint's rate limit) or 503
+        (its model busy) is sent again after the ``Retry-After`` it names; boto3 retries
+        SageMaker's throttling itself.
     """
 
     def __init__(
@@ -176,7 +178,7 @@ class EndpointClient:
             except urllib.error.HTTPError as exc:
                 reason = _reason(exc.read())
                 wait_s = _retry_after(exc.headers.get("Retry-After"))
-                if exc.code != 429 or attempt == self.busy_retries or wait_s is None:
+                if exc.code not in _BUSY or attempt == self.busy_retries or wait_s is None:
                     raise EndpointError(f"{url} answered {exc.code}: {reason}") from None
                 time.sleep(wait_s)
             except (urllib.error.URLError, OSError) as exc:

@@ -13,6 +13,7 @@ import io
 import numpy as np
 
 from fractofl.core.images.imageio import (
+    ImageBounds,
     UnreadableImageError,
     decode_grayscale,
     grayscale_from_array,
@@ -43,8 +44,12 @@ def media_type_parameters(content_type: str | None) -> dict[str, str]:
     return parameters
 
 
-def decode_request(body: bytes, content_type: str | None) -> np.ndarray:
-    """Decode a request body to float32 grayscale (H x W) in [0, 1].
+def decode_request(
+    body: bytes, content_type: str | None, bounds: ImageBounds | None = None
+) -> np.ndarray:
+    """Decode a request body to float32 grayscale (H x W) in [0, 1]; an image over
+    ``bounds`` (default :class:`~fractofl.core.images.imageio.ImageBounds`) is refused
+    from its header, before any pixel is decoded.
 
     Raises
     ------
@@ -63,8 +68,8 @@ def decode_request(body: bytes, content_type: str | None) -> np.ndarray:
         raise UndecodableInputError(f"empty {REQUEST_SOURCE}; send the image's bytes")
     try:
         if kind == NPY_CONTENT_TYPE:
-            return grayscale_from_array(_load_npy(body), REQUEST_SOURCE)
-        return decode_grayscale(body, REQUEST_SOURCE)
+            return grayscale_from_array(_load_npy(body), REQUEST_SOURCE, bounds=bounds)
+        return decode_grayscale(bytes(body), REQUEST_SOURCE, bounds=bounds)
     except UnreadableImageError as exc:
         raise UndecodableInputError(f"{kind} {exc}") from exc
 

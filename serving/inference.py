@@ -1,9 +1,13 @@
-"""SageMaker's four inference functions for a fractofl model; ships as ``code/inference.py``.
+"""SageMaker's inference functions for a fractofl model; ships as ``code/inference.py``.
 
 The SageMaker PyTorch container (and ``fractofl serve local``, which imports this very
-file from the artifact) calls :func:`model_fn` once, then :func:`input_fn`,
-:func:`predict_fn` and :func:`output_fn` per request. It imports only torch, numpy,
-PIL and the fractofl modules vendored beside it (``code/fractofl/``), never flwr or Hydra.
+file from the artifact) calls :func:`model_fn` once, then :func:`transform_fn` per
+request, which runs :func:`decode_input`, :func:`predict_image` and
+:func:`encode_output`. The toolkit passes its request context to ``transform_fn``, which
+then answers a refused request with the status and the JSON error body of the local
+endpoint's contract (``{"error": reason}``), never the toolkit's plain text with a
+traceback of container paths. It imports only torch, numpy, PIL and the fractofl modules
+vendored beside it (``code/fractofl/``), never flwr or Hydra.
 
 Trust chain
 -----------
@@ -38,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fractofl.core.images.imageio import ImageBounds
 from fractofl.core.images.physical_scale import ScaleError, rescale
 from fractofl.core.images.preprocessing import Preprocessing
 from fractofl.core.images.scale import SemScale
@@ -53,7 +58,7 @@ from fractofl.serving.contract import (
 )
 from fractofl.serving.decoding import decode_request, media_type, media_type_parameters
 from fractofl.serving.heatmap import grad_cam, grayscale_png
-from fractofl.serving.request_errors import ImageScaleError, NotAcceptableError
+from fractofl.serving.request_errors import ImageScaleError, NotAcceptableError, RequestError
 from fractofl.serving.safetensors_io import SafetensorsError, from_safetensors
 
 log = logging.getLogger("fractofl.inference")
@@ -72,6 +77,12 @@ _JSON_ACCEPTS = {"", JSON_TYPE, "application/*", "*/*"}
 # preprocessing's limit.
 HEATMAP_MAX_PIXELS = 1 << 20
 DEFAULT_MIN_CONFIDENCE = 0.5  # serving.min_confidence's default (conf/serving/default.yaml)
+IMAGE_BOUNDS_KEY = "image_bounds"
+DEFAULT_IMAGE_BOUNDS = ImageBounds(25_000_000, 16384, 16.0)
+"""serving.max_image_pixels, max_image_side and max_aspect_ratio's defaults
+(conf/serving/default.yaml), for an artifact packaged before serving.json held them."""
+_PHRASES = {400: "Bad Request", 406: "Not Acceptable", 415: "Unsupported Media Type"}
+_PHRASES[500] = "Internal Server Error"
 
 
 class ModelLoadError(RuntimeError):
@@ -80,7 +91,7 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServedModel:
-    """What :func:`model_fn` hands to :func:`predict_fn`."""
+    """What :func:`model_fn` hands to :func:`predict_image`."""
 
     network: nn.Module
     preprocessing: Preprocessing
@@ -97,11 +108,13 @@ class ServedModel:
     ood_coverage: float | None = None
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
     """A calibrated top probability below it makes the answer uncertain (serving.json)."""
+    image_bounds: ImageBounds = DEFAULT_IMAGE_BOUNDS
+    """The largest request image decoded (serving.json; serving.max_image_*)."""
 
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """What :func:`input_fn` returns for a request that asks for more than the class:
+    """What :func:`decode_input` returns for a request that asks for more than the class:
     a heat map, and/or a preview (the decoded image as an 8-bit PNG, for TIFF and
     16-bit files that a browser cannot show)."""
 
@@ -153,6 +166,7 @@ def model_fn(model_dir: str) -> ServedModel:
     min_confidence = serving.get("min_confidence", DEFAULT_MIN_CONFIDENCE)
     if not isinstance(min_confidence, int | float) or not 0 <= min_confidence <= 1:
         raise ModelLoadError(f"{folder / SERVING_FILE}: min_confidence={min_confidence!r}")
+    bounds = _image_bounds(serving, folder / SERVING_FILE)
     log.info(
         "fractofl model %s loaded on %s (signature verified: %s; temperature %.3f)",
         version,
@@ -172,7 +186,57 @@ def model_fn(model_dir: str) -> ServedModel:
         float(threshold) if isinstance(threshold, int | float) else None,
         metrics.get("ood_coverage"),
         float(min_confidence),
+        bounds,
     )
+
+
+def _image_bounds(serving: dict[str, Any], path: Path) -> ImageBounds:
+    """serving.json's ``image_bounds`` (the defaults for an artifact without them)."""
+    given = serving.get(IMAGE_BOUNDS_KEY)
+    if given is None:
+        return DEFAULT_IMAGE_BOUNDS
+    try:
+        return ImageBounds(
+            int(given["max_pixels"]), int(given["max_side"]), float(given["max_aspect_ratio"])
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: {IMAGE_BOUNDS_KEY}={given!r} ({exc})") from None
+
+
+def transform_fn(
+    model: ServedModel,
+    request_body: bytes,
+    request_content_type: str,
+    accept: str | None,
+    context: Any = None,
+) -> tuple[bytes, str]:
+    """Answer one request: the JSON answer and its content type.
+
+    Under the SageMaker toolkit (``context`` given), a refused request is answered here
+    with its status and ``{"error": reason}``, and an unexpected failure with 500 and
+    ``{"error": "internal error; ..."}`` (its traceback goes to the log, not to the
+    client). Without a context (the local endpoint, tests) the
+    :class:`~fractofl.serving.request_errors.RequestError` is raised for the caller to
+    map.
+    """
+    try:
+        request = decode_input(request_body, request_content_type, context, model.image_bounds)
+        return encode_output(predict_image(request, model), accept)
+    except RequestError as exc:
+        if context is None:
+            raise
+        return _error_reply(context, exc.status_code, exc.message)
+    except Exception:
+        if context is None:
+            raise
+        log.exception("fractofl request failed")
+        return _error_reply(context, 500, "internal error; see the endpoint's log")
+
+
+def _error_reply(context: Any, status: int, reason: str) -> tuple[bytes, str]:
+    """Set the toolkit's response status; the JSON error body."""
+    context.set_response_status(code=status, phrase=_PHRASES.get(status, "Error"))
+    return json.dumps({"error": reason}).encode(), JSON_TYPE
 
 
 def _temperature(meta: dict[str, Any], path: Path) -> float:
@@ -183,12 +247,16 @@ def _temperature(meta: dict[str, Any], path: Path) -> float:
     return float(value)
 
 
-def input_fn(
-    request_body: bytes, request_content_type: str, context: Any = None
+def decode_input(
+    request_body: bytes,
+    request_content_type: str,
+    context: Any = None,
+    bounds: ImageBounds | None = None,
 ) -> np.ndarray | ImageRequest:
-    """Decode a request to float32 grayscale in [0, 1] (H x W).
+    """Decode a request to float32 grayscale in [0, 1] (H x W), refusing an image over
+    ``bounds`` before decoding it.
 
-    The model's own preprocessing (resize, normalise) follows in :func:`predict_fn`,
+    The model's own preprocessing (resize, normalise) follows in :func:`predict_image`,
     the first function that is handed the model. A heat map is asked for with the
     content type parameter ``heatmap=true`` (``image/png; heatmap=true``) or, under the
     SageMaker toolkit, which then passes its TorchServe ``context``, with the header
@@ -198,7 +266,7 @@ def input_fn(
     :class:`~fractofl.serving.request_errors.RequestError` with status 415 for an
     unsupported content type and 400 for an empty or undecodable body.
     """
-    image = decode_request(request_body, request_content_type)
+    image = decode_request(request_body, request_content_type, bounds)
     options = media_type_parameters(request_content_type)
     heatmap = is_true(options.get(HEATMAP_OPTION)) or heatmap_in_headers(_request_headers(context))
     preview = is_true(options.get(PREVIEW_OPTION))
@@ -231,7 +299,7 @@ def _request_scale(options: dict[str, str]) -> SemScale | None:
     return SemScale(pixel_size, None, databar_px, "request")
 
 
-def predict_fn(input_data: np.ndarray | ImageRequest, model: ServedModel) -> dict[str, Any]:
+def predict_image(input_data: np.ndarray | ImageRequest, model: ServedModel) -> dict[str, Any]:
     """Classify one grayscale image: the class, every class's probability (calibrated
     with the version's temperature), the version.
 
@@ -334,7 +402,7 @@ def _png_field(unit_image: np.ndarray) -> dict[str, Any]:
     return {"width": width, "height": height, "png_base64": png}
 
 
-def output_fn(prediction: dict[str, Any], accept: str | None) -> tuple[bytes, str]:
+def encode_output(prediction: dict[str, Any], accept: str | None) -> tuple[bytes, str]:
     """Encode a prediction as JSON; any other ``Accept`` gets a 406."""
     accepted = {media_type(part) for part in (accept or "").split(",")}
     if not accepted & _JSON_ACCEPTS:

@@ -30,7 +30,9 @@ import torch
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from fractofl.core.config.run_config import ServingConfig
 from fractofl.core.files.atomic import atomic_write
+from fractofl.core.images.imageio import ImageBounds
 from fractofl.core.trust import registry as reg
 from fractofl.core.trust.registry import ModelRegistry, ModelVerificationError
 from fractofl.serving import inference
@@ -60,6 +62,20 @@ class Artifact:
     size: int
 
 
+def image_bounds_of(cfg: ServingConfig) -> ImageBounds:
+    """The largest request image an artifact decodes (``serving.max_image_*``).
+
+    Raises
+    ------
+    ArtifactError
+        If a bound is not positive (or the aspect ratio is under 1).
+    """
+    try:
+        return ImageBounds(cfg.max_image_pixels, cfg.max_image_side, cfg.max_aspect_ratio)
+    except ValueError as exc:
+        raise ArtifactError(f"serving.{exc}") from None
+
+
 def artifact_name(version: str) -> str:
     """File name of a version's artifact: ``v000003`` -> ``model-v000003.tar.gz``."""
     return f"model-{version}.tar.gz"
@@ -71,9 +87,11 @@ def package_version(
     trusted: Ed25519PublicKey,
     out_dir: Path,
     min_confidence: float = inference.DEFAULT_MIN_CONFIDENCE,
+    image_bounds: ImageBounds = inference.DEFAULT_IMAGE_BOUNDS,
 ) -> Artifact:
     """Verify ``version`` against ``trusted`` and write its artifact into ``out_dir``
-    (``min_confidence``: ``serving.min_confidence``, kept in serving.json).
+    (``min_confidence`` and ``image_bounds``: ``serving.min_confidence`` and
+    ``serving.max_image_*``, kept in serving.json).
 
     Raises
     ------
@@ -97,7 +115,9 @@ def package_version(
         raise ModelVerificationError(
             f"{folder}: {reg.METADATA_FILE} changed while it was packaged; package again"
         )
-    files = artifact_files(checkpoint.state_dict, meta.name, payload, signature, min_confidence)
+    files = artifact_files(
+        checkpoint.state_dict, meta.name, payload, signature, min_confidence, image_bounds
+    )
     path = atomic_write(Path(out_dir) / artifact_name(meta.name), lambda h: write_tar_gz(files, h))
     data = path.read_bytes()
     return Artifact(path, meta.name, hashlib.sha256(data).hexdigest(), len(data))
@@ -109,6 +129,7 @@ def artifact_files(
     metadata: bytes,
     signature: bytes,
     min_confidence: float = inference.DEFAULT_MIN_CONFIDENCE,
+    image_bounds: ImageBounds = inference.DEFAULT_IMAGE_BOUNDS,
 ) -> dict[str, bytes]:
     """Every file of the artifact, by its path inside the archive."""
     weights = to_safetensors(state_dict, {"fractofl_version": version})
@@ -118,6 +139,11 @@ def artifact_files(
         "weights": WEIGHTS_FILE,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "min_confidence": min_confidence,
+        inference.IMAGE_BOUNDS_KEY: {
+            "max_pixels": image_bounds.max_pixels,
+            "max_side": image_bounds.max_side,
+            "max_aspect_ratio": image_bounds.max_aspect_ratio,
+        },
     }
     entry = Path(inference.__file__)
     files = {

@@ -11,11 +11,16 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from fractofl.core.images.imageio import ImageBounds
 from fractofl.core.trust.registry import ModelRegistry
 from fractofl.core.trust.signing import public_pem
 from fractofl.serving.artifact_loader import load_handlers
 from fractofl.serving.errors import EndpointError
-from fractofl.serving.inference import DEFAULT_MIN_CONFIDENCE, TRUSTED_KEY_FILE
+from fractofl.serving.inference import (
+    DEFAULT_IMAGE_BOUNDS,
+    DEFAULT_MIN_CONFIDENCE,
+    TRUSTED_KEY_FILE,
+)
 from fractofl.serving.local_endpoint import EndpointSettings, LocalEndpoint, inference_worker
 from fractofl.serving.package import extract_artifact, package_version
 
@@ -28,9 +33,10 @@ def prepare_model_dir(
     trusted: Ed25519PublicKey,
     workdir: Path,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    image_bounds: ImageBounds = DEFAULT_IMAGE_BOUNDS,
 ) -> Path:
     """Package ``version`` (verified) into ``workdir`` and extract it as ``/opt/ml/model``."""
-    artifact = package_version(registry, version, trusted, workdir, min_confidence)
+    artifact = package_version(registry, version, trusted, workdir, min_confidence, image_bounds)
     model_dir = extract_artifact(artifact.path, workdir / MODEL_DIR)
     (model_dir / TRUSTED_KEY_FILE).write_text(public_pem(trusted))
     return model_dir
@@ -52,7 +58,9 @@ def start_local_endpoint(
     EndpointError
         If the address cannot be bound, or the model was not verified on load.
     """
-    model_dir = prepare_model_dir(registry, version, trusted, workdir, settings.min_confidence)
+    model_dir = prepare_model_dir(
+        registry, version, trusted, workdir, settings.min_confidence, settings.image_bounds
+    )
     worker = inference_worker()  # model_fn runs on the thread that will answer requests
     try:
         handlers = worker.submit(load_handlers, model_dir).result()

@@ -51,6 +51,11 @@ PARTS: tuple[Part, ...] = (
         "serving", "Serving: local endpoint against the in-process forward", "serving:run_serving"
     ),
     Part(
+        "worst_request",
+        "Serving: memory and time of the worst request within the limits",
+        "worst_request:run_worst_request",
+    ),
+    Part(
         "federation",
         "Federation: simulation against the Deployment Engine",
         "federation:run_federation",

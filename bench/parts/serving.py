@@ -7,8 +7,8 @@ local`` serves it in its own process. The benchmark process loads the very same 
 in-process and interleaves, request by request,
 
   (1) the model forward: the network and softmax on the already preprocessed tensor,
-  (2) the whole in-process pipeline: ``input_fn`` (PNG decoding, preprocessing),
-      ``predict_fn`` and ``output_fn`` of the artifact's ``inference.py``,
+  (2) the whole in-process pipeline: the artifact's ``transform_fn`` (PNG decoding,
+      preprocessing, the model, the JSON answer),
   (3) one HTTP request to the endpoint (``POST /invocations``, keep-alive connection),
 
 in alternating blocks, so that all three see the same machine state; then (4) the plan's
@@ -45,6 +45,7 @@ from fractofl.core.model.factory import checkpoint_for, model_for
 from fractofl.core.trust.registry import ModelRegistry
 from fractofl.core.trust.signing import create_key_pair, load_private_key, load_public_key
 from fractofl.serving.artifact_loader import load_handlers
+from fractofl.serving.decoding import decode_request
 from fractofl.serving.serve_local import prepare_model_dir
 
 IMAGE_SIZE = 224
@@ -229,7 +230,7 @@ def tables(
     rows = []
     labels = {
         "forward": "(1) in-process model forward (network + softmax, preprocessed tensor)",
-        "pipeline": "(2) in-process input_fn + predict_fn + output_fn (PNG in, JSON out)",
+        "pipeline": "(2) in-process transform_fn (PNG in, JSON out)",
         "http": "(3) local endpoint, POST /invocations over HTTP (keep-alive)",
     }
     for name, label in labels.items():
@@ -295,8 +296,8 @@ def run_serving(plan: Plan, shared: dict[str, object]) -> PartOutcome:
     trusted = load_public_key(work / "keys" / "bench.pub")
     handlers = load_handlers(prepare_model_dir(registry, "latest", trusted, work / "inprocess"))
     body = request_png()
-    data = handlers.input_fn(body, "image/png")
     model = handlers.model
+    data = decode_request(body, "image/png")
     batch = model.preprocessing.to_tensor(data)[None].to(model.device)
 
     def forward() -> object:
@@ -304,8 +305,7 @@ def run_serving(plan: Plan, shared: dict[str, object]) -> PartOutcome:
             return torch.softmax(model.network(batch).float(), dim=1)
 
     def pipeline() -> object:
-        prediction = handlers.predict_fn(handlers.input_fn(body, "image/png"), model)
-        return handlers.output_fn(prediction, "application/json")
+        return handlers.transform_fn(model, body, "image/png", "application/json")
 
     port = free_port()
     log_path = work / "endpoint.log"

@@ -95,7 +95,7 @@ def run_uncertain(plan: Plan, shared: dict[str, object]) -> PartOutcome:
         "The non-fracture images are made by bench/programs/uncertain_rates.py (seed 0); "
         "the test images are the coordinator's, which 95 % stay under the energy threshold "
         "by construction (registry.ood_coverage). Each image goes through the artifact's own "
-        "input_fn and predict_fn."
+        "decode_input and predict_image."
     )
     out.data = {**rates, "model": model}
     return out

@@ -2,7 +2,7 @@
 and on images that are not fracture surfaces, made here: uniform noise, printed text,
 smooth natural-looking fields, and SEM-like images of things outside the taxonomy
 (particles on a substrate, a scratched polished surface). Every image goes through the
-served model's own ``input_fn`` and ``predict_fn`` (the artifact, in process).
+served model's own ``decode_input`` and ``predict_image`` (the artifact, in process).
 
 Usage: uncertain_rates.py MODEL_DIR TEST_DIR COUNT; prints JSON (one line).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from fractofl.serving.inference import input_fn, model_fn, predict_fn
+from fractofl.serving.inference import decode_input, model_fn, predict_image
 
 SIZE = 128
 Maker = Callable[[np.random.Generator], Image.Image]
@@ -85,7 +85,7 @@ def _png(image: Image.Image) -> bytes:
 def _rates(model: object, bodies: list[bytes]) -> dict[str, float]:
     flagged = low = unlike = 0
     for body in bodies:
-        answer = predict_fn(input_fn(body, "image/png"), model)  # type: ignore[arg-type]
+        answer = predict_image(decode_input(body, "image/png"), model)  # type: ignore[arg-type]
         reasons = answer["uncertain_reasons"]
         flagged += bool(answer["uncertain"])
         low += any(r.startswith("low confidence") for r in reasons)

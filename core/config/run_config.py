@@ -208,6 +208,14 @@ class ServingConfig:
     max_payload_mb: float = 6.0
     min_confidence: float = 0.5  # a calibrated top probability below it: "uncertain"
     max_concurrent: int = 8
+    max_queue_wait_s: float = 30.0
+    request_timeout_s: float = 60.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 64
+    listen_backlog: int = 128
+    max_image_pixels: int = 25_000_000
+    max_image_side: int = 16384
+    max_aspect_ratio: float = 16.0
     api_key_env: str = "FRACTOFL_API_KEY"
     rate_limit_per_minute: float = 120.0
     rate_limit_burst: int = 20

@@ -33,6 +33,60 @@ A float32 copy of such an image takes 200 MB; larger files are far beyond what a
 micrograph needs and are more likely a corrupt or hostile header than real data.
 """
 
+
+@dataclass(frozen=True)
+class ImageBounds:
+    """The largest image accepted, checked from the header before any pixel is decoded.
+
+    The pixel count alone does not bound the work: a legal 49,000,000 x 1 PNG of 47 KB
+    has fewer pixels than a 7000 x 7000 micrograph, and resizing it took 13 GiB. A side
+    and an aspect-ratio bound keep every resampling buffer (about the long side times
+    the output side) small.
+
+    Attributes
+    ----------
+    max_pixels
+        Largest width x height.
+    max_side
+        Longest width or height (``None``: no bound beyond ``max_pixels``).
+    max_aspect_ratio
+        Largest long side / short side (``None``: no bound).
+    """
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_side: int | None = None
+    max_aspect_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_pixels < 1 or (self.max_side is not None and self.max_side < 1):
+            raise ValueError(
+                f"max_image_pixels={self.max_pixels} and max_image_side={self.max_side} must "
+                "be >= 1"
+            )
+        if self.max_aspect_ratio is not None and not self.max_aspect_ratio >= 1:
+            raise ValueError(f"max_aspect_ratio={self.max_aspect_ratio} must be >= 1")
+
+    def refusal(self, width: int, height: int) -> str | None:
+        """Why a ``width`` x ``height`` image is refused, or ``None`` when it is not."""
+        if width * height > self.max_pixels:
+            return (
+                f"image is {width}x{height} = {width * height} pixels, above the limit of "
+                f"{self.max_pixels}; downscale or crop it, or raise max_pixels"
+            )
+        if self.max_side is not None and max(width, height) > self.max_side:
+            return (
+                f"image is {width}x{height}, a side above the limit of {self.max_side} "
+                "pixels; downscale or crop it"
+            )
+        ratio = max(width, height) / min(width, height)
+        if self.max_aspect_ratio is not None and ratio > self.max_aspect_ratio:
+            return (
+                f"image is {width}x{height}, {ratio:.0f} times longer than wide, above the "
+                f"limit of {self.max_aspect_ratio:g}; send the micrograph, not a strip of it"
+            )
+        return None
+
+
 # PIL plugin identifiers allowed to open a file. Restricting them keeps PIL from handing a
 # misnamed file to exotic plugins (EPS, for instance, would start Ghostscript). "MPO" must not
 # be listed: it has no opener of its own (the JPEG opener returns MPO files) and PIL raises
@@ -171,21 +225,28 @@ def read_grayscale(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
 
 
 def decode_grayscale(
-    data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes,
+    source: str = "<bytes>",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    bounds: ImageBounds | None = None,
 ) -> np.ndarray:
     """Decode image bytes (e.g. a request body) exactly as :func:`read_grayscale` reads a file.
 
-    ``source`` names the bytes in errors; the other rules, return value and errors are
-    those of :func:`read_grayscale`.
+    ``source`` names the bytes in errors; ``bounds``, when given, replaces ``max_pixels``
+    (a served request's side and aspect-ratio bounds too); the other rules, return
+    value and errors are those of :func:`read_grayscale`.
     """
     if not data:
         raise UnreadableImageError(source, "no image data (0 bytes)")
-    with _open_stream(source, io.BytesIO(data), max_pixels) as im:
+    with _open_stream(source, io.BytesIO(data), bounds or ImageBounds(max_pixels)) as im:
         return _decode(im, source)
 
 
 def grayscale_from_array(
-    values: np.ndarray, source: str = "<array>", max_pixels: int = DEFAULT_MAX_PIXELS
+    values: np.ndarray,
+    source: str = "<array>",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    bounds: ImageBounds | None = None,
 ) -> np.ndarray:
     """Turn a pixel array (H x W, or H x W x C) into float32 grayscale in [0, 1].
 
@@ -214,10 +275,9 @@ def grayscale_from_array(
     height, width = values.shape[:2]
     if height * width == 0:
         raise UnreadableImageError(source, f"array of shape {values.shape} has no pixels")
-    if height * width > max_pixels:
-        raise UnreadableImageError(
-            source, f"array is {width}x{height} pixels, above the limit of {max_pixels}"
-        )
+    refusal = (bounds or ImageBounds(max_pixels)).refusal(width, height)
+    if refusal is not None:
+        raise UnreadableImageError(source, refusal.replace("image is", "array is", 1))
     unit = _unit_scale(values)
     if values.ndim == 3:  # 1 or 2 channels: gray (+ alpha); 3 or 4: RGB (+ alpha)
         channels = values.shape[2]
@@ -287,10 +347,10 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
         raise UnreadableImageError(path, "not a regular file")
     if size == 0:
         raise UnreadableImageError(path, "file is empty (0 bytes); re-export or remove it")
-    return _open_stream(path, path, max_pixels)
+    return _open_stream(path, path, ImageBounds(max_pixels))
 
 
-def _open_stream(source: Path | str, stream: Path | BinaryIO, max_pixels: int) -> Image.Image:
+def _open_stream(source: Path | str, stream: Path | BinaryIO, bounds: ImageBounds) -> Image.Image:
     """Open an image from a path or binary stream lazily; ``source`` names it in errors."""
     try:
         with warnings.catch_warnings():
@@ -301,7 +361,7 @@ def _open_stream(source: Path | str, stream: Path | BinaryIO, max_pixels: int) -
     except Image.DecompressionBombError as exc:
         # PIL refuses on its own above 2 x Image.MAX_IMAGE_PIXELS, before we see the size,
         # whatever max_pixels says; we leave that global alone.
-        raise UnreadableImageError(source, _bomb_reason(max_pixels)) from exc
+        raise UnreadableImageError(source, _bomb_reason(bounds.max_pixels)) from exc
     except Image.UnidentifiedImageError as exc:
         raise UnreadableImageError(
             source, "not a readable PNG, JPEG, TIFF or BMP image (wrong content or corrupt header)"
@@ -312,13 +372,10 @@ def _open_stream(source: Path | str, stream: Path | BinaryIO, max_pixels: int) -
     if width <= 0 or height <= 0:
         im.close()
         raise UnreadableImageError(source, f"image header declares an empty size {width}x{height}")
-    if width * height > max_pixels:
+    refusal = bounds.refusal(width, height)
+    if refusal is not None:
         im.close()
-        raise UnreadableImageError(
-            source,
-            f"image is {width}x{height} = {width * height} pixels, above the limit of "
-            f"{max_pixels}; downscale or crop it, or raise max_pixels",
-        )
+        raise UnreadableImageError(source, refusal)
     return im
 
 

@@ -271,7 +271,7 @@
         await askForKey(Boolean(sentKey));
         continue;
       }
-      if (reply.status === 429) {
+      if (reply.status === 429 || reply.status === 503) {
         if (++busy > MAX_BUSY_RETRIES) return fail(item, "rateLimited");
         const seconds = Math.max(1, Number(reply.headers.get("Retry-After")) || 1);
         item.status = "waiting";

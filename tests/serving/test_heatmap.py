@@ -21,7 +21,7 @@ from fractofl.core.config.run_config import ServingConfig
 from fractofl.serving.client import EndpointClient
 from fractofl.serving.contract import API_KEY_HEADER, HEATMAP_HEADER
 from fractofl.serving.heatmap import grad_cam, target_layer
-from fractofl.serving.inference import ImageRequest, input_fn, model_fn, predict_fn
+from fractofl.serving.inference import ImageRequest, decode_input, model_fn, predict_image
 from tests.serving.conftest import RunningEndpoint, fractofl_command
 
 SIDE = 32
@@ -103,9 +103,9 @@ def test_the_map_has_the_request_size_and_leaves_no_hooks(model_dir: Path) -> No
     Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buffer, format="PNG")
     layer = target_layer(served.network, served.architecture)
     # Execute
-    request = input_fn(buffer.getvalue(), "image/png; heatmap=true")
-    answer = predict_fn(request, served)
-    plain = predict_fn(input_fn(buffer.getvalue(), "image/png"), served)
+    request = decode_input(buffer.getvalue(), "image/png; heatmap=true")
+    answer = predict_image(request, served)
+    plain = predict_image(decode_input(buffer.getvalue(), "image/png"), served)
     # Assert
     assert isinstance(request, ImageRequest)
     assert layer is [m for m in served.network.modules() if isinstance(m, nn.Conv2d)][-1]
@@ -216,6 +216,6 @@ def test_cli_writes_overlays(
 @pytest.mark.parametrize("value", ["false", "0", ""])
 def test_other_option_values_ask_for_nothing(value: str, images: dict[str, Path]) -> None:
     # Execute
-    request = input_fn(images["gray.png"].read_bytes(), f"image/png; heatmap={value}")
+    request = decode_input(images["gray.png"].read_bytes(), f"image/png; heatmap={value}")
     # Assert
     assert isinstance(request, np.ndarray)

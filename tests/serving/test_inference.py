@@ -27,10 +27,10 @@ from fractofl.serving.inference import (
     TRUSTED_KEY_FILE,
     ModelLoadError,
     ServedModel,
-    input_fn,
+    decode_input,
+    encode_output,
     model_fn,
-    output_fn,
-    predict_fn,
+    predict_image,
 )
 from fractofl.serving.package import extract_artifact, package_version
 from fractofl.serving.request_errors import RequestError
@@ -73,8 +73,8 @@ def test_answers_equal_the_training_path(
     # Prepare
     path = images[name]
     # Execute
-    prediction = predict_fn(input_fn(path.read_bytes(), GOOD[name]), served)
-    body, content_type = output_fn(prediction, "application/json")
+    prediction = predict_image(decode_input(path.read_bytes(), GOOD[name]), served)
+    body, content_type = encode_output(prediction, "application/json")
     # Assert
     expected = expected_probabilities(published, read_grayscale(path))
     assert served.signature_verified
@@ -93,8 +93,8 @@ def test_a_preview_is_the_decoded_image_as_an_8_bit_png(
     body = images["gray16.tif"].read_bytes()
     decoded = read_grayscale(images["gray16.tif"])
     # Execute
-    answer = predict_fn(input_fn(body, "image/tiff; preview=true"), served)
-    plain = predict_fn(input_fn(body, "image/tiff"), served)
+    answer = predict_image(decode_input(body, "image/tiff; preview=true"), served)
+    plain = predict_image(decode_input(body, "image/tiff"), served)
     # Assert
     preview = answer["image"]
     assert (preview["height"], preview["width"]) == decoded.shape
@@ -114,8 +114,8 @@ def test_npy_arrays_are_read_like_image_files(
     rgb = io.BytesIO()
     np.save(rgb, np.dstack([gray] * 3))
     # Execute
-    flat = predict_fn(input_fn(images["gray.npy"].read_bytes(), "application/x-npy"), served)
-    colour = predict_fn(input_fn(rgb.getvalue(), "application/x-npy"), served)
+    flat = predict_image(decode_input(images["gray.npy"].read_bytes(), "application/x-npy"), served)
+    colour = predict_image(decode_input(rgb.getvalue(), "application/x-npy"), served)
     # Assert
     expected = expected_probabilities(published, read_grayscale(images["gray.png"]))
     assert list(flat["probabilities"].values()) == pytest.approx(expected, abs=1e-6)
@@ -150,19 +150,19 @@ def test_bad_inputs_raise_their_http_status(
     data = images[body].read_bytes() if isinstance(body, str) else body
     # Execute / Assert
     with pytest.raises(RequestError) as caught:
-        input_fn(data, content_type)  # type: ignore[arg-type]
+        decode_input(data, content_type)  # type: ignore[arg-type]
     assert caught.value.status_code == status
     assert reason in caught.value.message
 
 
 def test_output_accepts_json_only(served: ServedModel, images: dict[str, Path]) -> None:
     # Prepare
-    prediction = predict_fn(input_fn(images["gray.png"].read_bytes(), "image/png"), served)
+    prediction = predict_image(decode_input(images["gray.png"].read_bytes(), "image/png"), served)
     # Execute / Assert
     for accept in (None, "", "*/*", "application/json; q=1", "text/csv, application/*"):
-        assert output_fn(prediction, accept)[1] == "application/json"
+        assert encode_output(prediction, accept)[1] == "application/json"
     with pytest.raises(RequestError) as caught:
-        output_fn(prediction, "text/csv")
+        encode_output(prediction, "text/csv")
     assert caught.value.status_code == 406
 
 
@@ -248,7 +248,7 @@ def test_probabilities_are_calibrated_with_the_signed_temperature(
         logits = network(published.checkpoint.preprocessing.to_tensor(image)[None])
     # Execute
     served = model_fn(str(folder))
-    prediction = predict_fn(input_fn(images["gray.png"].read_bytes(), "image/png"), served)
+    prediction = predict_image(decode_input(images["gray.png"].read_bytes(), "image/png"), served)
     # Assert: softmax(logits / 2.5), the same answer, less sure than uncalibrated
     expected = torch.softmax(logits / 2.5, dim=1)[0].tolist()
     assert served.temperature == 2.5
@@ -295,10 +295,10 @@ def test_an_answer_to_refer_to_an_expert_says_why(
     shutil.copyfile(strict.public_key, folder / TRUSTED_KEY_FILE)
     body = images["gray.png"].read_bytes()
     # Execute
-    flagged = predict_fn(input_fn(body, "image/png"), model_fn(str(folder)))
+    flagged = predict_image(decode_input(body, "image/png"), model_fn(str(folder)))
     lenient = model_fn(str(folder))
     lenient = dataclasses.replace(lenient, min_confidence=0.0, ood_energy_threshold=None)
-    plain = predict_fn(input_fn(body, "image/png"), lenient)
+    plain = predict_image(decode_input(body, "image/png"), lenient)
     # Assert: both reasons, each with its numbers and setting; the class is still given
     assert flagged["uncertain"] is True
     low, unlike = flagged["uncertain_reasons"]

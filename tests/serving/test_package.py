@@ -77,6 +77,7 @@ def test_artifact_holds_weights_signed_metadata_and_vendored_code(
         "weights": "model.safetensors",
         "weights_sha256": hashlib.sha256(files["model.safetensors"]).hexdigest(),
         "min_confidence": inference.DEFAULT_MIN_CONFIDENCE,  # serving.min_confidence
+        "image_bounds": {"max_pixels": 25_000_000, "max_side": 16384, "max_aspect_ratio": 16.0},
     }
     # ... and the very source files that trained the model, and no torch to reinstall
     assert files["code/inference.py"] == (REPO / "serving" / "inference.py").read_bytes()

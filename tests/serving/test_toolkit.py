@@ -106,11 +106,16 @@ def test_artifact_answers_under_the_sagemaker_toolkit(
         expected = expected_probabilities(published, read_grayscale(images[image]))
         assert list(answer["probabilities"].values()) == pytest.approx(expected, abs=1e-5)
         assert answer["model_version"] == published.version
-    # ... bad ones with the status inference.py raised (the toolkit appends its traceback)
-    assert text_reply["status"] == 415
-    assert text_reply["body"].startswith("content type 'text/plain' is not supported")
-    assert truncated["status"] == 400
-    assert "cannot decode pixels" in truncated["body"]
+    # ... bad ones with the status inference.py raised and the contract's JSON error body,
+    # not the toolkit's plain text with a traceback of container paths
+    assert (text_reply["status"], text_reply["content_type"]) == (415, "application/json")
+    assert json.loads(text_reply["body"])["error"].startswith(
+        "content type 'text/plain' is not supported"
+    )
+    assert (truncated["status"], truncated["content_type"]) == (400, "application/json")
+    assert list(json.loads(truncated["body"])) == ["error"]
+    assert "cannot decode pixels" in json.loads(truncated["body"])["error"]
+    assert all("Traceback" not in reply["body"] for reply in report["replies"])
     # ... and a heat map asked for by custom attribute (via the toolkit's context) or
     # content type parameter, the request image's size
     for reply in heatmaps:

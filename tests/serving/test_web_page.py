@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page, expect
 from fractofl.core.config.taxonomy import DEFAULT_CLASSES
 from fractofl.core.synth.sample import render_sample
 from fractofl.core.synth.style import SynthStyle
-from fractofl.serving.inference import ServedModel, input_fn, model_fn, predict_fn
+from fractofl.serving.inference import ServedModel, decode_input, model_fn, predict_image
 from tests.serving.browser import artifacts_dir
 from tests.serving.conftest import (
     API_KEY,
@@ -100,7 +100,7 @@ def limited_endpoint(
 def in_process_answer(served: ServedModel, path: Path) -> dict[str, Any]:
     """The artifact's answer with heat map and preview, computed here."""
     content_type = CONTENT_TYPES[path.suffix] + "; heatmap=true; preview=true"
-    return predict_fn(input_fn(path.read_bytes(), content_type), served)
+    return predict_image(decode_input(path.read_bytes(), content_type), served)
 
 
 def png_levels(field: dict[str, Any]) -> np.ndarray:

@@ -184,7 +184,7 @@ def test_evaluation_judges_an_image_by_the_mean_of_its_tiles() -> None:
 
 
 def test_the_endpoint_judges_an_image_as_the_members_evaluation_does(tmp_path: Path) -> None:
-    from fractofl.serving.inference import ServedModel, input_fn, predict_fn
+    from fractofl.serving.inference import ServedModel, decode_input, predict_image
     from fractofl.serving.request_errors import ImageScaleError
 
     torch.manual_seed(0)
@@ -195,28 +195,29 @@ def test_the_endpoint_judges_an_image_as_the_members_evaluation_does(tmp_path: P
     with torch.no_grad():
         expected = tile_mean_log_probabilities(network, member.image(0)[None]).exp()[0]
     body = path.read_bytes()
-    answer = predict_fn(input_fn(body, "image/tiff; pixel_size_um=0.05; databar_px=12"), served)
+    request = decode_input(body, "image/tiff; pixel_size_um=0.05; databar_px=12")
+    answer = predict_image(request, served)
     assert list(answer["probabilities"].values()) == pytest.approx(expected.tolist(), abs=1e-6)
-    mapped = predict_fn(
-        input_fn(body, "image/tiff; pixel_size_um=0.05; databar_px=12; heatmap=true"), served
+    mapped = predict_image(
+        decode_input(body, "image/tiff; pixel_size_um=0.05; databar_px=12; heatmap=true"), served
     )
     assert (mapped["heatmap"]["width"], mapped["heatmap"]["height"]) == (128, 96)
     heat = np.array(Image.open(io.BytesIO(base64.b64decode(mapped["heatmap"]["png_base64"]))))
     assert heat[-12:].max() == 0 and heat[:-12].max() > 0  # the data bar is no evidence
     with pytest.raises(ImageScaleError, match=r"pixel_size_um=0\.05") as refused:
-        predict_fn(input_fn(body, "image/tiff"), served)
+        predict_image(decode_input(body, "image/tiff"), served)
     assert refused.value.status_code == 400
     with pytest.raises(ImageScaleError, match="positive"):
-        input_fn(body, "image/tiff; pixel_size_um=-1")
+        decode_input(body, "image/tiff; pixel_size_um=-1")
     with pytest.raises(ImageScaleError, match="smaller than one"):
-        predict_fn(input_fn(body, "image/tiff; pixel_size_um=0.005"), served)
+        predict_image(decode_input(body, "image/tiff; pixel_size_um=0.005"), served)
     # The worst legal case: a pixel size that resamples the image to just under the
     # preprocessing's limit (8320 x 5460 pixels here), with a heat map.
     worst = "image/tiff; pixel_size_um=6.5; databar_px=12; heatmap=true"
-    answer = predict_fn(input_fn(body, worst), served)
+    answer = predict_image(decode_input(body, worst), served)
     assert (answer["heatmap"]["width"], answer["heatmap"]["height"]) == (128, 96)
     with pytest.raises(ImageScaleError, match="above 50000000"):
-        predict_fn(input_fn(body, "image/tiff; pixel_size_um=10; databar_px=12"), served)
+        predict_image(decode_input(body, "image/tiff; pixel_size_um=10; databar_px=12"), served)
 
 
 def test_the_data_check_names_images_smaller_than_one_tile(tmp_path: Path) -> None:
