@@ -209,7 +209,11 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"fractofl: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{meta.name}: ok (round {meta.round}, run {meta.run_id}, signed by {meta.signer})")
+        members = "" if meta.contributors is None else f"; members {', '.join(meta.contributors)}"
+        print(
+            f"{meta.name}: ok (round {meta.round}, run {meta.run_id}, signed by {meta.signer}"
+            f"{members})"
+        )
     return 1 if failed else 0
 
 

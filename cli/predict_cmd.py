@@ -16,7 +16,7 @@ from fractofl.cli.config import load_run_config
 from fractofl.core.images.imageio import UnreadableImageError, grayscale_from_array, read_grayscale
 from fractofl.core.images.scale import SemScale
 from fractofl.core.images.sem_scale import ScaleFileError, read_sem_scale
-from fractofl.serving.client import EndpointClient
+from fractofl.serving.client import EndpointClient, describe_provenance
 from fractofl.serving.contract import PIXEL_SIZE_OPTION
 from fractofl.serving.errors import EndpointError
 
@@ -112,6 +112,7 @@ def _classify(
         "model_version": answer.model_version,
         "uncertain": answer.uncertain,
         "uncertain_reasons": list(answer.uncertain_reasons),
+        "provenance": answer.provenance,
     }
     if heatmap_out is not None and answer.heatmap is not None:
         target = heatmap_out
@@ -174,3 +175,6 @@ def _print_table(results: list[dict[str, Any]]) -> None:
         if result.get("uncertain"):
             reasons = "; ".join(result.get("uncertain_reasons", [])) or "no reason given"
             print(f"{result['file']}: {UNCERTAIN}, refer to an expert: {reasons}")
+    described = {describe_provenance(r["provenance"]) for r in results if r.get("provenance")}
+    for line in sorted(described):
+        print(f"model {line}")

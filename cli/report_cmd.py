@@ -73,9 +73,13 @@ def _report(args: argparse.Namespace) -> int:
     if version is not None:
         trusted = load_public_key(args.public_key or Path(cfg.registry.trusted_public_key))
         checkpoint, meta = registry.load_verified(version, trusted)
+        members = (
+            "not recorded" if meta.contributors is None else ", ".join(meta.contributors) or "none"
+        )
         provenance = (
             f"registry version {meta.name} in {registry.root}: round {meta.round} of run "
-            f"`{meta.run_id}`, signature verified with key {fingerprint(trusted)}"
+            f"`{meta.run_id}`, signature verified with key {fingerprint(trusted)}; members "
+            f"whose updates are in it: {members}"
         )
         label, model_round = meta.name, meta.round
         signed_temperature = meta.metrics.get("temperature")

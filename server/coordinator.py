@@ -177,6 +177,12 @@ def _audit_trail(cfg: RunConfig, folder: RunFolder, guard: UpdateGuard) -> _RunA
     return audit
 
 
+def _member_name(folder: RunFolder, node: int) -> str:
+    """A member as a version names it: registered name, else ``partition-N`` (as its
+    evaluations named it), else ``node-<id>``."""
+    return folder.member_names.get(node) or folder.member_labels.get(node) or f"node-{node}"
+
+
 def spill_folder(cfg: RunConfig, run_dir: Path) -> Path:
     """Where streamed updates wait for the round's norm test (``updates.spill_dir``, by
     default the run folder's ``spill``, present only while a round collects updates)."""
@@ -286,7 +292,8 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
             ),
             folder.path,
         )
-        meta = publisher.publish(server_round, arrays, recorder.rows[-1])
+        contributors = [_member_name(folder, node) for node in recorder.contributors]
+        meta = publisher.publish(server_round, arrays, recorder.rows[-1], contributors)
         if audit is not None:
             audit.round_ended(start.run_id, server_round, participation, meta)
 

@@ -4,7 +4,7 @@ and the registry pruned to its retention policy after each publish."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -61,10 +61,21 @@ class RoundPublisher:
         ]
         return found[-1] if found else None
 
-    def publish(self, server_round: int, arrays: ArrayRecord, row: RoundRow) -> VersionMetadata:
+    def publish(
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        row: RoundRow,
+        contributors: Sequence[str] | None = None,
+    ) -> VersionMetadata:
         """Publish ``arrays`` as round ``server_round``'s model; its parent is the version
-        of the round before it in this run (none for round 1)."""
+        of the round before it in this run (none for round 1). ``contributors``, the
+        members whose updates this round aggregated, are signed with the version together
+        with its parent's: every member whose update is in the model."""
         previous = self._version_of_round(server_round - 1)
+        if contributors is not None:
+            earlier = previous.contributors if previous and previous.contributors else ()
+            contributors = sorted({*earlier, *contributors})
         state = arrays.to_torch_state_dict()
         metrics = {
             **row.test_metrics(),
@@ -85,7 +96,11 @@ class RoundPublisher:
         parent = previous.version if previous else None
         try:
             meta = self.registry.publish(
-                checkpoint, config_digest=self._digest, parent=parent, key=self.key
+                checkpoint,
+                config_digest=self._digest,
+                parent=parent,
+                key=self.key,
+                contributors=contributors,
             )
         except RegistryError:
             if parent is None or parent in self.registry.version_numbers():
@@ -98,7 +113,11 @@ class RoundPublisher:
                 parent,
             )
             meta = self.registry.publish(
-                checkpoint, config_digest=self._digest, parent=None, key=self.key
+                checkpoint,
+                config_digest=self._digest,
+                parent=None,
+                key=self.key,
+                contributors=contributors,
             )
         log.info("round %d: published model version %d (%s)", server_round, meta.version, meta.name)
         if self.cfg.registry.retention.prune_after_publish:

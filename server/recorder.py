@@ -114,6 +114,8 @@ class RoundRecorder:
         self._verdicts: list[UpdateVerdict] = []
         self._participation: Participation | None = None
         self.last_eval: EvalResult | None = None
+        self.contributors: list[int] = []
+        """Node ids whose updates the last closed round aggregated."""
 
     def elapsed_s(self) -> float:
         """Seconds since the run started (across a resume)."""
@@ -141,6 +143,13 @@ class RoundRecorder:
     def record_updates(self, server_round: int, verdicts: list[UpdateVerdict]) -> None:
         """Keep the round's update verdicts (refusals, bytes sent) for its row."""
         self._verdicts = list(verdicts)
+
+    def _contributors(self) -> list[int]:
+        """The members whose updates the guard accepted this round; without its verdicts
+        (secure aggregation), those that answered."""
+        if self._verdicts:
+            return sorted(v.node_id for v in self._verdicts if v.accepted)
+        return sorted(self._participation.answered) if self._participation else []
 
     def record_participation(self, participation: Participation) -> None:
         """Keep who was asked, answered, failed and was late, for the round's row."""
@@ -191,6 +200,7 @@ class RoundRecorder:
         if self.privacy_spent is not None and server_round:
             spent = self.privacy_spent()
             row.dp_epsilon, row.dp_delta = spent.epsilon, spent.delta
+        self.contributors = self._contributors() if server_round else []
         self._train, self._members_eval, self._verdicts = {}, {}, []
         self._worst_member = math.nan
         self._participation = None

@@ -63,6 +63,9 @@ class Prediction:
     heatmap: np.ndarray | None = None
     uncertain: bool = False
     uncertain_reasons: tuple[str, ...] = ()
+    provenance: dict[str, Any] | None = None
+    """The model's version, run, round, contributing members, signer and preprocessing,
+    as the endpoint's signed metadata gives them (``None`` from an older endpoint)."""
 
     @property
     def probability(self) -> float:
@@ -82,6 +85,7 @@ class Prediction:
                 None if heatmap is None else _decode_heatmap(heatmap),
                 bool(values.get("uncertain", False)),
                 tuple(str(r) for r in values.get("uncertain_reasons", ())),
+                _provenance(values.get("provenance")),
             )
         except (
             ValueError,
@@ -94,6 +98,27 @@ class Prediction:
             raise EndpointError(
                 f"{source} answered something that is not a fractofl prediction: {exc}"
             ) from None
+
+
+def _provenance(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"provenance is a {type(value).__name__}, not an object")
+    return value
+
+
+def describe_provenance(provenance: dict[str, Any]) -> str:
+    """One line for people: ``v000003 (run ab12, round 3), signed by SHA256:... (verified);
+    members: org1, org2``."""
+    verified = "verified" if provenance.get("signature_verified") else "NOT verified"
+    contributors = provenance.get("contributors")
+    members = "not recorded" if contributors is None else ", ".join(contributors) or "none"
+    return (
+        f"{provenance.get('model_version')} (run {provenance.get('run_id')}, round "
+        f"{provenance.get('round')}), signed by {provenance.get('signer')} ({verified}); "
+        f"members: {members}"
+    )
 
 
 class EndpointClient:

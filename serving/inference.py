@@ -34,7 +34,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,8 @@ class ServedModel:
     """A calibrated top probability below it makes the answer uncertain (serving.json)."""
     image_bounds: ImageBounds = DEFAULT_IMAGE_BOUNDS
     """The largest request image decoded (serving.json; serving.max_image_*)."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Where the model comes from, from its signed metadata; in every answer."""
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,27 @@ def model_fn(model_dir: str) -> ServedModel:
         metrics.get("ood_coverage"),
         float(min_confidence),
         bounds,
+        provenance_of(meta, version, verified),
     )
+
+
+def provenance_of(meta: dict[str, Any], version: str, verified: bool) -> dict[str, Any]:
+    """What an answer says about its model, all from the signed metadata: the version,
+    the run and round that made it, the members whose updates are in it (``None`` when
+    the version did not record them), the signing key's fingerprint and whether the
+    signature was verified here, the architecture and the preprocessing."""
+    contributors = meta.get("contributors")
+    return {
+        "model_version": version,
+        "run_id": str(meta.get("run_id", "")),
+        "round": meta.get("round"),
+        "created": meta.get("created"),
+        "contributors": None if contributors is None else [str(c) for c in contributors],
+        "signer": meta.get("signer"),
+        "signature_verified": verified,
+        "architecture": meta.get("architecture"),
+        "preprocessing": meta.get("preprocessing"),
+    }
 
 
 def _image_bounds(serving: dict[str, Any], path: Path) -> ImageBounds:
@@ -301,7 +323,8 @@ def _request_scale(options: dict[str, str]) -> SemScale | None:
 
 def predict_image(input_data: np.ndarray | ImageRequest, model: ServedModel) -> dict[str, Any]:
     """Classify one grayscale image: the class, every class's probability (calibrated
-    with the version's temperature), the version.
+    with the version's temperature), the version, whether to refer it to an expert, and
+    the model's provenance (:func:`provenance_of`).
 
     An :class:`ImageRequest` asking for a heat map gets ``"heatmap"`` too: the Grad-CAM
     map of the predicted class at the request image's size, as ``{"width", "height",
@@ -330,6 +353,7 @@ def predict_image(input_data: np.ndarray | ImageRequest, model: ServedModel) -> 
         "classes": list(model.classes),
         "uncertain": bool(reasons),
         "uncertain_reasons": reasons,
+        "provenance": model.provenance,
     }
     if request.heatmap:
         answer["heatmap"] = _png_field(_heatmap(model, image, prepared, batch, best))

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,6 +85,10 @@ class VersionMetadata:
     parent: int | None
     weights_sha256: str
     signer: str
+    contributors: tuple[str, ...] | None = None
+    """The members whose accepted updates made this model, over every round of its
+    lineage (registered names in a real federation, ``partition-N`` in a simulation);
+    ``None`` for a version published before they were recorded."""
 
     @property
     def name(self) -> str:
@@ -94,21 +99,32 @@ class VersionMetadata:
         """Plain JSON-ready dict, inverse of :meth:`from_dict`."""
         values = asdict(self)
         values["classes"] = list(self.classes)
+        if self.contributors is None:  # an older version's signed bytes stay as they were
+            del values["contributors"]
+        else:
+            values["contributors"] = list(self.contributors)
         return {"format": METADATA_FORMAT, **values}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> VersionMetadata:
         """Rebuild from :meth:`to_dict`'s output, failing on missing or unknown keys."""
         expected = {f.name for f in fields(cls)} | {"format"}
-        if set(values) != expected or values["format"] != METADATA_FORMAT:
+        missing = expected - _OPTIONAL_FIELDS - set(values)
+        unknown = set(values) - expected
+        if missing or unknown or values["format"] != METADATA_FORMAT:
             raise RegistryError(
                 f"not registry metadata of format {METADATA_FORMAT}: missing keys "
-                f"{sorted(expected - set(values))}, unknown keys {sorted(set(values) - expected)}"
+                f"{sorted(missing)}, unknown keys {sorted(unknown)}"
             )
-        wrong = [k for k, kinds in _FIELD_TYPES.items() if not _is_a(values[k], kinds)]
-        if wrong or not all(isinstance(c, str) for c in values["classes"]):
+        wrong = [
+            k for k, kinds in _FIELD_TYPES.items() if k in values and not _is_a(values[k], kinds)
+        ]
+        lists = [values["classes"], values.get("contributors", [])]
+        if wrong or not all(isinstance(item, str) for entries in lists for item in entries):
             raise RegistryError(f"registry metadata has values of the wrong type for {wrong}")
         rest = {k: v for k, v in values.items() if k != "format"}
+        if "contributors" in rest:
+            rest["contributors"] = tuple(rest["contributors"])
         return cls(**{**rest, "classes": tuple(rest["classes"])})
 
     def to_json_bytes(self) -> bytes:
@@ -130,7 +146,9 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "parent": (int, type(None)),
     "weights_sha256": (str,),
     "signer": (str,),
+    "contributors": (list,),
 }
+_OPTIONAL_FIELDS = frozenset({"contributors"})
 
 
 def _is_a(value: Any, kinds: tuple[type, ...]) -> bool:
@@ -252,6 +270,7 @@ class ModelRegistry:
         config_digest: str,
         parent: int | None,
         key: Ed25519PrivateKey,
+        contributors: Sequence[str] | None = None,
     ) -> VersionMetadata:
         """Sign and store ``checkpoint`` as the next version; return its metadata.
 
@@ -265,6 +284,8 @@ class ModelRegistry:
             The version this one continues from, or ``None`` for a first model.
         key
             The coordinator's signing key.
+        contributors
+            The members whose updates made the model (signed with it; ``None``: unknown).
         """
         if parent is not None:
             self.folder(parent)  # fails listing the versions when there is no such parent
@@ -292,6 +313,7 @@ class ModelRegistry:
                     parent=parent,
                     weights_sha256=weights_sha256,
                     signer=fingerprint(key.public_key()),
+                    contributors=None if contributors is None else tuple(contributors),
                 )
                 payload = meta.to_json_bytes()
                 meta = _parse_metadata(payload, staging / METADATA_FILE)  # exactly what is read

@@ -31,6 +31,11 @@
       failed: "Not analysed",
       predicted: "{label} ({percent})",
       uncertain: "Uncertain: refer to an expert. {reasons}",
+      provenance:
+        "Model {version}: run {run}, round {round}; members: {members}; signed by {signer} ({verified})",
+      verified: "signature verified",
+      notVerified: "signature NOT verified",
+      notRecorded: "not recorded",
       unsupported: "“{name}” is not a PNG, JPEG or TIFF file, so it was not sent.",
       unreadable:
         "“{name}” could not be read as an image. It may be broken, or another kind of file renamed.",
@@ -66,6 +71,11 @@
       failed: "解析できませんでした",
       predicted: "{label}（{percent}）",
       uncertain: "不確か：専門家に確認してください。{reasons}",
+      provenance:
+        "モデル {version}：実行 {run}、ラウンド {round}。参加メンバー：{members}。署名者 {signer}（{verified}）",
+      verified: "署名を検証済み",
+      notVerified: "署名は未検証",
+      notRecorded: "記録なし",
       unsupported: "「{name}」はPNG・JPEG・TIFFファイルではないため、送信しませんでした。",
       unreadable:
         "「{name}」を画像として読み込めませんでした。ファイルが壊れているか、別の形式のファイルの名前を変えたものかもしれません。",
@@ -334,6 +344,21 @@
         ? t("uncertain", { reasons: (prediction.uncertain_reasons || []).join("; ") })
         : "";
       bars.replaceChildren(...prediction.classes.map((c) => bar(c, prediction, c === label)));
+      const origin = card.querySelector(".provenance");
+      const provenance = prediction.provenance;
+      origin.hidden = !provenance;
+      origin.textContent = provenance
+        ? t("provenance", {
+            version: provenance.model_version,
+            run: provenance.run_id,
+            round: provenance.round,
+            members: provenance.contributors
+              ? provenance.contributors.join(", ")
+              : t("notRecorded"),
+            signer: provenance.signer,
+            verified: t(provenance.signature_verified ? "verified" : "notVerified"),
+          })
+        : "";
     }
     row.classList.toggle("failed", failed);
     row.replaceChildren(

@@ -323,6 +323,12 @@ def test_three_members_train_two_rounds_over_tls(
     registry = ModelRegistry(federation.workdir / "registry")
     trusted = load_public_key(federation.workdir / "keys" / "coordinator.pub")
     assert [registry.verify(n, trusted).round for n in registry.version_numbers()] == [1, 2]
+    # ... each naming, signed, the registered members whose updates are in it
+    members = tuple(f"org{index}" for index in range(MEMBERS))
+    assert [registry.metadata(n).contributors for n in registry.version_numbers()] == [
+        members,
+        members,
+    ]
     log = federation.superlink_log.read_text()
     assert "https://127.0.0.1" in log  # TLS
     # ... and every member's own scores of each round, by its registered name

@@ -3,6 +3,7 @@ and a member's own report on the same run: local-only, global and personalized m
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -109,6 +110,26 @@ def test_every_member_scores_every_round_on_its_own_split_as_it_would_in_process
                 assert float(row[f"recall_{name}"]) == pytest.approx(recall[index], abs=1e-6)
             else:
                 assert row[f"recall_{name}"] == ""  # no images of it: no recall, not 0
+
+
+def test_each_version_names_the_members_whose_updates_are_in_it(finished_run: Path) -> None:
+    # Prepare: the accepted updates of each round, and each node's partition
+    run_dir = finished_run / "runs" / "run"
+    partition_of = {
+        row["node_id"]: row["member"]
+        for row in read_member_evaluations(run_dir / "member_eval.csv")
+    }
+    with open(run_dir / "updates.csv", newline="") as handle:
+        accepted = [row for row in csv.DictReader(handle) if row["accepted"] == "1"]
+    # Execute
+    versions = {meta.round: meta for meta in ModelRegistry(finished_run / "registry").versions()}
+    # Assert: signed with each version, the members of its round and of those before it
+    for server_round in (1, 2):
+        expected = sorted(
+            {partition_of[row["node_id"]] for row in accepted if int(row["round"]) <= server_round}
+        )
+        assert expected, "precondition: some update was accepted"
+        assert versions[server_round].contributors == tuple(expected)
 
 
 def test_each_version_carries_its_worst_members_accuracy_and_best_can_be_chosen_by_it(

@@ -33,6 +33,7 @@ PREVIOUS_KEYS = [
     "classes",
     "uncertain",
     "uncertain_reasons",
+    "provenance",
 ]
 
 

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from fractofl.core.images.imageio import read_grayscale
-from fractofl.core.trust.registry import MODEL_FILE, SIGNATURE_FILE
+from fractofl.core.trust.registry import MODEL_FILE, SIGNATURE_FILE, ModelRegistry
+from fractofl.core.trust.signing import fingerprint, load_public_key
 from tests.serving.conftest import (
     PublishedModel,
     RunningEndpoint,
@@ -93,6 +94,19 @@ def test_images_get_the_training_paths_answer(
     assert list(answer["probabilities"].values()) == pytest.approx(expected, abs=1e-5)
     assert answer["model_version"] == published.version
     assert answer["class"] in answer["probabilities"]
+    # ... with where the model comes from, from its signed metadata
+    meta = ModelRegistry(published.registry).metadata(published.version)
+    assert answer["provenance"] == {
+        "model_version": published.version,
+        "run_id": meta.run_id,
+        "round": meta.round,
+        "created": meta.created,
+        "contributors": None,  # published without them, as versions before them were
+        "signer": fingerprint(load_public_key(published.public_key)),
+        "signature_verified": True,
+        "architecture": "small_cnn",
+        "preprocessing": meta.preprocessing,
+    }
 
 
 BAD_INPUTS = [

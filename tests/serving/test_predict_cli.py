@@ -14,6 +14,7 @@ import torch
 
 from fractofl.core.model.architectures import build_model, default_preprocessing
 from fractofl.core.synth.micrograph import MicrographSpec, write_micrograph
+from fractofl.core.trust.signing import fingerprint, load_public_key
 from tests.serving.conftest import (
     API_KEY_ENV,
     ARCH_ARGS,
@@ -70,6 +71,11 @@ def test_table_over_http_with_a_failing_file(
         said = f"{file}: UNCERTAIN, refer to an expert: low confidence"
         assert any(line.startswith(said) for line in explained) == uncertain
     assert table[2].split() == [str(images["text.png"]), "ERROR", "-", "-", "-"]
+    # one provenance line for the version that answered
+    signer = fingerprint(load_public_key(published.public_key))
+    (origin,) = [line for line in explained if line.startswith("model ")]
+    assert origin.startswith(f"model {published.version} (run ")
+    assert origin.endswith(f"signed by {signer} (verified); members: not recorded")
     assert f"{images['text.png']}: " in result.stderr
     assert "answered 400: image/png request body: not a readable PNG" in result.stderr
     assert "Traceback" not in result.stderr

@@ -178,6 +178,12 @@ def test_a_member_sees_class_probabilities_and_heat_map_in_english_and_japanese(
         )
     else:
         expect(uncertain).to_be_hidden()
+    # ... and where the model comes from, verified by the endpoint
+    origin = expected["provenance"]
+    expect(card.get_by_test_id("provenance")).to_have_text(
+        f"Model {trained.version}: run {origin['run_id']}, round {origin['round']}; members: "
+        f"not recorded; signed by {origin['signer']} (signature verified)"
+    )
     assert card.get_by_test_id("preview").evaluate("img => img.naturalWidth") == 96
     heat_levels = png_levels(expected["heatmap"])
     assert np.count_nonzero(heat_levels) > 0, "precondition: the map highlights something"
@@ -198,6 +204,8 @@ def test_a_member_sees_class_probabilities_and_heat_map_in_english_and_japanese(
     expect(bars.first).to_contain_text(JAPANESE_CLASS_NAMES[DEFAULT_CLASSES[0]])
     if expected["uncertain"]:
         expect(uncertain).to_contain_text("不確か：専門家に確認してください。")
+    expect(card.get_by_test_id("provenance")).to_contain_text("記録なし")
+    expect(card.get_by_test_id("provenance")).to_contain_text("署名を検証済み")
     expect(page.get_by_test_id("language")).to_have_text("English")
     # Execute: a text file renamed .png
     page.get_by_test_id("file-input").set_input_files(images["text.png"])

@@ -135,6 +135,32 @@ def test_metadata_with_missing_or_unknown_keys_is_refused() -> None:
         VersionMetadata.from_dict({**values, "extra": 1})
     with pytest.raises(RegistryError, match=r"wrong type for \['version'\]"):
         VersionMetadata.from_dict({**values, "version": "1"})
+    # contributors: optional (older versions have none), a list of names when present
+    named = {**values, "contributors": ["org1", "org2"]}
+    assert VersionMetadata.from_dict(named).contributors == ("org1", "org2")
+    assert VersionMetadata.from_dict(named).to_dict() == named
+    assert VersionMetadata.from_dict(values).contributors is None
+    with pytest.raises(RegistryError, match=r"wrong type for \['contributors'\]"):
+        VersionMetadata.from_dict({**values, "contributors": "org1"})
+    with pytest.raises(RegistryError, match="wrong type"):
+        VersionMetadata.from_dict({**values, "contributors": [1]})
+
+
+def test_contributors_are_signed_with_the_version(
+    registry: ModelRegistry, key: Ed25519PrivateKey
+) -> None:
+    # Execute
+    meta = registry.publish(
+        small_checkpoint(), config_digest="d", parent=None, key=key, contributors=["b", "a"]
+    )
+    path = registry.root / meta.name / METADATA_FILE
+    signed = json.loads(path.read_bytes())
+    signed["contributors"] = ["a"]  # a member removed from the record
+    path.write_bytes(json.dumps(signed, sort_keys=True, separators=(",", ":")).encode())
+    # Assert
+    assert meta.contributors == ("b", "a")
+    with pytest.raises(ModelVerificationError):
+        registry.verify(meta.version, key.public_key())
 
 
 @pytest.mark.parametrize("where", ["start", "middle", "end"])
