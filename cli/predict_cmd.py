@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from fractofl.cli.config import load_run_config
+from fractofl.cli.map_picture import map_overlay
 from fractofl.core.images.imageio import UnreadableImageError, grayscale_from_array, read_grayscale
 from fractofl.core.images.scale import SemScale
 from fractofl.core.images.sem_scale import ScaleFileError, read_sem_scale
@@ -50,6 +52,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a folder, write DIR/<stem>_heatmap.png for each",
     )
     predict.add_argument(
+        "--map",
+        type=Path,
+        metavar="OUT.png-or-DIR",
+        help="ask a physical-scale model for the mechanism map (its tiles over the whole "
+        "image) and write it over the image with a legend of each class's area fraction to "
+        "OUT.png, and the map itself to OUT.json; with several images, or when it is a "
+        "folder, DIR/<stem>_map.png and .json for each",
+    )
+    predict.add_argument(
         "--pixel-size-um",
         type=float,
         metavar="UM",
@@ -74,10 +85,8 @@ def _predict(args: argparse.Namespace) -> int:
     key_env = args.api_key_env or serving.api_key_env
     api_key = os.environ.get(key_env, "") if key_env else ""
     client = EndpointClient(args.endpoint, api_key=api_key or None, region=serving.region)
-    results = [
-        _classify(client, Path(image), args.heatmap, len(images), args.pixel_size_um)
-        for image in images
-    ]
+    outputs = Outputs(args.heatmap, args.map, len(images) > 1)
+    results = [_classify(client, Path(image), outputs, args.pixel_size_um) for image in images]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -87,16 +96,35 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if any("error" in r for r in results) else 0
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """Where the pictures go: ``--heatmap`` and ``--map`` (a file, or a folder when
+    ``several`` images are classified or it is one)."""
+
+    heatmap: Path | None
+    map: Path | None
+    several: bool
+
+    def target(self, given: Path, image: Path, kind: str) -> Path:
+        """``given`` itself, or ``given/<stem>_<kind>.png``."""
+        return given / f"{image.stem}_{kind}.png" if self.several or given.is_dir() else given
+
+
 def _classify(
     client: EndpointClient,
     image: Path,
-    heatmap_out: Path | None,
-    count: int,
+    outputs: Outputs,
     pixel_size_um: float | None = None,
 ) -> dict[str, Any]:
+    heatmap_out = outputs.heatmap
     try:
         scale = _image_scale(image, pixel_size_um)
-        answer = client.predict(image, heatmap=heatmap_out is not None, scale=scale)
+        answer = client.predict(
+            image,
+            heatmap=heatmap_out is not None,
+            scale=scale,
+            mechanism_map=outputs.map is not None,
+        )
     except ScaleFileError as exc:
         return {"file": str(image), "error": str(exc)}
     except EndpointError as exc:
@@ -115,15 +143,27 @@ def _classify(
         "provenance": answer.provenance,
     }
     if heatmap_out is not None and answer.heatmap is not None:
-        target = heatmap_out
-        if count > 1 or heatmap_out.is_dir():
-            target = heatmap_out / f"{image.stem}_heatmap.png"
+        target = outputs.target(heatmap_out, image, "heatmap")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             heatmap_overlay(_read_image(image), answer.heatmap).save(target)
         except (OSError, UnreadableImageError) as exc:
             return {**result, "error": f"cannot write the heat map to {target}: {exc}"}
         result["heatmap"] = str(target)
+    if outputs.map is not None and answer.mechanism_map is not None:
+        found = answer.mechanism_map
+        target = outputs.target(outputs.map, image, "map")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            map_overlay(_read_image(image), found).save(target)
+            target.with_suffix(".json").write_text(json.dumps(found))
+        except (OSError, UnreadableImageError) as exc:
+            return {**result, "error": f"cannot write the map to {target}: {exc}"}
+        result |= {
+            "map": str(target),
+            "map_fractions": found["fractions"],
+            "map_dominant": found["dominant"],
+        }
     return result
 
 
@@ -175,6 +215,11 @@ def _print_table(results: list[dict[str, Any]]) -> None:
         if result.get("uncertain"):
             reasons = "; ".join(result.get("uncertain_reasons", [])) or "no reason given"
             print(f"{result['file']}: {UNCERTAIN}, refer to an expert: {reasons}")
+    for result in (r for r in results if "map" in r):
+        shares = ", ".join(f"{c} {100 * f:.1f} %" for c, f in result["map_fractions"].items())
+        print(
+            f"{result['file']}: map: {result['map_dominant']} dominant; {shares} -> {result['map']}"
+        )
     described = {describe_provenance(r["provenance"]) for r in results if r.get("provenance")}
     for line in sorted(described):
         print(f"model {line}")

@@ -29,6 +29,7 @@ from fractofl.serving.contract import (
     DATABAR_OPTION,
     HEATMAP_OPTION,
     INVOCATIONS_PATH,
+    MAP_OPTION,
     PIXEL_SIZE_OPTION,
 )
 from fractofl.serving.errors import EndpointError
@@ -66,6 +67,9 @@ class Prediction:
     provenance: dict[str, Any] | None = None
     """The model's version, run, round, contributing members, signer and preprocessing,
     as the endpoint's signed metadata gives them (``None`` from an older endpoint)."""
+    mechanism_map: dict[str, Any] | None = None
+    """With ``mechanism_map`` asked for: the answer's ``map`` (tiles, their
+    probabilities, each class's area fraction; README, "Mechanism map")."""
 
     @property
     def probability(self) -> float:
@@ -86,6 +90,7 @@ class Prediction:
                 bool(values.get("uncertain", False)),
                 tuple(str(r) for r in values.get("uncertain_reasons", ())),
                 _provenance(values.get("provenance")),
+                _provenance(values.get("map")),
             )
         except (
             ValueError,
@@ -101,10 +106,11 @@ class Prediction:
 
 
 def _provenance(value: Any) -> dict[str, Any] | None:
+    """An optional JSON object of the answer (provenance, map)."""
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise TypeError(f"provenance is a {type(value).__name__}, not an object")
+        raise TypeError(f"a {type(value).__name__} where an object belongs")
     return value
 
 
@@ -163,10 +169,12 @@ class EndpointClient:
         content_type: str | None = None,
         heatmap: bool = False,
         scale: SemScale | None = None,
+        mechanism_map: bool = False,
     ) -> Prediction:
         """Classify one image (a file, or its bytes with ``content_type``); ``heatmap``
         asks for :attr:`Prediction.heatmap` too (sent as ``CONTENT-TYPE; heatmap=true``);
-        ``scale`` gives a physical-scale model the image's pixel size and data bar."""
+        ``scale`` gives a physical-scale model the image's pixel size and data bar;
+        ``mechanism_map`` asks such a model for :attr:`Prediction.mechanism_map`."""
         if isinstance(image, bytes):
             if content_type is None:
                 raise EndpointError("give content_type for image bytes, e.g. 'image/png'")
@@ -180,6 +188,8 @@ class EndpointClient:
                 raise EndpointError(f"cannot read {path}: {exc.strerror or exc}") from None
         if heatmap:
             content_type += f"; {HEATMAP_OPTION}=true"
+        if mechanism_map:
+            content_type += f"; {MAP_OPTION}=true"
         if scale is not None and scale.pixel_size_um is not None:
             content_type += f"; {PIXEL_SIZE_OPTION}={scale.pixel_size_um!r}"
             if scale.databar_px is not None:

@@ -19,6 +19,10 @@ HEATMAP_HEADER = "X-Fractofl-Heatmap"
 HEATMAP_OPTION = "heatmap"
 """``heatmap=true``: a custom attribute, or a content type parameter (``image/png;
 heatmap=true``), the one form that reaches inference.py in every container."""
+MAP_HEADER = "X-Fractofl-Map"
+MAP_OPTION = "map"
+"""``map=true``: the mechanism map (a physical-scale model's tiles over the whole
+image), asked for as the heat map is: custom attribute, header or content type parameter."""
 PREVIEW_OPTION = "preview"
 """``image/tiff; preview=true``: the answer carries the decoded image as an 8-bit PNG."""
 PIXEL_SIZE_OPTION = "pixel_size_um"
@@ -48,9 +52,21 @@ def is_true(value: str | None) -> bool:
 def heatmap_in_headers(headers: Mapping[str, object]) -> bool:
     """Whether request headers ask for a heat map: :data:`HEATMAP_HEADER` or the custom
     attribute ``heatmap=true`` (header names matched in any case)."""
+    return option_in_headers(headers, HEATMAP_HEADER, HEATMAP_OPTION)
+
+
+def map_in_headers(headers: Mapping[str, object]) -> bool:
+    """Whether request headers ask for a mechanism map: :data:`MAP_HEADER` or the
+    custom attribute ``map=true``."""
+    return option_in_headers(headers, MAP_HEADER, MAP_OPTION)
+
+
+def option_in_headers(headers: Mapping[str, object], header: str, attribute: str) -> bool:
+    """Whether ``header`` or the custom attribute ``attribute`` says yes (header names
+    matched in any case)."""
     lowered = {
         str(k).lower(): v.decode(errors="replace") if isinstance(v, bytes) else str(v)
         for k, v in headers.items()
     }
     attributes = custom_attributes(lowered.get(CUSTOM_ATTRIBUTES_HEADER.lower()))
-    return is_true(lowered.get(HEATMAP_HEADER.lower())) or is_true(attributes.get(HEATMAP_OPTION))
+    return is_true(lowered.get(header.lower())) or is_true(attributes.get(attribute))

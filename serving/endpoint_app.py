@@ -45,11 +45,13 @@ from fractofl.serving.contract import (
     CUSTOM_ATTRIBUTES_HEADER,
     HEATMAP_OPTION,
     INVOCATIONS_PATH,
+    MAP_OPTION,
     PING_PATH,
     VARIANT_HEADER,
     VARIANT_NAME,
     custom_attributes,
     heatmap_in_headers,
+    map_in_headers,
 )
 from fractofl.serving.http_protocol import printable
 from fractofl.serving.rate_limit import RateLimiter
@@ -316,6 +318,8 @@ class _Routes:
         accept = request.headers.get("accept")
         if heatmap_in_headers(request.headers):  # as a parameter, the form inference.py reads
             content_type += f"; {HEATMAP_OPTION}=true"
+        if map_in_headers(request.headers):
+            content_type += f"; {MAP_OPTION}=true"
 
         def answer_request() -> tuple[bytes, str]:
             return handlers.transform_fn(handlers.model, body, content_type, accept)

@@ -51,13 +51,16 @@ from fractofl.core.model.architectures import build_model
 from fractofl.serving.contract import (
     DATABAR_OPTION,
     HEATMAP_OPTION,
+    MAP_OPTION,
     PIXEL_SIZE_OPTION,
     PREVIEW_OPTION,
     heatmap_in_headers,
     is_true,
+    map_in_headers,
 )
 from fractofl.serving.decoding import decode_request, media_type, media_type_parameters
 from fractofl.serving.heatmap import grad_cam, grayscale_png
+from fractofl.serving.mechanism_map import mechanism_map
 from fractofl.serving.request_errors import ImageScaleError, NotAcceptableError, RequestError
 from fractofl.serving.safetensors_io import SafetensorsError, from_safetensors
 
@@ -123,6 +126,8 @@ class ImageRequest:
     image: np.ndarray
     heatmap: bool = False
     preview: bool = False
+    map: bool = False
+    """The mechanism map (a physical-scale model only)."""
     scale: SemScale | None = None
     """The pixel size the request gave (``pixel_size_um``), for a physical-scale model."""
 
@@ -292,9 +297,10 @@ def decode_input(
     options = media_type_parameters(request_content_type)
     heatmap = is_true(options.get(HEATMAP_OPTION)) or heatmap_in_headers(_request_headers(context))
     preview = is_true(options.get(PREVIEW_OPTION))
+    wants_map = is_true(options.get(MAP_OPTION)) or map_in_headers(_request_headers(context))
     scale = _request_scale(options)
-    if heatmap or preview or scale is not None:
-        return ImageRequest(image, heatmap=heatmap, preview=preview, scale=scale)
+    if heatmap or preview or wants_map or scale is not None:
+        return ImageRequest(image, heatmap, preview, wants_map, scale)
     return image
 
 
@@ -333,6 +339,12 @@ def predict_image(input_data: np.ndarray | ImageRequest, model: ServedModel) -> 
     """
     request = input_data if isinstance(input_data, ImageRequest) else ImageRequest(input_data)
     image = request.image
+    if request.map and not model.preprocessing.physical:
+        raise ImageScaleError(
+            f"a mechanism map needs a model of physical scale (model.pixel_size_um > 0); "
+            f"{model.version} resizes the whole image to {model.preprocessing.image_size} "
+            "pixels, so it has no tiles to map: ask without map=true"
+        )
     prepared = _prepared(image, request.scale, model.preprocessing)
     batch = model.preprocessing.model_input(prepared).to(model.device)
     with torch.inference_mode():
@@ -359,7 +371,36 @@ def predict_image(input_data: np.ndarray | ImageRequest, model: ServedModel) -> 
         answer["heatmap"] = _png_field(_heatmap(model, image, prepared, batch, best))
     if request.preview:
         answer["image"] = _png_field(image)
+    if request.map:
+        answer["map"] = _map_field(model, image, prepared)
     return answer
+
+
+def _map_field(model: ServedModel, image: np.ndarray, prepared: np.ndarray) -> dict[str, Any]:
+    """The mechanism map in the request image's pixels: the tiles' corners and side,
+    each tile's calibrated probabilities, each class's area fraction (the share of tiles
+    it is the most probable class of) and the dominant class (the largest fraction)."""
+    found = mechanism_map(
+        model.network,
+        model.preprocessing.normalise,
+        prepared,
+        model.preprocessing.image_size,
+        model.temperature,
+        model.device,
+    )
+    factor = image.shape[1] / prepared.shape[1]  # request pixels per prepared pixel
+    fractions = found.fractions
+    return {
+        "classes": list(model.classes),
+        "rows": len(found.tops),
+        "cols": len(found.lefts),
+        "tile_px": round(found.size * factor, 2),
+        "tops": [round(top * factor, 1) for top in found.tops],
+        "lefts": [round(left * factor, 1) for left in found.lefts],
+        "probabilities": np.round(found.probabilities, 4).tolist(),
+        "fractions": {c: round(float(f), 4) for c, f in zip(model.classes, fractions, strict=True)},
+        "dominant": model.classes[int(fractions.argmax())],
+    }
 
 
 def uncertainty_reasons(model: ServedModel, top: float, energy: float) -> list[str]:

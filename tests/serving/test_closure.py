@@ -10,7 +10,7 @@ from fractofl.serving import inference
 from fractofl.serving.closure import ClosureError, import_closure
 
 
-def test_inference_needs_exactly_the_model_preprocessing_decoding_and_heatmap_modules() -> None:
+def test_inference_needs_exactly_the_model_preprocessing_decoding_heatmap_and_map_modules() -> None:
     # Execute
     closure = import_closure(Path(inference.__file__))
     # Assert
@@ -29,6 +29,7 @@ def test_inference_needs_exactly_the_model_preprocessing_decoding_and_heatmap_mo
         "fractofl.serving.contract",
         "fractofl.serving.decoding",
         "fractofl.serving.heatmap",
+        "fractofl.serving.mechanism_map",
         "fractofl.serving.request_errors",
         "fractofl.serving.safetensors_io",
     ]

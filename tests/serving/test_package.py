@@ -52,6 +52,7 @@ def test_artifact_holds_weights_signed_metadata_and_vendored_code(
         "code/fractofl/serving/contract.py",
         "code/fractofl/serving/decoding.py",
         "code/fractofl/serving/heatmap.py",
+        "code/fractofl/serving/mechanism_map.py",
         "code/fractofl/serving/request_errors.py",
         "code/fractofl/serving/safetensors_io.py",
         "code/inference.py",

@@ -9,8 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 import torch
+from PIL import Image
 
 from fractofl.core.model.architectures import build_model, default_preprocessing
 from fractofl.core.synth.micrograph import MicrographSpec, write_micrograph
@@ -140,6 +142,8 @@ def test_a_physical_scale_model_gets_each_images_scale_from_its_metadata(
             running.url,
             "--pixel-size-um",
             "0.248",
+            "--map",
+            str(tmp_path / "bare_map.png"),
             "--json",
             env={},
             cwd=tmp_path,
@@ -151,4 +155,13 @@ def test_a_physical_scale_model_gets_each_images_scale_from_its_metadata(
     assert "this model reads images at 0.2 um per pixel" in second["error"]
     assert "give --pixel-size-um UM" in second["error"]
     assert answered.returncode == 1 and given.returncode == 0, given.stderr
-    assert json.loads(given.stdout)[0]["class"] in published.checkpoint.classes
+    (mapped,) = json.loads(given.stdout)
+    assert mapped["class"] in published.checkpoint.classes
+    # ... with its mechanism map drawn over it (a legend below) and written as JSON
+    height, width = tifffile.imread(bare).shape
+    with Image.open(mapped["map"]) as picture:
+        assert picture.width == max(width, 260) and picture.height > height
+    found = json.loads((tmp_path / "bare_map.json").read_text())
+    assert found["fractions"] == mapped["map_fractions"]
+    assert sum(found["fractions"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert found["dominant"] == mapped["map_dominant"] in published.checkpoint.classes
