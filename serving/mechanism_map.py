@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 MAP_MAX_TILES = 1024
-"""Tiles classified for one map at most: about 1.2 s of ResNet-18 on 2 CPU cores per 100
-64-px tiles, so a request's time stays bounded whatever the image's size."""
+"""Tiles classified for one map at most, so a request's time stays bounded whatever the
+image's size: 768 64-px tiles of ResNet-18 took 1.3 s on 2 CPU cores, 52 ms on an H200
+(bench/RESULTS.md, GPU check)."""
 MAP_BATCH = 64
 
 

@@ -138,11 +138,17 @@ def check_serving(model_dir: Path) -> dict[str, Any]:
             "image/tiff",
         ),
     }
+    physical = on_gpu.preprocessing.physical
+    # A physical-scale model: each image at the model's own scale, and its mechanism map.
+    scale = f"; pixel_size_um={on_gpu.preprocessing.pixel_size_um}" if physical else ""
+    options = [("", ""), ("; heatmap=true", ", heat map")]
+    if physical:
+        options.append(("; map=true", ", mechanism map"))
     report: dict[str, Any] = {"model_device": str(on_gpu.device), "cases": {}}
     ok = on_gpu.device.type == ACCELERATOR
     for name, (body, kind) in requests.items():
-        for heatmap in (False, True):
-            content_type = kind + ("; heatmap=true" if heatmap else "")
+        for option, label_suffix in options:
+            content_type = kind + scale + option
 
             def answer(model: Any, body: bytes = body, content_type: str = content_type) -> Any:
                 return json.loads(inference.transform_fn(model, body, content_type, None)[0])
@@ -153,7 +159,9 @@ def check_serving(model_dir: Path) -> dict[str, Any]:
             )
             agree = gpu["class"] == cpu["class"] and difference < 1e-3
             ok &= agree
-            label = name + (", heat map" if heatmap else "")
+            label = name + label_suffix
+            if "map" in gpu:
+                report.setdefault("map_tiles", {})[label] = gpu["map"]["rows"] * gpu["map"]["cols"]
             report["cases"][label] = {
                 "agree": agree,
                 "max_probability_difference": difference,
