@@ -34,6 +34,9 @@
       provenance:
         "Model {version}: run {run}, round {round}; members: {members}; signed by {signer} ({verified})",
       verified: "signature verified",
+      pixelSize: "Pixel size (µm per pixel), for a model of physical scale",
+      wantMap: "Mechanism map",
+      dominant: "Mechanism map: {label} covers the most area",
       notVerified: "signature NOT verified",
       notRecorded: "not recorded",
       unsupported: "“{name}” is not a PNG, JPEG or TIFF file, so it was not sent.",
@@ -74,6 +77,9 @@
       provenance:
         "モデル {version}：実行 {run}、ラウンド {round}。参加メンバー：{members}。署名者 {signer}（{verified}）",
       verified: "署名を検証済み",
+      pixelSize: "画素サイズ（µm/画素）：物理スケールのモデル用",
+      wantMap: "破壊機構マップ",
+      dominant: "破壊機構マップ：最も広い領域は{label}",
       notVerified: "署名は未検証",
       notRecorded: "記録なし",
       unsupported: "「{name}」はPNG・JPEG・TIFFファイルではないため、送信しませんでした。",
@@ -110,6 +116,12 @@
     tif: "image/tiff",
     tiff: "image/tiff",
   };
+  // matplotlib's tab10, as `fractofl predict --map` colours the classes
+  const MAP_COLOURS = [
+    [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+    [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207],
+  ];
+  const MAP_MAX_OPACITY = 0.55;
   const KEY_STORAGE = "fractofl.apiKey";
   const LANGUAGE_STORAGE = "fractofl.language";
   const MAX_BUSY_RETRIES = 5;
@@ -264,7 +276,7 @@
         reply = await fetch("/invocations", {
           method: "POST",
           headers: {
-            "Content-Type": `${contentType}; heatmap=true; preview=true`,
+            "Content-Type": `${contentType}; heatmap=true; preview=true${requestOptions()}`,
             Accept: "application/json",
             ...(state.apiKey ? { "X-Api-Key": state.apiKey } : {}),
           },
@@ -359,6 +371,7 @@
             verified: t(provenance.signature_verified ? "verified" : "notVerified"),
           })
         : "";
+      renderLegend(item);
     }
     row.classList.toggle("failed", failed);
     row.replaceChildren(
@@ -395,8 +408,17 @@
     return li;
   }
 
+  // The pixel size and the map, as content type parameters (a physical-scale model).
+  function requestOptions() {
+    const pixelSize = Number($("pixel-size").value);
+    let options = pixelSize > 0 ? `; pixel_size_um=${pixelSize}` : "";
+    if ($("want-map").checked) options += "; map=true";
+    return options;
+  }
+
   function drawImages(item) {
-    const { image, heatmap } = item.prediction;
+    const { image, heatmap, map } = item.prediction;
+    if (map && image) drawMap(item, image, map);
     const preview = item.card.querySelector(".preview");
     if (image) {
       preview.src = `data:image/png;base64,${image.png_base64}`;
@@ -408,6 +430,61 @@
       source.src = `data:image/png;base64,${heatmap.png_base64}`;
       $("controls").hidden = false;
     }
+  }
+
+  // Each tile colours the cells nearer its centre than another's, in its most probable
+  // class's colour, more opaque the surer it is; a legend gives the area fractions.
+  function drawMap(item, image, map) {
+    const figure = item.card.querySelector(".map-figure");
+    figure.hidden = false;
+    figure.querySelector(".map-base").src = `data:image/png;base64,${image.png_base64}`;
+    const canvas = figure.querySelector(".map");
+    canvas.width = image.width;
+    canvas.height = image.height;
+    const context = canvas.getContext("2d");
+    const surface = Math.min(image.height, Math.round(Math.max(...map.tops) + map.tile_px));
+    const rows = cellEdges(map.tops, map.tile_px, surface);
+    const cols = cellEdges(map.lefts, map.tile_px, image.width);
+    for (let i = 0; i < rows.length - 1; i++) {
+      for (let j = 0; j < cols.length - 1; j++) {
+        const p = map.probabilities[i][j];
+        const best = p.indexOf(Math.max(...p));
+        const [r, g, b] = MAP_COLOURS[best % MAP_COLOURS.length];
+        context.fillStyle = `rgba(${r}, ${g}, ${b}, ${MAP_MAX_OPACITY * p[best]})`;
+        context.fillRect(cols[j], rows[i], cols[j + 1] - cols[j], rows[i + 1] - rows[i]);
+      }
+    }
+    canvas.dataset.drawn = "true";
+    renderLegend(item);
+  }
+
+  function cellEdges(starts, tile, limit) {
+    const centres = starts.map((start) => start + tile / 2);
+    const middles = centres.slice(1).map((c, k) => Math.round((centres[k] + c) / 2));
+    return [0, ...middles, limit];
+  }
+
+  function renderLegend(item) {
+    const map = item.prediction?.map;
+    const box = item.card.querySelector(".map-legend");
+    box.hidden = !map;
+    if (!map) return;
+    box.querySelector(".dominant").textContent = t("dominant", {
+      label: className(map.dominant),
+    });
+    box.querySelector(".legend").replaceChildren(
+      ...map.classes.map((label, index) => {
+        const li = document.createElement("li");
+        li.dataset.label = label;
+        const swatch = document.createElement("span");
+        swatch.className = "swatch";
+        swatch.style.background = `rgb(${MAP_COLOURS[index % MAP_COLOURS.length].join(", ")})`;
+        const text = document.createElement("span");
+        text.textContent = `${className(label)}: ${percent(map.fractions[label])}`;
+        li.append(swatch, text);
+        return li;
+      }),
+    );
   }
 
   // Grayscale map (0..255) to colour, transparent where the class is not driven.

@@ -12,20 +12,26 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
 from fractofl.core.config.taxonomy import DEFAULT_CLASSES
+from fractofl.core.images.preprocessing import Preprocessing
+from fractofl.core.learning.training import train
+from fractofl.core.model.architectures import build_model
 from fractofl.core.synth.sample import render_sample
 from fractofl.core.synth.style import SynthStyle
 from fractofl.serving.inference import ServedModel, decode_input, model_fn, predict_image
 from tests.serving.browser import artifacts_dir
 from tests.serving.conftest import (
     API_KEY,
+    ARCH_ARGS,
     NO_RATE_LIMIT,
     PublishedModel,
     RunningEndpoint,
     extracted_model,
+    publish_model,
     publish_trained_model,
     start_endpoint,
     stop_endpoint,
@@ -285,3 +291,81 @@ def test_a_batch_waits_out_the_rate_limit_and_downloads_as_csv(
 def card_preview_width(page: Page, index: int) -> int:
     preview = page.get_by_test_id("result-card").nth(index).get_by_test_id("preview")
     return int(preview.evaluate("img => img.complete ? img.naturalWidth : 0"))
+
+
+MAP_TILE, MAP_PIXEL_UM = 32, 0.1
+TAB10 = {"fatigue": (31, 119, 180), "ductile": (255, 127, 14)}
+
+
+@pytest.fixture(scope="module")
+def physical_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEndpoint]:
+    """An endpoint of a physical-scale small_cnn trained to call bright tiles fatigue and
+    dark ones ductile (a stand-in for two textures: the map, not the model, is tested)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    network = build_model("small_cnn", num_classes=len(DEFAULT_CLASSES), **ARCH_ARGS)
+    physical = Preprocessing(MAP_TILE, pixel_size_um=MAP_PIXEL_UM)
+    batches = []
+    for _ in range(40):
+        labels = rng.integers(0, 2, 64)  # fatigue (bright) or ductile (dark)
+        tiles = np.stack([bright_or_dark(rng, label, (MAP_TILE, MAP_TILE)) for label in labels])
+        batches.append((physical.normalise(tiles), torch.tensor(labels)))
+    assert train(network, batches, 2, 0.05, 0.9, 0.0, torch.device("cpu")).accuracy > 0.95
+    root = tmp_path_factory.mktemp("physical")
+    published = publish_model(root, network.eval(), physical)
+    running = start_endpoint([*published.overrides(), NO_RATE_LIMIT], root, None)
+    yield running
+    stop_endpoint(running)
+
+
+def bright_or_dark(rng: np.random.Generator, label: int, shape: tuple[int, ...]) -> np.ndarray:
+    level = 0.7 if label == 0 else 0.3
+    return np.clip(rng.normal(level, 0.08, shape), 0, 1).astype(np.float32)
+
+
+def test_a_member_sees_the_mechanism_map_with_its_legend(
+    chromium: Browser, physical_endpoint: RunningEndpoint, tmp_path: Path
+) -> None:
+    # Prepare: a 320 x 224 surface, bright (fatigue) on the left, dark (ductile) on the right
+    rng = np.random.default_rng(1)
+    halves = [bright_or_dark(rng, label, (224, 160)) for label in (0, 1)]
+    path = tmp_path / "mixed-surface.png"
+    Image.fromarray(np.round(np.concatenate(halves, axis=1) * 255).astype(np.uint8)).save(path)
+    page, _ = open_page(chromium, physical_endpoint)
+    # Execute: the image's pixel size and the map asked for, then the file
+    page.get_by_test_id("pixel-size").fill(str(MAP_PIXEL_UM))
+    page.get_by_test_id("want-map").check()
+    page.get_by_test_id("file-input").set_input_files(path)
+    card = page.get_by_test_id("result-card").first
+    expect(card).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT_MS)
+    page.wait_for_function("document.querySelector('#results .map').dataset.drawn")
+    # Assert: each half in its class's colour
+    colours = page.evaluate(
+        """() => {
+            const canvas = document.querySelector('#results .map');
+            const context = canvas.getContext('2d');
+            const at = (x, y) => Array.from(context.getImageData(x, y, 1, 1).data);
+            return {size: [canvas.width, canvas.height], left: at(60, 112), right: at(260, 112)};
+        }"""
+    )
+    assert colours["size"] == [320, 224]
+    for side, label in (("left", "fatigue"), ("right", "ductile")):
+        red, green, blue, alpha = colours[side]
+        assert alpha > 0
+        assert np.allclose((red, green, blue), TAB10[label], atol=4), (side, colours[side])
+    # ... and the legend: every class's area fraction, the two halves about half each
+    legend = card.get_by_test_id("map-legend")
+    expect(legend).to_be_visible()
+    shares = {
+        item.get_attribute("data-label"): item.inner_text() for item in legend.locator("li").all()
+    }
+    assert list(shares) == list(DEFAULT_CLASSES)
+    for label in ("fatigue", "ductile"):
+        fraction = float(shares[label].rsplit(": ", 1)[1].rstrip(" %")) / 100
+        assert fraction == pytest.approx(0.5, abs=0.1), shares
+    expect(card.get_by_test_id("map-dominant")).to_contain_text("covers the most area")
+    # ... in Japanese too
+    page.get_by_test_id("language").click()
+    expect(card.get_by_test_id("map-dominant")).to_contain_text("最も広い領域は")
+    expect(legend).to_contain_text("延性破壊（ディンプル）")
+    page.screenshot(path=artifacts_dir() / "web-page-map.png", full_page=True)
