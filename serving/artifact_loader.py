@@ -23,12 +23,14 @@ MODULE_NAME = "fractofl_served_inference"
 
 @dataclass(frozen=True)
 class InferenceHandlers:
-    """The loaded model and the artifact's per-request function, ``transform_fn(model,
+    """The loaded model and the artifact's per-request functions: ``transform_fn(model,
     body, content_type, accept)``, which raises a request's error with its
-    ``status_code``."""
+    ``status_code``, and ``transform_batch(model, [(body, content_type, accept), ...])``,
+    which answers several with one forward (an answer or the error per request)."""
 
     model: Any
     transform_fn: Callable[[Any, bytes, str, str | None], tuple[bytes, str]]
+    transform_batch: Callable[[Any, list[tuple[bytes, str, str | None]]], list[Any]]
     version: str
 
 
@@ -48,7 +50,7 @@ def load_handlers(model_dir: Path) -> InferenceHandlers:
         model = module.model_fn(str(model_dir))
     except Exception as exc:
         raise ArtifactError(f"the model in {model_dir} failed to load: {exc}") from exc
-    return InferenceHandlers(model, module.transform_fn, str(model.version))
+    return InferenceHandlers(model, module.transform_fn, module.transform_batch, str(model.version))
 
 
 def check_vendored_code(code: Path) -> None:

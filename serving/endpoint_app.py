@@ -22,15 +22,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import math
-import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -54,6 +50,7 @@ from fractofl.serving.contract import (
     map_in_headers,
 )
 from fractofl.serving.http_protocol import printable
+from fractofl.serving.inference_queue import BusyError, InferenceQueue
 from fractofl.serving.rate_limit import RateLimiter
 from fractofl.serving.web_page import SECURITY_HEADERS, WebAsset
 
@@ -96,97 +93,15 @@ class _Refusal(Exception):
         self.headers = {k.replace("_", "-"): v for k, v in headers.items()}
 
 
-class InferenceQueue:
-    """Admission to the single inference thread: at most ``max_waiting`` requests
-    admitted (waiting or running), each waiting at most ``max_wait_s`` for its turn.
-
-    The handlers run on one thread (``worker``, which also loaded the model): torch's
-    OpenMP pool belongs to the thread that calls it, so torch called from many threads
-    keeps several pools spinning against each other on a small machine, which made
-    every request about 30 % slower (bench/RESULTS.md, serving). The wait is measured
-    until the work starts on that thread, whatever holds it.
-    """
-
-    def __init__(self, worker: ThreadPoolExecutor, max_waiting: int, max_wait_s: float) -> None:
-        self.worker = worker
-        self.max_waiting = max_waiting
-        self.max_wait_s = max_wait_s
-        self.admitted = 0
-
-    async def run(self, work: Callable[[], T]) -> T:
-        """``work()`` on the inference thread; :class:`_Refusal` (503) when it is busy."""
-        retry = str(max(1, math.ceil(self.max_wait_s / 2)))
-        if self.admitted >= self.max_waiting:
-            raise _Refusal(
-                503,
-                f"the endpoint is busy: {self.admitted} requests wait for the model "
-                f"(serving.max_concurrent={self.max_waiting}); retry in {retry} s",
-                Retry_After=retry,
-            )
-        self.admitted += 1
-        try:
-            turn = _Turn(asyncio.get_running_loop())
-            future = asyncio.get_running_loop().run_in_executor(self.worker, turn.guard(work))
-            try:
-                async with asyncio.timeout(self.max_wait_s):
-                    await turn.started.wait()
-            except TimeoutError:
-                if turn.abandon():
-                    raise _Refusal(
-                        503,
-                        f"the model stayed busy for {self.max_wait_s:g} s "
-                        f"(serving.max_queue_wait_s); retry in {retry} s",
-                        Retry_After=retry,
-                    ) from None
-            result = await future
-            assert result is not _SKIPPED
-            return cast(T, result)
-        finally:
-            self.admitted -= 1
-
-
-_SKIPPED = object()
-
-
-class _Turn:
-    """One request's place in the inference thread's queue: it either starts, or is
-    abandoned while it still waits (then the thread skips it); never both."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.started = asyncio.Event()
-        self._lock = threading.Lock()
-        self._state = "waiting"
-
-    def guard(self, work: Callable[[], T]) -> Callable[[], T | object]:
-        def run() -> T | object:
-            with self._lock:
-                if self._state == "abandoned":
-                    return _SKIPPED
-                self._state = "running"
-            self.loop.call_soon_threadsafe(self.started.set)
-            return work()
-
-        return run
-
-    def abandon(self) -> bool:
-        """Give up the turn if it has not started; ``False`` when it already runs."""
-        with self._lock:
-            if self._state == "waiting":
-                self._state = "abandoned"
-                return True
-            return False
-
-
 def endpoint_app(
     handlers: InferenceHandlers,
     settings: EndpointSettings,
-    worker: ThreadPoolExecutor,
+    queue: InferenceQueue,
     web_assets: dict[str, WebAsset],
 ) -> ASGIApp:
     """The endpoint's ASGI application: its routes, JSON errors and one log line per
-    request (see the module's docstring)."""
-    routes = _Routes(handlers, settings, worker)
+    request (see the module's docstring); ``queue`` runs the model."""
+    routes = _Routes(handlers, settings, queue)
     table = [
         Route(PING_PATH, routes.ping, methods=["GET"]),
         Route(INVOCATIONS_PATH, routes.invocations, methods=["POST"]),
@@ -211,11 +126,11 @@ class _Routes:
     """The API's handlers, sharing the settings, rate limiter and inference queue."""
 
     def __init__(
-        self, handlers: InferenceHandlers, settings: EndpointSettings, worker: ThreadPoolExecutor
+        self, handlers: InferenceHandlers, settings: EndpointSettings, queue: InferenceQueue
     ) -> None:
         self.handlers = handlers
         self.settings = settings
-        self.queue = InferenceQueue(worker, settings.max_concurrent, settings.max_queue_wait_s)
+        self.queue = queue
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
 
     async def ping(self, request: Request) -> Response:
@@ -312,27 +227,23 @@ class _Routes:
         return bytes(body)
 
     async def _predict(self, request: Request, body: bytes) -> Response:
-        """The artifact's ``transform_fn`` on the inference thread; its errors' statuses."""
-        handlers = self.handlers
+        """The artifact's answer from the inference thread (batched with other requests);
+        its errors' statuses."""
         content_type = request.headers.get("content-type", "")
         accept = request.headers.get("accept")
         if heatmap_in_headers(request.headers):  # as a parameter, the form inference.py reads
             content_type += f"; {HEATMAP_OPTION}=true"
         if map_in_headers(request.headers):
             content_type += f"; {MAP_OPTION}=true"
-
-        def answer_request() -> tuple[bytes, str]:
-            return handlers.transform_fn(handlers.model, body, content_type, accept)
-
         try:
-            answer = await self.queue.run(answer_request)
-        except _Refusal:
-            raise
-        except Exception as exc:
-            status = getattr(exc, "status_code", None)
+            answer = await self.queue.run((body, content_type, accept))
+        except BusyError as exc:
+            raise _Refusal(503, str(exc), Retry_After=str(exc.retry_after)) from None
+        if isinstance(answer, BaseException):
+            status = getattr(answer, "status_code", None)
             if isinstance(status, int) and 400 <= status < 500:
-                raise _Refusal(status, str(getattr(exc, "message", exc))) from None
-            raise
+                raise _Refusal(status, str(getattr(answer, "message", answer)))
+            raise answer
         payload, answer_type = answer
         return Response(bytes(payload), 200, {VARIANT_HEADER: VARIANT_NAME}, answer_type)
 

@@ -337,43 +337,101 @@ def predict_image(input_data: np.ndarray | ImageRequest, model: ServedModel) -> 
     "png_base64"}`` (an 8-bit grayscale PNG, 255 where the class is driven most); one
     asking for a preview gets ``"image"``: the decoded image in the same form.
     """
-    request = input_data if isinstance(input_data, ImageRequest) else ImageRequest(input_data)
-    image = request.image
-    if request.map and not model.preprocessing.physical:
-        raise ImageScaleError(
-            f"a mechanism map needs a model of physical scale (model.pixel_size_um > 0); "
-            f"{model.version} resizes the whole image to {model.preprocessing.image_size} "
-            "pixels, so it has no tiles to map: ask without map=true"
-        )
-    prepared = _prepared(image, request.scale, model.preprocessing)
-    batch = model.preprocessing.model_input(prepared).to(model.device)
+    prepared = _Prepared.of(input_data, model)
+    return prepared.answer(model, _scores(model, [prepared.batch])[0])
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A request brought to the model's input, ready for a (batched) forward."""
+
+    request: ImageRequest
+    prepared: np.ndarray
+    batch: torch.Tensor
+    """(C, S, S) for a whole-image model; (tiles, C, S, S) for a physical-scale one."""
+
+    @classmethod
+    def of(cls, input_data: np.ndarray | ImageRequest, model: ServedModel) -> _Prepared:
+        request = input_data if isinstance(input_data, ImageRequest) else ImageRequest(input_data)
+        if request.map and not model.preprocessing.physical:
+            raise ImageScaleError(
+                f"a mechanism map needs a model of physical scale (model.pixel_size_um > 0); "
+                f"{model.version} resizes the whole image to {model.preprocessing.image_size} "
+                "pixels, so it has no tiles to map: ask without map=true"
+            )
+        prepared = _prepared(request.image, request.scale, model.preprocessing)
+        batch = model.preprocessing.model_input(prepared).to(model.device)
+        return cls(request, prepared, batch)
+
+    def answer(self, model: ServedModel, scores: torch.Tensor) -> dict[str, Any]:
+        """The answer from this request's ``scores`` (1 x classes: logits, or a
+        physical-scale model's tile-mean log-probabilities)."""
+        request, image = self.request, self.request.image
+        with torch.inference_mode():
+            # calibrated (core/learning/calibration.py): the temperature fitted at publication
+            calibrated = torch.softmax(scores / model.temperature, dim=1)[0]
+            energy = float(-model.temperature * torch.logsumexp(scores / model.temperature, dim=1))
+        probabilities: list[float] = calibrated.cpu().tolist()
+        best = max(range(len(probabilities)), key=probabilities.__getitem__)
+        reasons = uncertainty_reasons(model, probabilities[best], energy)
+        answer: dict[str, Any] = {
+            "class": model.classes[best],
+            "probabilities": dict(zip(model.classes, probabilities, strict=True)),
+            "model_version": model.version,
+            "classes": list(model.classes),
+            "uncertain": bool(reasons),
+            "uncertain_reasons": reasons,
+            "provenance": model.provenance,
+        }
+        if request.heatmap:
+            answer["heatmap"] = _png_field(_heatmap(model, image, self.prepared, self.batch, best))
+        if request.preview:
+            answer["image"] = _png_field(image)
+        if request.map:
+            answer["map"] = _map_field(model, image, self.prepared)
+        return answer
+
+
+def _scores(model: ServedModel, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each input's scores (1 x classes) from one forward over all of them: logits, or
+    for a physical-scale model the mean of each image's tile probabilities (as in
+    evaluation)."""
     with torch.inference_mode():
-        if model.preprocessing.physical:  # the tiles' mean, as in evaluation
-            scores = tile_mean_log_probabilities(model.network, batch[None])
+        if model.preprocessing.physical:
+            if len({b.shape for b in batches}) == 1:
+                scores = tile_mean_log_probabilities(model.network, torch.stack(batches))
+            else:  # tile counts differ: one forward each
+                scores = torch.cat(
+                    [tile_mean_log_probabilities(model.network, b[None]) for b in batches]
+                )
         else:
-            scores = model.network(batch[None]).float()
-        # calibrated (core/learning/calibration.py): the temperature fitted at publication
-        calibrated = torch.softmax(scores / model.temperature, dim=1)[0]
-        energy = float(-model.temperature * torch.logsumexp(scores / model.temperature, dim=1))
-    probabilities: list[float] = calibrated.cpu().tolist()
-    best = max(range(len(probabilities)), key=probabilities.__getitem__)
-    reasons = uncertainty_reasons(model, probabilities[best], energy)
-    answer: dict[str, Any] = {
-        "class": model.classes[best],
-        "probabilities": dict(zip(model.classes, probabilities, strict=True)),
-        "model_version": model.version,
-        "classes": list(model.classes),
-        "uncertain": bool(reasons),
-        "uncertain_reasons": reasons,
-        "provenance": model.provenance,
-    }
-    if request.heatmap:
-        answer["heatmap"] = _png_field(_heatmap(model, image, prepared, batch, best))
-    if request.preview:
-        answer["image"] = _png_field(image)
-    if request.map:
-        answer["map"] = _map_field(model, image, prepared)
-    return answer
+            scores = model.network(torch.stack(batches)).float()
+    return [scores[i : i + 1] for i in range(len(batches))]
+
+
+def transform_batch(
+    model: ServedModel, requests: list[tuple[bytes, str, str | None]]
+) -> list[tuple[bytes, str] | RequestError]:
+    """:func:`transform_fn` for several requests ``(body, content_type, accept)`` at once,
+    with one forward of the model for all of them (the local endpoint's micro-batching).
+    Each request's answer, or its :class:`RequestError`, in order; the answers are those
+    :func:`transform_fn` gives one by one."""
+    results: list[tuple[bytes, str] | RequestError | None] = [None] * len(requests)
+    ready: list[tuple[int, _Prepared]] = []
+    for index, (body, content_type, _) in enumerate(requests):
+        try:
+            request = decode_input(body, content_type, None, model.image_bounds)
+            ready.append((index, _Prepared.of(request, model)))
+        except RequestError as exc:
+            results[index] = exc
+    if ready:
+        scores = _scores(model, [prepared.batch for _, prepared in ready])
+        for (index, prepared), score in zip(ready, scores, strict=True):
+            try:
+                results[index] = encode_output(prepared.answer(model, score), requests[index][2])
+            except RequestError as exc:
+                results[index] = exc
+    return [result for result in results if result is not None]
 
 
 def _map_field(model: ServedModel, image: np.ndarray, prepared: np.ndarray) -> dict[str, Any]:

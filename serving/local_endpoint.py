@@ -24,6 +24,7 @@ from fractofl.serving.endpoint_app import endpoint_app
 from fractofl.serving.errors import EndpointError
 from fractofl.serving.http_protocol import ConnectionLimits, guarded_protocol
 from fractofl.serving.inference import DEFAULT_IMAGE_BOUNDS
+from fractofl.serving.inference_queue import InferenceQueue
 from fractofl.serving.package import image_bounds_of
 from fractofl.serving.web_page import load_web_assets
 
@@ -52,6 +53,8 @@ class EndpointSettings:
     web_page: bool = False
     min_confidence: float = ServingConfig.min_confidence
     max_queue_wait_s: float = ServingConfig.max_queue_wait_s
+    max_batch: int = ServingConfig.max_batch
+    max_batch_wait_ms: float = ServingConfig.max_batch_wait_ms
     request_timeout_s: float = ServingConfig.request_timeout_s
     keep_alive_s: float = ServingConfig.keep_alive_s
     max_connections: int = ServingConfig.max_connections
@@ -69,6 +72,11 @@ class EndpointSettings:
         for name in ("max_queue_wait_s", "request_timeout_s", "keep_alive_s"):
             if not getattr(cfg, name) > 0:
                 raise EndpointError(f"serving.{name}={getattr(cfg, name)} must be > 0 seconds")
+        if cfg.max_batch < 1 or cfg.max_batch_wait_ms < 0:
+            raise EndpointError(
+                f"serving.max_batch={cfg.max_batch} must be >= 1 and serving.max_batch_wait_ms="
+                f"{cfg.max_batch_wait_ms} >= 0"
+            )
         if cfg.max_connections < 1 or cfg.listen_backlog < 1:
             raise EndpointError(
                 f"serving.max_connections={cfg.max_connections} and serving.listen_backlog="
@@ -95,6 +103,8 @@ class EndpointSettings:
             cfg.web_page,
             cfg.min_confidence,
             cfg.max_queue_wait_s,
+            cfg.max_batch,
+            cfg.max_batch_wait_ms,
             cfg.request_timeout_s,
             cfg.keep_alive_s,
             cfg.max_connections,
@@ -128,9 +138,17 @@ class LocalEndpoint:
         self.worker = worker or inference_worker()
         self.socket = _bind(settings)
         assets = load_web_assets() if settings.web_page else {}
+        self.queue = InferenceQueue(
+            self.worker,
+            lambda requests: handlers.transform_batch(handlers.model, requests),
+            settings.max_concurrent,
+            settings.max_queue_wait_s,
+            settings.max_batch,
+            settings.max_batch_wait_ms / 1000,
+        )
         limits = ConnectionLimits(settings.request_timeout_s, settings.max_connections)
         config = uvicorn.Config(
-            endpoint_app(handlers, settings, self.worker, assets),
+            endpoint_app(handlers, settings, self.queue, assets),
             http=guarded_protocol(limits),
             lifespan="off",
             ws="none",
