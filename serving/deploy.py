@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sagemaker.core.resources import Endpoint
 
 from fractofl.core.config.run_config import ServingConfig
+from fractofl.serving import autoscaling
 from fractofl.serving import sagemaker_resources as resources
 from fractofl.serving.aws import DeployError, aws_call, aws_session, explain, is_not_found
 from fractofl.serving.s3_upload import ByteProgress, upload_artifact
@@ -79,6 +80,7 @@ def check_settings(serving: ServingConfig, endpoint: str) -> str:
             f"serving.multipart_threshold_mb={serving.multipart_threshold_mb} must be >= "
             f"{S3_MIN_PART_MB} (S3's smallest part)"
         )
+    problems += autoscaling.setting_problems(serving)
     if problems:
         raise DeployError("cannot deploy: " + "; ".join(problems))
     return resources.image_uri(serving)
@@ -176,6 +178,7 @@ def deploy(
             f"endpoint {endpoint} rolled back to {live.endpoint_config_name}: "
             f"{_failure_reason(live)}"
         )
+    autoscaling.register(serving, endpoint, session, report)
     return Deployment(endpoint, name, name, model_data_url, image, str(live.endpoint_status))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 
 from fractofl.core.config.run_config import ServingConfig
+from fractofl.serving import autoscaling
 from fractofl.serving import sagemaker_resources as resources
 from fractofl.serving.aws import DeployError, aws_call, aws_session
 from fractofl.serving.deploy import POLL_SECONDS, check_endpoint_name, find_endpoint
@@ -60,6 +61,8 @@ def delete(
                 f"endpoint {endpoint!r} was not created by fractofl (no "
                 f"{resources.OWNER_TAG} tag); delete it with the AWS console or CLI"
             )
+        if autoscaling.remove(endpoint, session, report):  # before the endpoint, as AWS asks
+            deleted.append(f"auto scaling of {endpoint}")
         report(f"deleting endpoint {endpoint}")
         aws_call(f"deleting endpoint {endpoint}", live.delete)
         _wait_gone(endpoint, session, serving, poll_s, report)

@@ -229,6 +229,11 @@ class ServingConfig:
     role_arn: str = ""
     instance_type: str = "ml.m5.large"
     instance_count: int = 1
+    autoscaling_min_instances: int = 1
+    autoscaling_max_instances: int = 1  # > min: target tracking on invocations per instance
+    autoscaling_target_invocations: float = 70.0
+    autoscaling_scale_in_cooldown_s: float = 300.0
+    autoscaling_scale_out_cooldown_s: float = 60.0
     framework_version: str = "2.6"
     py_version: str = "py312"
     kms_key_id: str = ""

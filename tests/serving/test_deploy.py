@@ -262,6 +262,9 @@ def test_cli_deploys_update_and_delete(aws: boto3.Session, tmp_path: Path) -> No
         "serving.data_capture=true",
         f"serving.data_capture_s3_uri=s3://{BUCKET}/capture",
         "serving.data_capture_percent=20",
+        "serving.autoscaling_min_instances=1",
+        "serving.autoscaling_max_instances=4",
+        "serving.autoscaling_target_invocations=50",
     ]
     # Execute: deploy v1.
     assert _cli("deploy", "1", "--endpoint", "fracto-prod", *overrides) == 0
@@ -293,6 +296,22 @@ def test_cli_deploys_update_and_delete(aws: boto3.Session, tmp_path: Path) -> No
     }
     head = aws.client("s3").head_object(Bucket=BUCKET, Key="fractofl/models/v000001/model.tar.gz")
     assert head["SSEKMSKeyId"].endswith(key_id)
+    # ... and auto scaling: 1 to 4 instances, tracking 50 invocations a minute per instance
+    scaling = aws.client("application-autoscaling")
+    variant_id = "endpoint/fracto-prod/variant/AllTraffic"
+    (target,) = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert (target["ResourceId"], target["MinCapacity"], target["MaxCapacity"]) == (
+        variant_id,
+        1,
+        4,
+    )
+    (policy,) = scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert policy["PolicyType"] == "TargetTrackingScaling"
+    assert tracking["TargetValue"] == 50
+    assert tracking["PredefinedMetricSpecification"] == {
+        "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+    }
     first_config = live["EndpointConfigName"]
     assert _pins(tmp_path) == [("v000001", "endpoint:fracto-prod")]  # registry retention keeps it
 
@@ -316,6 +335,8 @@ def test_cli_deploys_update_and_delete(aws: boto3.Session, tmp_path: Path) -> No
         sm.describe_endpoint(EndpointName="fracto-prod")
     assert sm.list_endpoint_configs()["EndpointConfigs"] == []
     assert [m["ModelName"] for m in sm.list_models()["Models"]] == ["fracto-prod-manual"]
+    assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    assert scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"] == []
     assert _pins(tmp_path) == []  # retention may remove v2 now
 
 
@@ -436,6 +457,16 @@ def test_waiting_reports_status_and_failure_reason(aws: boto3.Session, tmp_path:
         ({"framework_version": "0.1"}, "fracto", "serving.framework_version=0.1"),
         ({"instance_type": "m5.large"}, "fracto", "serving.instance_type=m5.large"),
         ({}, "bad_name", "endpoint name 'bad_name' is invalid"),
+        (
+            {"autoscaling_max_instances": 3, "instance_count": 5},
+            "fracto",
+            "serving.instance_count=5 must be within serving.autoscaling_min_instances=1",
+        ),
+        (
+            {"autoscaling_min_instances": 3, "autoscaling_max_instances": 2},
+            "fracto",
+            "need 1 <= min <= max",
+        ),
     ],
 )
 def test_settings_are_checked_before_any_aws_call(
