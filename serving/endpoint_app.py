@@ -12,9 +12,11 @@ body is read, and while it is read), 408 for a body not received in
 ``serving.request_timeout_s``, 429 with ``Retry-After`` for a client over its rate
 (checked first), 503 with ``Retry-After`` when the inference thread does not become free
 within ``serving.max_queue_wait_s`` or ``serving.max_concurrent`` requests already wait,
-and the statuses inference.py raises (400, 406, 415). A heat map asked for by header
-(``X-Fractofl-Heatmap: true`` or the custom attribute ``heatmap=true``) reaches
-inference.py as the content type parameter ``heatmap=true``.
+and the statuses inference.py raises (400, 406, 415). A heat map or mechanism map asked
+for by header (``X-Fractofl-Heatmap: true``, ``X-Fractofl-Map: true``) or custom attribute
+(``heatmap=true``, ``map=true``) reaches inference.py as the content type parameter. The
+model runs on :class:`~fractofl.serving.inference_queue.InferenceQueue` (one thread,
+micro-batching).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -59,7 +61,6 @@ if TYPE_CHECKING:
     from fractofl.serving.local_endpoint import EndpointSettings
 
 log = logging.getLogger("fractofl.serving.local_endpoint")
-T = TypeVar("T")
 
 _MIB = 1024 * 1024
 RUNTIME_ROUTE = "/endpoints/{name}/invocations"
