@@ -196,17 +196,17 @@ def test_a_request_that_waits_too_long_for_the_model_gets_503_with_retry_after(
 
 
 def test_the_python_client_waits_out_a_busy_model(model_dir: Path) -> None:
-    # Prepare: the inference thread held for 1.5 s; a request may wait 0.3 s for it
+    # Prepare: the inference thread held; a request may wait 0.3 s for it
     worker = inference_worker()
     release = threading.Event()
     with serving(model_dir, worker, max_queue_wait_s=0.3) as (host, port):
         worker.submit(release.wait, 60)
-        threading.Timer(1.5, release.set).start()
         client = EndpointClient(f"http://{host}:{port}")
         impatient = EndpointClient(f"http://{host}:{port}", busy_retries=0)
-        # Execute
+        # Execute: refused while held; then the thread is freed 0.5 s later
         with pytest.raises(EndpointError, match=r"answered 503: the model stayed busy"):
             impatient.predict(png(64, 48), "image/png")
+        threading.Timer(0.5, release.set).start()
         answer = client.predict(png(64, 48), "image/png")  # 503, Retry-After 1, then 200
     # Assert
     assert answer.label in answer.probabilities
