@@ -14,7 +14,10 @@ read as a second request. This subclass adds what uvicorn leaves open:
   one thread per connection, unbounded);
 - every refusal at this layer as the endpoint's JSON error body, with h11's status
   (400, 431 for headers over the size limit, 501 for an unknown transfer coding), and a
-  log line in which the client's bytes are escaped.
+  log line in which the client's bytes are escaped;
+- a lingering close after such a refusal: the server stops writing, then reads and drops
+  what the client still sends for ``LINGER_S`` before it closes, so that a client still
+  sending sees the answer instead of a connection reset (RFC 9112, section 9.6).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("fractofl.serving.local_endpoint")
+LINGER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._protocol_error: h11.RemoteProtocolError | None = None
+        self._refused = False
         # h11 raises the parse error inside uvicorn's event loop, which keeps only a fixed
         # message; the wrapper keeps the error itself for the status and reason.
         next_event = self.conn.next_event
@@ -109,6 +114,8 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering after a refusal: read and dropped
         super().data_received(data)
         if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
             self._disarm()  # the request is in whole (or refused): the answer is the app's
@@ -163,8 +170,15 @@ class GuardedH11Protocol(H11Protocol):
         )
 
     def _refuse(self, status: int, reason: str, **headers: str) -> None:
+        """Answer ``status`` and close, lingering (see the module's docstring)."""
+        self._refused = True
+        self._disarm()
         self.transport.write(json_refusal(status, reason, **headers))
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
+        else:
+            self.transport.close()
 
 
 def printable(text: str, limit: int = 300) -> str:
