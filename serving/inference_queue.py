@@ -4,8 +4,9 @@ The model answers on one thread (``worker``, which also loaded it): torch's Open
 belongs to the thread that calls it, so torch called from many threads keeps several pools
 spinning against each other on a small machine, which made every request about 30 %
 slower (bench/RESULTS.md, serving). Requests therefore queue for that thread; when it
-becomes free it takes up to ``max_batch`` of them at once (after waiting ``batch_wait_s``
-for more when fewer are there), and the artifact answers them with one forward of the
+becomes free it takes up to ``max_batch`` of them at once (under load, after waiting
+``batch_wait_s`` for more when fewer are there: clients that each wait for their answer send
+their next requests a little apart), and the artifact answers them with one forward of the
 model (``transform_batch``). With 8 clients, 8 images in one forward use the cores better
 than 8 forwards of one.
 
@@ -145,7 +146,7 @@ class InferenceQueue:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                if self.batch_wait_s > 0 and len(self._pending) < self.max_batch:
+                if self._under_load() and len(self._pending) < self.max_batch:
                     await asyncio.sleep(self.batch_wait_s)  # let more requests join
                 try:
                     done = await loop.run_in_executor(self.worker, self._run_next)
@@ -158,6 +159,11 @@ class InferenceQueue:
                     continue
                 for waiting, answer in done:
                     waiting.answer.set_result(answer)
+
+    def _under_load(self) -> bool:
+        """Whether waiting ``batch_wait_s`` for more requests is worth it: the last batch
+        held several (a single client's request is never held back)."""
+        return self.batch_wait_s > 0 and bool(self.batches) and self.batches[-1] > 1
 
     def _run_next(self) -> list[tuple[_Waiting, Any]]:
         """On the inference thread, once it is free: up to ``max_batch`` of the requests

@@ -54,6 +54,11 @@ BLOCK = 20  # requests per path before switching to the next
 PAUSE_S = 0.2  # between blocks
 TARGET_RATIO = 1.2
 BATCH_GOAL = 1.3  # #19: 8 clients with batching against one client, on 2 cores
+VARIANTS = {
+    "single": ["serving.max_batch=1"],
+    "no_wait": ["serving.max_batch_wait_ms=0"],
+}
+"""Endpoints the concurrent load also runs against, beside the defaults ("batched")."""
 START_TIMEOUT_S = 120.0
 
 
@@ -269,7 +274,10 @@ def tables(
     ]
     labels = {
         "single": f"{clients} concurrent clients, one request per forward (serving.max_batch=1)",
-        "batched": f"{clients} concurrent clients, micro-batching (serving.max_batch=8)",
+        "no_wait": f"{clients} concurrent clients, micro-batching without waiting for more "
+        "(serving.max_batch_wait_ms=0)",
+        "batched": f"{clients} concurrent clients, micro-batching, the defaults "
+        "(serving.max_batch=8, max_batch_wait_ms=5)",
     }
     for name, label in labels.items():
         rate, latencies = loads[name]
@@ -301,7 +309,8 @@ NOTE = (
     "HTTP parsing, PNG decoding, preprocessing, JSON encoding and the loopback round trip. "
     "With 8 clients the requests queue for the inference thread, whose forward already uses "
     "both cores; with micro-batching the thread answers the requests waiting when it becomes "
-    "free with one forward (serving.max_batch=8, no added wait: serving.max_batch_wait_ms=0)."
+    "free with one forward (serving.max_batch=8), waiting up to serving.max_batch_wait_ms for "
+    "more when the last batch held several."
 )
 
 
@@ -344,17 +353,20 @@ def run_serving(plan: Plan, shared: dict[str, object]) -> PartOutcome:
         loads = {"batched": concurrent_load(port, body, sizes.concurrency, sizes.requests * 2)}
     finally:
         stop(endpoint, started, log_path, out)
-    # The same load on an endpoint that answers one request per forward, in the same run.
-    port = free_port()
-    log_path = work / "endpoint-unbatched.log"
-    started = time.monotonic()
-    endpoint = start_endpoint([*overrides, "serving.max_batch=1"], port, log_path)
-    try:
-        print(f"    {sizes.concurrency} concurrent clients, no batching ...", flush=True)
-        Client(port).invoke(body)
-        loads["single"] = concurrent_load(port, body, sizes.concurrency, sizes.requests * 2)
-    finally:
-        stop(endpoint, started, log_path, out)
+    # The same load on endpoints with other batch settings, in the same run.
+    for name, setting in VARIANTS.items():
+        port = free_port()
+        log_path = work / f"endpoint-{name}.log"
+        started = time.monotonic()
+        endpoint = start_endpoint([*overrides, *setting], port, log_path)
+        try:
+            print(
+                f"    {sizes.concurrency} concurrent clients, {' '.join(setting)} ...", flush=True
+            )
+            Client(port).invoke(body)
+            loads[name] = concurrent_load(port, body, sizes.concurrency, sizes.requests * 2)
+        finally:
+            stop(endpoint, started, log_path, out)
     out.tables += tables(sizes.model, sizes.requests, sizes.concurrency, results, loads)
     out.notes.append(NOTE)
     out.data = {
