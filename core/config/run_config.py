@@ -210,7 +210,7 @@ class ServingConfig:
     max_concurrent: int = 8
     max_queue_wait_s: float = 30.0
     max_batch: int = 8
-    max_batch_wait_ms: float = 5.0
+    max_batch_wait_ms: float = 0.0
     request_timeout_s: float = 60.0
     keep_alive_s: float = 5.0
     max_connections: int = 64
