@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+BATCHES_KEPT = 1024
 Request = tuple[bytes, str, str | None]
 """A request as the artifact takes it: body, content type (with options), accept."""
 BatchAnswerer = Callable[[list[Request]], Sequence[Any]]
@@ -91,8 +92,8 @@ class InferenceQueue:
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_s
         self.admitted = 0
-        self.batches: list[int] = []
-        """The size of every batch run so far (for tests and the log)."""
+        self.batches: deque[int] = deque(maxlen=BATCHES_KEPT)
+        """The sizes of the latest batches (for tests, and the wait under load)."""
         self._pending: deque[_Waiting] = deque()
         self._wakeup: asyncio.Event | None = None
         self._consumer: asyncio.Task[None] | None = None
@@ -169,8 +170,11 @@ class InferenceQueue:
         """On the inference thread, once it is free: up to ``max_batch`` of the requests
         waiting now (those not abandoned), answered together."""
         live: list[_Waiting] = []
-        while self._pending and len(live) < self.max_batch:
-            waiting = self._pending.popleft()  # deque: safe beside the loop's appends
+        while len(live) < self.max_batch:
+            try:  # deque operations are atomic beside the loop's appends and removals
+                waiting = self._pending.popleft()
+            except IndexError:
+                break
             if waiting.start():
                 live.append(waiting)
         self._failed = live
