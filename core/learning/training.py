@@ -61,7 +61,11 @@ def train(
     criterion = nn.CrossEntropyLoss()
     loss_sum, correct, seen = 0.0, 0, 0
     for _ in range(epochs):
-        loss_sum, correct, seen = 0.0, 0, 0
+        # Kept on the device and read once per epoch: a .item() per step would make the
+        # CPU wait for the GPU at every step.
+        epoch_loss = torch.zeros((), dtype=torch.float64, device=device)
+        epoch_correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         for images, labels in loader:
             images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
@@ -75,9 +79,10 @@ def train(
                 objective = loss + 0.5 * proximal_mu * drift
             objective.backward()
             optimizer.step()
-            loss_sum += float(loss.item()) * labels.shape[0]
-            correct += int((logits.argmax(dim=1) == labels).sum().item())
+            epoch_loss += loss.detach().double() * labels.shape[0]
+            epoch_correct += (logits.detach().argmax(dim=1) == labels).sum()
             seen += int(labels.shape[0])
+        loss_sum, correct = float(epoch_loss.item()), int(epoch_correct.item())
     if seen == 0:
         raise ValueError("the training loader yielded no examples")
     return TrainResult(loss=loss_sum / seen, accuracy=correct / seen, examples=seen)

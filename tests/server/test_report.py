@@ -61,6 +61,7 @@ def test_report_renders_curves_and_the_last_version_class_by_class(finished_run:
             assert image.size[0] > 300
     text = (out / "report.md").read_text()
     assert f"## Model {last.name}" in text and "signature verified" in text
+    assert "members whose updates are in it: partition-0, partition-1" in text
     # calibrated at publication: the temperature is signed, and serving applies it
     assert 0.05 <= last.metrics["temperature"] <= 20 and "ece_calibrated" in last.metrics
     assert "- calibration on the coordinator test set: expected calibration error" in text
