@@ -7,7 +7,8 @@ Usage::
 
 ``train``: the members' training loop (``core/learning/training.py``) on a ResNet-18 at
 224 x 224 grayscale, batch 32, on CUDA and on the CPU from the same initial weights:
-seconds per step, and the loss of both after the same steps (they should agree closely).
+seconds per step (alone, and within an epoch of ``STEPS`` steps), and the loss of both
+after the same steps (they should agree closely).
 ``serve``: an extracted artifact's own ``code/inference.py`` (as SageMaker runs it):
 ``model_fn`` must put the model on CUDA; ``transform_fn`` on a 224 x 224 PNG and a
 2048 x 1536 16-bit TIFF, with and without a heat map, on CUDA and on a CPU copy of the
@@ -93,8 +94,12 @@ def check_training() -> dict[str, Any]:
         step_s = timed(
             lambda m=model, d=device: train(m, loader[:1], 1, 0.01, 0.9, 0.0, d), 5, name == "cuda"
         )
+        epoch_s = timed(
+            lambda m=model, d=device: train(m, loader, 1, 0.01, 0.9, 0.0, d), 3, name == "cuda"
+        )
         report[key] = {
             "first_epoch_s": first_epoch_s,
+            "step_in_epoch_s": epoch_s / STEPS,
             "step_s": step_s,
             "images_per_s": BATCH / step_s,
             "epoch_loss": result.loss,
