@@ -89,8 +89,8 @@ class Prediction:
                 None if heatmap is None else _decode_heatmap(heatmap),
                 bool(values.get("uncertain", False)),
                 tuple(str(r) for r in values.get("uncertain_reasons", ())),
-                _provenance(values.get("provenance")),
-                _provenance(values.get("map")),
+                _optional_object(values.get("provenance")),
+                _optional_object(values.get("map")),
             )
         except (
             ValueError,
@@ -105,7 +105,7 @@ class Prediction:
             ) from None
 
 
-def _provenance(value: Any) -> dict[str, Any] | None:
+def _optional_object(value: Any) -> dict[str, Any] | None:
     """An optional JSON object of the answer (provenance, map)."""
     if value is None:
         return None

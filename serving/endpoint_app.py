@@ -26,7 +26,6 @@ import hmac
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -80,13 +79,8 @@ _AWS_ERROR_CODES = {
 }
 
 
-@dataclass
 class _Refusal(Exception):
     """A request answered with an error before inference; raised inside a route."""
-
-    status: int
-    reason: str
-    headers: dict[str, str]
 
     def __init__(self, status: int, reason: str, **headers: str) -> None:
         super().__init__(reason)

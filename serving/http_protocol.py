@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -54,17 +55,13 @@ def json_refusal(status: int, reason: str, **headers: str) -> bytes:
     """A complete HTTP/1.1 response with the JSON error body, closing the connection."""
     body = json.dumps({"error": reason}).encode()
     lines = [
-        f"HTTP/1.1 {status} {_PHRASES.get(status, 'Error')}",
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
         "content-type: application/json",
         f"content-length: {len(body)}",
         "connection: close",
         *(f"{name.replace('_', '-')}: {value}" for name, value in headers.items()),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-_PHRASES = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
-_PHRASES |= {501: "Not Implemented", 503: "Service Unavailable"}
 
 
 class GuardedH11Protocol(H11Protocol):

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,6 @@ IMAGE_BOUNDS_KEY = "image_bounds"
 DEFAULT_IMAGE_BOUNDS = ImageBounds(25_000_000, 16384, 16.0)
 """serving.max_image_pixels, max_image_side and max_aspect_ratio's defaults
 (conf/serving/default.yaml), for an artifact packaged before serving.json held them."""
-_PHRASES = {400: "Bad Request", 406: "Not Acceptable", 415: "Unsupported Media Type"}
-_PHRASES[500] = "Internal Server Error"
 
 
 class ModelLoadError(RuntimeError):
@@ -262,7 +261,7 @@ def transform_fn(
 
 def _error_reply(context: Any, status: int, reason: str) -> tuple[bytes, str]:
     """Set the toolkit's response status; the JSON error body."""
-    context.set_response_status(code=status, phrase=_PHRASES.get(status, "Error"))
+    context.set_response_status(code=status, phrase=HTTPStatus(status).phrase)
     return json.dumps({"error": reason}).encode(), JSON_TYPE
 
 
@@ -416,7 +415,10 @@ def transform_batch(
     with one forward of the model for all of them (the local endpoint's micro-batching).
     Each request's answer, or its :class:`RequestError`, in order; the answers are those
     :func:`transform_fn` gives one by one."""
-    results: list[tuple[bytes, str] | RequestError | None] = [None] * len(requests)
+    results: list[tuple[bytes, str] | RequestError] = [
+        RequestError("not answered")
+        for _ in requests  # each replaced below
+    ]
     ready: list[tuple[int, _Prepared]] = []
     for index, (body, content_type, _) in enumerate(requests):
         try:
@@ -431,7 +433,7 @@ def transform_batch(
                 results[index] = encode_output(prepared.answer(model, score), requests[index][2])
             except RequestError as exc:
                 results[index] = exc
-    return [result for result in results if result is not None]
+    return results
 
 
 def _map_field(model: ServedModel, image: np.ndarray, prepared: np.ndarray) -> dict[str, Any]:
