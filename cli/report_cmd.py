@@ -59,6 +59,7 @@ def _report(args: argparse.Namespace) -> int:
     from fractofl.core.trust.registry import ModelRegistry, RegistryError
     from fractofl.core.trust.signing import fingerprint, load_public_key
     from fractofl.server.run_report import ScoredModel, score_checkpoint, write_report
+    from fractofl.serving.client import describe_contributors
 
     run_dir: Path = args.run_dir
     cfg = _run_config(run_dir)
@@ -73,9 +74,7 @@ def _report(args: argparse.Namespace) -> int:
     if version is not None:
         trusted = load_public_key(args.public_key or Path(cfg.registry.trusted_public_key))
         checkpoint, meta = registry.load_verified(version, trusted)
-        members = (
-            "not recorded" if meta.contributors is None else ", ".join(meta.contributors) or "none"
-        )
+        members = describe_contributors(meta.contributors)
         provenance = (
             f"registry version {meta.name} in {registry.root}: round {meta.round} of run "
             f"`{meta.run_id}`, signature verified with key {fingerprint(trusted)}; members "

@@ -29,6 +29,7 @@ from fractofl.server.cross_site import cross_site_evaluation
 from fractofl.server.errors import NotEnoughMembersError
 from fractofl.server.evaluation import CoordinatorEvaluator
 from fractofl.server.heap import retain_freed_memory
+from fractofl.server.member_evaluation import member_label
 from fractofl.server.member_registry import member_names
 from fractofl.server.progress import RoundProgress
 from fractofl.server.publishing import RoundPublisher
@@ -177,12 +178,6 @@ def _audit_trail(cfg: RunConfig, folder: RunFolder, guard: UpdateGuard) -> _RunA
     return audit
 
 
-def _member_name(folder: RunFolder, node: int) -> str:
-    """A member as a version names it: registered name, else ``partition-N`` (as its
-    evaluations named it), else ``node-<id>``."""
-    return folder.member_names.get(node) or folder.member_labels.get(node) or f"node-{node}"
-
-
 def spill_folder(cfg: RunConfig, run_dir: Path) -> Path:
     """Where streamed updates wait for the round's norm test (``updates.spill_dir``, by
     default the run folder's ``spill``, present only while a round collects updates)."""
@@ -292,7 +287,8 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
             ),
             folder.path,
         )
-        contributors = [_member_name(folder, node) for node in recorder.contributors]
+        names = folder.known_names()
+        contributors = [member_label(node, names, None) for node in recorder.contributors]
         meta = publisher.publish(server_round, arrays, recorder.rows[-1], contributors)
         if audit is not None:
             audit.round_ended(start.run_id, server_round, participation, meta)
@@ -342,8 +338,9 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
             "the members' errors are in the log above"
         )
     if fed.cross_site:
-        known = {**folder.member_labels, **folder.member_names}
-        cells = cross_site_evaluation(grid, final, fed.round_timeout, known, len(cfg.data.classes))
+        cells = cross_site_evaluation(
+            grid, final, fed.round_timeout, folder.known_names(), len(cfg.data.classes)
+        )
         folder.record_cross_site(cells)
     model.load_state_dict(final.to_torch_state_dict())
     last = recorder.last_eval or evaluator.evaluate_arrays(final)

@@ -144,6 +144,11 @@ class RunFolder:
                 name = self.member_names.get(node, "")
                 writer.writerow([seen.round, seen.attempts, node, name, status, detail])
 
+    def known_names(self) -> dict[int, str]:
+        """Node id -> the member's name as known now: registered, else as its evaluations
+        named it (``partition-N`` in a simulation)."""
+        return {**self.member_labels, **self.member_names}
+
     def record_member_evaluations(self, server_round: int, replies: list[Message]) -> None:
         """Append each member's scores of round ``server_round``'s global model on its own
         validation split (member_eval.csv)."""

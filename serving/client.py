@@ -15,6 +15,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,12 +115,19 @@ def _optional_object(value: Any) -> dict[str, Any] | None:
     return value
 
 
+def describe_contributors(contributors: Sequence[str] | None) -> str:
+    """A version's members for people: ``org1, org2``; ``none``; or ``not recorded`` for a
+    version published before they were signed."""
+    if contributors is None:
+        return "not recorded"
+    return ", ".join(contributors) or "none"
+
+
 def describe_provenance(provenance: dict[str, Any]) -> str:
     """One line for people: ``v000003 (run ab12, round 3), signed by SHA256:... (verified);
     members: org1, org2``."""
     verified = "verified" if provenance.get("signature_verified") else "NOT verified"
-    contributors = provenance.get("contributors")
-    members = "not recorded" if contributors is None else ", ".join(contributors) or "none"
+    members = describe_contributors(provenance.get("contributors"))
     return (
         f"{provenance.get('model_version')} (run {provenance.get('run_id')}, round "
         f"{provenance.get('round')}), signed by {provenance.get('signer')} ({verified}); "
