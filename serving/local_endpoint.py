@@ -9,7 +9,6 @@ port 0 gets a real port at once.
 
 from __future__ import annotations
 
-import logging
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -31,11 +30,11 @@ from fractofl.serving.web_page import load_web_assets
 if TYPE_CHECKING:
     from fractofl.serving.artifact_loader import InferenceHandlers
 
-log = logging.getLogger(__name__)
-
 _MIB = 1024 * 1024
 SHUTDOWN_GRACE_S = 5.0
 """Requests under way when the endpoint is stopped get this long to finish."""
+MAX_HEADER_BYTES = 16 * 1024
+"""Request headers still incomplete beyond this are refused (431)."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +157,7 @@ class LocalEndpoint:
             timeout_keep_alive=int(max(1, settings.keep_alive_s)),
             timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
             backlog=settings.listen_backlog,
-            h11_max_incomplete_event_size=16 * 1024,
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         )
         self.server = uvicorn.Server(config)
         self._stopped = threading.Event()

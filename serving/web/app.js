@@ -433,7 +433,7 @@
   }
 
   // Each tile colours the cells nearer its centre than another's, in its most probable
-  // class's colour, more opaque the surer it is; a legend gives the area fractions.
+  // class's colour, more opaque the surer it is (the legend is renderItem's).
   function drawMap(item, image, map) {
     const figure = item.card.querySelector(".map-figure");
     figure.hidden = false;
@@ -455,7 +455,6 @@
       }
     }
     canvas.dataset.drawn = "true";
-    renderLegend(item);
   }
 
   function cellEdges(starts, tile, limit) {
