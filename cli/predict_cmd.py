@@ -15,10 +15,11 @@ from PIL import Image
 
 from fractofl.cli.config import load_run_config
 from fractofl.cli.map_picture import map_overlay
+from fractofl.core.config.run_config import ServingConfig
 from fractofl.core.images.imageio import UnreadableImageError, grayscale_from_array, read_grayscale
 from fractofl.core.images.scale import SemScale
 from fractofl.core.images.sem_scale import ScaleFileError, read_sem_scale
-from fractofl.serving.client import EndpointClient, describe_provenance
+from fractofl.serving.client import MIB, EndpointClient, describe_provenance
 from fractofl.serving.contract import PIXEL_SIZE_OPTION
 from fractofl.serving.errors import EndpointError
 
@@ -68,6 +69,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sidecar, scale.yaml) does not say; a physical-scale model needs it",
     )
     predict.add_argument(
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help="NAME is a SageMaker Asynchronous Inference endpoint (serve deploy --async): "
+        "images of up to 1 GB go through S3 (serving.async_input_path), the answer is "
+        "waited for (serving.async_timeout_s)",
+    )
+    predict.add_argument(
         "--api-key-env",
         metavar="VAR",
         help="environment variable holding the API key (default serving.api_key_env)",
@@ -84,7 +93,11 @@ def _predict(args: argparse.Namespace) -> int:
     serving = load_run_config(overrides).serving
     key_env = args.api_key_env or serving.api_key_env
     api_key = os.environ.get(key_env, "") if key_env else ""
-    client = EndpointClient(args.endpoint, api_key=api_key or None, region=serving.region)
+    try:
+        client = _client(args, serving, api_key)
+    except EndpointError as exc:
+        print(f"fractofl: error: {exc}", file=sys.stderr)
+        return 2
     outputs = Outputs(args.heatmap, args.map, len(images) > 1)
     results = [_classify(client, Path(image), outputs, args.pixel_size_um) for image in images]
     if args.json:
@@ -94,6 +107,25 @@ def _predict(args: argparse.Namespace) -> int:
         for failed in (r for r in results if "error" in r):
             print(f"fractofl: {failed['file']}: {failed['error']}", file=sys.stderr)
     return 1 if any("error" in r for r in results) else 0
+
+
+def _client(args: argparse.Namespace, serving: ServingConfig, api_key: str) -> EndpointClient:
+    """The endpoint: a URL, a real-time SageMaker endpoint (its request limit:
+    ``serving.max_payload_mb``) or, with ``--async``, an asynchronous one."""
+    asynchronous = None
+    if args.asynchronous:
+        from fractofl.serving.async_invocation import AsyncSettings
+
+        asynchronous = AsyncSettings.of(serving)
+    is_name = not args.endpoint.startswith(("http://", "https://"))
+    limit = int(serving.max_payload_mb * MIB) if is_name and asynchronous is None else None
+    return EndpointClient(
+        args.endpoint,
+        api_key=api_key or None,
+        region=serving.region,
+        max_request_bytes=limit,
+        asynchronous=asynchronous,
+    )
 
 
 @dataclass(frozen=True)
@@ -141,6 +173,7 @@ def _classify(
         "uncertain": answer.uncertain,
         "uncertain_reasons": list(answer.uncertain_reasons),
         "provenance": answer.provenance,
+        "preparation": answer.preparation,
     }
     if heatmap_out is not None and answer.heatmap is not None:
         target = outputs.target(heatmap_out, image, "heatmap")
@@ -215,6 +248,8 @@ def _print_table(results: list[dict[str, Any]]) -> None:
         if result.get("uncertain"):
             reasons = "; ".join(result.get("uncertain_reasons", [])) or "no reason given"
             print(f"{result['file']}: {UNCERTAIN}, refer to an expert: {reasons}")
+    for result in (r for r in results if r.get("preparation")):
+        print(f"{result['file']}: {result['preparation']}")
     for result in (r for r in results if "map" in r):
         shares = ", ".join(f"{c} {100 * f:.1f} %" for c, f in result["map_fractions"].items())
         print(

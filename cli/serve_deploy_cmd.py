@@ -36,6 +36,13 @@ def register(serve_actions: argparse._SubParsersAction) -> None:
         help="move the live endpoint NAME to VERSION without downtime",
     )
     deploy.add_argument(
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help="an Asynchronous Inference endpoint: requests of up to 1 GB through S3 "
+        "(serving.async_*_path), for full-resolution maps; query it with `predict --async`",
+    )
+    deploy.add_argument(
         "--artifact",
         type=Path,
         metavar="PATH",
@@ -57,7 +64,9 @@ def _deploy(args: argparse.Namespace) -> int:
 
     cfg = load_run_config(args.overrides)
     try:
-        check_settings(cfg.serving, args.endpoint)  # settings first: they need no files
+        check_settings(
+            cfg.serving, args.endpoint, args.asynchronous
+        )  # settings first: they need no files
     except DeployError as exc:
         return _fail(str(exc))
     from fractofl.core.trust.registry import ModelRegistry
@@ -91,6 +100,7 @@ def _deploy(args: argparse.Namespace) -> int:
             version,
             args.endpoint,
             update=args.update,
+            asynchronous=args.asynchronous,
             trusted_public_key_pem=trusted.read_text() if trusted.is_file() else "",
             upload_progress=Progress(f"{artifact.name} bytes uploaded"),
         )
@@ -98,10 +108,16 @@ def _deploy(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     forget_use(registry_root, endpoint_use(args.endpoint), except_version=version)
     record_deployment(
-        cfg, "deployed", endpoint=done.endpoint, version=version, update=bool(args.update)
+        cfg,
+        "deployed",
+        endpoint=done.endpoint,
+        version=version,
+        update=bool(args.update),
+        asynchronous=bool(args.asynchronous),
     )
+    kind = "asynchronous endpoint" if args.asynchronous else "endpoint"
     print(
-        f"endpoint {done.endpoint} is {done.status}, serving {version} "
+        f"{kind} {done.endpoint} is {done.status}, serving {version} "
         f"(model {done.model}, endpoint config {done.endpoint_config}, {done.model_data_url})"
     )
     return EXIT_OK

@@ -1,5 +1,6 @@
 """SageMaker Application Auto Scaling for a deployed endpoint: target tracking on the
-invocations per instance, between ``serving.autoscaling_min_instances`` and
+invocations per instance (an asynchronous endpoint: on its queued requests per instance,
+as AWS advises), between ``serving.autoscaling_min_instances`` and
 ``serving.autoscaling_max_instances``.
 
 Registered by ``serve deploy`` once the endpoint is InService (and brought in line by
@@ -22,6 +23,8 @@ NAMESPACE = "sagemaker"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 METRIC = "SageMakerVariantInvocationsPerInstance"
 """Invocations a minute per instance, averaged: the predefined target-tracking metric."""
+BACKLOG_METRIC = "ApproximateBacklogSizePerInstance"
+"""An asynchronous endpoint's queued requests per instance (CloudWatch, AWS/SageMaker)."""
 
 
 def wanted(serving: ServingConfig) -> bool:
@@ -43,6 +46,11 @@ def setting_problems(serving: ServingConfig) -> list[str]:
             problems.append(
                 f"serving.instance_count={serving.instance_count} must be within "
                 f"serving.autoscaling_min_instances={low} and _max_instances={high}"
+            )
+        if serving.autoscaling_target_backlog <= 0:
+            problems.append(
+                f"serving.autoscaling_target_backlog={serving.autoscaling_target_backlog} must "
+                "be > 0 (queued requests per instance of an asynchronous endpoint)"
             )
         if serving.autoscaling_target_invocations <= 0:
             problems.append(
@@ -72,19 +80,19 @@ def register(
     endpoint: str,
     session: boto3.Session,
     report: Callable[[str], None],
+    asynchronous: bool = False,
 ) -> bool:
     """Register the variant's instance range and its target-tracking policy (or remove
-    them when the settings no longer ask for auto scaling); whether it is on now."""
+    them when the settings no longer ask for auto scaling); whether it is on now.
+    ``asynchronous``: tracking the endpoint's queue instead of its invocations."""
     if not wanted(serving):
         remove(endpoint, session, report)
         return False
     client = session.client("application-autoscaling")
     target = resource_id(endpoint)
     low, high = serving.autoscaling_min_instances, serving.autoscaling_max_instances
-    report(
-        f"auto scaling {endpoint}: {low} to {high} instances, target "
-        f"{serving.autoscaling_target_invocations:g} invocations a minute per instance"
-    )
+    target_value, metric = _tracked(serving, endpoint, asynchronous)
+    report(f"auto scaling {endpoint}: {low} to {high} instances, target {target_value:g} {metric}")
     aws_call(
         f"registering {target} for auto scaling (application-autoscaling:RegisterScalableTarget)",
         lambda: client.register_scalable_target(
@@ -104,14 +112,36 @@ def register(
             ScalableDimension=DIMENSION,
             PolicyType="TargetTrackingScaling",
             TargetTrackingScalingPolicyConfiguration={
-                "TargetValue": float(serving.autoscaling_target_invocations),
-                "PredefinedMetricSpecification": {"PredefinedMetricType": METRIC},
+                "TargetValue": target_value,
+                **_metric_specification(endpoint, asynchronous),
                 "ScaleInCooldown": int(serving.autoscaling_scale_in_cooldown_s),
                 "ScaleOutCooldown": int(serving.autoscaling_scale_out_cooldown_s),
             },
         ),
     )
     return True
+
+
+def _tracked(serving: ServingConfig, endpoint: str, asynchronous: bool) -> tuple[float, str]:
+    """The target value and, for people, what it counts."""
+    if asynchronous:
+        return float(serving.autoscaling_target_backlog), "queued requests per instance"
+    return float(serving.autoscaling_target_invocations), "invocations a minute per instance"
+
+
+def _metric_specification(endpoint: str, asynchronous: bool) -> dict[str, object]:
+    """The tracked metric: the predefined invocations one, or an asynchronous endpoint's
+    backlog (AWS's documented customized metric)."""
+    if not asynchronous:
+        return {"PredefinedMetricSpecification": {"PredefinedMetricType": METRIC}}
+    return {
+        "CustomizedMetricSpecification": {
+            "MetricName": BACKLOG_METRIC,
+            "Namespace": "AWS/SageMaker",
+            "Dimensions": [{"Name": "EndpointName", "Value": endpoint}],
+            "Statistic": "Average",
+        }
+    }
 
 
 def remove(endpoint: str, session: boto3.Session, report: Callable[[str], None]) -> bool:

@@ -4,6 +4,12 @@
 >>> client = EndpointClient("fractofl", region="eu-central-1")  # a SageMaker endpoint
 >>> client.predict("broken_shaft.tif").label
 'fatigue'
+
+An image over the endpoint's request limit (6 MiB for SageMaker real-time) is brought to
+the model's scale here before it is sent, and sent as tiles when it is still over
+(:mod:`fractofl.serving.request_preparation`); :attr:`Prediction.preparation` says so.
+``asynchronous=AsyncSettings(...)`` sends requests of up to 1 GB to a SageMaker
+Asynchronous Inference endpoint through S3 (:mod:`fractofl.serving.async_invocation`).
 """
 
 from __future__ import annotations
@@ -16,9 +22,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -31,9 +37,15 @@ from fractofl.serving.contract import (
     HEATMAP_OPTION,
     INVOCATIONS_PATH,
     MAP_OPTION,
+    MODEL_INFO_TYPE,
+    PING_PATH,
     PIXEL_SIZE_OPTION,
 )
 from fractofl.serving.errors import EndpointError
+
+if TYPE_CHECKING:
+    from fractofl.serving.async_invocation import AsyncInvoker, AsyncSettings
+    from fractofl.serving.request_preparation import ModelInfo, PreparedImage
 
 CONTENT_TYPES_BY_SUFFIX = {
     ".png": "image/png",
@@ -51,6 +63,12 @@ MAX_RETRY_AFTER_S = 60.0
 _JSON = "application/json"
 _BUSY = (429, 503)
 """Refusals that name a ``Retry-After`` and mean "later": over the rate, or busy."""
+MIB = 1024 * 1024
+REALTIME_MAX_BYTES = 6 * MIB
+"""A SageMaker real-time endpoint's largest request (serving.max_payload_mb's default)."""
+DEFAULT_MAX_PIECES = 64
+"""Requests one map of an image over the limit may take at most (then: use an
+asynchronous endpoint)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,9 @@ class Prediction:
     mechanism_map: dict[str, Any] | None = None
     """With ``mechanism_map`` asked for: the answer's ``map`` (tiles, their
     probabilities, each class's area fraction; README, "Mechanism map")."""
+    preparation: str = ""
+    """How the client sent an image over the endpoint's request limit (brought to the
+    model's scale, or as tiles); empty when it went as it is."""
 
     @property
     def probability(self) -> float:
@@ -153,6 +174,15 @@ class EndpointClient:
         How often a request refused with 429 (the local endpoint's rate limit) or 503
         (its model busy) is sent again after the ``Retry-After`` it names; boto3 retries
         SageMaker's throttling itself.
+    max_request_bytes
+        The endpoint's request limit; a larger image is brought to the model's scale
+        first (default: what a local endpoint's ``/ping`` says, 6 MiB for SageMaker
+        real-time, 1 GB for asynchronous).
+    asynchronous
+        Where to put requests for a SageMaker Asynchronous Inference endpoint
+        (``serve deploy --async``); ``None``: a real-time endpoint.
+    max_pieces
+        Requests one mechanism map of an image over the limit may take.
     """
 
     def __init__(
@@ -162,6 +192,9 @@ class EndpointClient:
         region: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         busy_retries: int = DEFAULT_BUSY_RETRIES,
+        max_request_bytes: int | None = None,
+        asynchronous: AsyncSettings | None = None,
+        max_pieces: int = DEFAULT_MAX_PIECES,
     ) -> None:
         self.target = target
         self.busy_retries = busy_retries
@@ -169,7 +202,16 @@ class EndpointClient:
         self.region = region
         self.timeout_s = timeout_s
         self.is_url = target.startswith(("http://", "https://"))
+        if asynchronous is not None and self.is_url:
+            raise EndpointError(
+                f"{target} is a URL; an asynchronous endpoint is a SageMaker endpoint name"
+            )
+        self.asynchronous = asynchronous
+        self.max_pieces = max_pieces
+        self._max_request_bytes = max_request_bytes
+        self._model_info: ModelInfo | None = None
         self._runtime: Any = None
+        self._async: AsyncInvoker | None = None
 
     def predict(
         self,
@@ -182,29 +224,161 @@ class EndpointClient:
         """Classify one image (a file, or its bytes with ``content_type``); ``heatmap``
         asks for :attr:`Prediction.heatmap` too (sent as ``CONTENT-TYPE; heatmap=true``);
         ``scale`` gives a physical-scale model the image's pixel size and data bar;
-        ``mechanism_map`` asks such a model for :attr:`Prediction.mechanism_map`."""
+        ``mechanism_map`` asks such a model for :attr:`Prediction.mechanism_map`. An
+        image over the endpoint's request limit is brought to the model's scale first
+        (see the module's docstring)."""
         if isinstance(image, bytes):
             if content_type is None:
                 raise EndpointError("give content_type for image bytes, e.g. 'image/png'")
-            body = image
+            body, source = image, "the image"
         else:
             path = Path(image)
             content_type = content_type or guess_content_type(path)
+            source = str(path)
             try:
                 body = path.read_bytes()
             except OSError as exc:
                 raise EndpointError(f"cannot read {path}: {exc.strerror or exc}") from None
-        if heatmap:
-            content_type += f"; {HEATMAP_OPTION}=true"
-        if mechanism_map:
-            content_type += f"; {MAP_OPTION}=true"
+        options = _options(heatmap, mechanism_map)
+        if len(body) > self.max_request_bytes():
+            return self._predict_prepared(body, content_type, source, scale, options)
         if scale is not None and scale.pixel_size_um is not None:
-            content_type += f"; {PIXEL_SIZE_OPTION}={scale.pixel_size_um!r}"
+            options += f"; {PIXEL_SIZE_OPTION}={scale.pixel_size_um!r}"
             if scale.databar_px is not None:
-                content_type += f"; {DATABAR_OPTION}={scale.databar_px}"
+                options += f"; {DATABAR_OPTION}={scale.databar_px}"
+        return self._ask(body, content_type + options)
+
+    def max_request_bytes(self) -> int:
+        """The endpoint's request limit (a local endpoint's is asked for once)."""
+        if self._max_request_bytes is None:
+            if self.asynchronous is not None:
+                from fractofl.serving.async_invocation import ASYNC_MAX_BYTES
+
+                self._max_request_bytes = ASYNC_MAX_BYTES
+            elif self.is_url:
+                self._max_request_bytes = self._ping_limit()
+            else:
+                self._max_request_bytes = REALTIME_MAX_BYTES
+        return self._max_request_bytes
+
+    def model_info(self) -> ModelInfo:
+        """What the endpoint says of its model (asked for once, and again after the
+        endpoint moved to another version)."""
+        from fractofl.serving.request_preparation import ModelInfo
+
+        if self._model_info is None:
+            try:
+                values = json.loads(self._send(b"{}", MODEL_INFO_TYPE))
+            except ValueError:
+                values = None
+            if not isinstance(values, dict):
+                raise EndpointError(f"{self.target} did not describe its model")
+            self._model_info = ModelInfo.from_json(values, self.target)
+        return self._model_info
+
+    def _ask(self, body: bytes, content_type: str) -> Prediction:
+        return Prediction.from_json(self._send(body, content_type), self.target)
+
+    def _send(self, body: bytes, content_type: str) -> bytes:
         if self.is_url:
-            return Prediction.from_json(self._post(body, content_type), self.target)
-        return Prediction.from_json(self._invoke_sagemaker(body, content_type), self.target)
+            return self._post(body, content_type)
+        if self.asynchronous is not None:
+            return self._invoke_async(body, content_type)
+        return self._invoke_sagemaker(body, content_type)
+
+    def _predict_prepared(
+        self, body: bytes, content_type: str, source: str, scale: SemScale | None, options: str
+    ) -> Prediction:
+        """An image over the limit: at the model's scale in one request, else as tiles."""
+        from fractofl.serving import request_preparation as preparing
+        from fractofl.serving.decoding import decode_request
+        from fractofl.serving.request_errors import RequestError
+
+        limit, info = self.max_request_bytes(), self.model_info()
+        try:
+            image = decode_request(body, content_type)
+        except RequestError as exc:
+            raise EndpointError(f"{source}: {exc.message}") from None
+        prepared = preparing.prepare(image, scale, info.preprocessing, source)
+        over = f"{source} is {len(body) / MIB:.1f} MiB, over the endpoint's {limit / MIB:.1f} MiB"
+        whole = preparing.npy_bytes(prepared.pixels)
+        if len(whole) <= limit:
+            answer = self._checked(whole, prepared.content_type + options, info)
+            return replace(
+                answer,
+                heatmap=None
+                if answer.heatmap is None
+                else prepared.heatmap_to_original(answer.heatmap),
+                mechanism_map=None
+                if answer.mechanism_map is None
+                else prepared.map_to_original(answer.mechanism_map),
+                preparation=f"{over}: sent at the model's scale ({prepared.describe()}; "
+                "float32, nothing rounded)",
+            )
+        return self._predict_tiled(prepared, info, options, f"{over} ({len(whole) / MIB:.1f} MiB ")
+
+    def _predict_tiled(
+        self, prepared: PreparedImage, info: ModelInfo, options: str, over: str
+    ) -> Prediction:
+        """The answer from the evaluation tiles' mosaic; the map from pieces."""
+        from fractofl.serving import request_preparation as preparing
+
+        grid = prepared.preprocessing.tile_grid
+        notes = [
+            f"{over}at the model's scale, {prepared.describe()}): answered from its {grid}x"
+            f"{grid} evaluation tiles, the answer the whole image gets"
+        ]
+        mosaic = preparing.npy_bytes(preparing.evaluation_mosaic(prepared))
+        answer = self._checked(mosaic, prepared.content_type, info)
+        found = None
+        if f"{MAP_OPTION}=true" in options:
+            size = prepared.preprocessing.image_size
+            pieces = preparing.map_pieces(*prepared.pixels.shape, size, self.max_request_bytes())
+            if len(pieces) > self.max_pieces:
+                raise EndpointError(
+                    f"its mechanism map would take {len(pieces)} requests (max_pieces="
+                    f"{self.max_pieces}); use an asynchronous endpoint (serve deploy --async)"
+                )
+            maps = []
+            for piece in pieces:
+                part = self._checked(
+                    preparing.npy_bytes(preparing.piece_pixels(prepared, piece)),
+                    f"{prepared.content_type}; {MAP_OPTION}=true",
+                    info,
+                )
+                if part.mechanism_map is None:
+                    raise EndpointError(f"{self.target} answered a map request without a map")
+                maps.append(part.mechanism_map)
+            found = prepared.map_to_original(preparing.join_maps(pieces, maps))
+            notes.append(f"map joined from {len(pieces)} pieces")
+        if f"{HEATMAP_OPTION}=true" in options:
+            notes.append(
+                "no heat map at this size: use an asynchronous endpoint (serve deploy --async)"
+            )
+        return replace(answer, mechanism_map=found, preparation="; ".join(notes))
+
+    def _checked(self, body: bytes, content_type: str, info: ModelInfo) -> Prediction:
+        """The answer to a prepared request, from the version it was prepared for."""
+        answer = self._ask(body, content_type)
+        if answer.model_version != info.version:
+            self._model_info = None
+            raise EndpointError(
+                f"{self.target} moved from {info.version} to {answer.model_version} while "
+                "the image was being sent; ask again"
+            )
+        return answer
+
+    def _ping_limit(self) -> int:
+        """A local endpoint's ``max_payload_bytes`` from ``GET /ping``."""
+        scheme, rest = self.target.split("://", 1)
+        url = f"{scheme}://{rest.split('/', 1)[0]}{PING_PATH}"
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
+                limit = json.loads(response.read()).get("max_payload_bytes")
+        except (urllib.error.URLError, OSError, ValueError, AttributeError) as exc:
+            cause = getattr(exc, "reason", exc)
+            raise EndpointError(f"cannot reach {url}: {cause}; is the endpoint up?") from None
+        return int(limit) if isinstance(limit, int) and limit > 0 else REALTIME_MAX_BYTES
 
     def _post(self, body: bytes, content_type: str) -> bytes:
         url = self.target.rstrip("/")
@@ -257,6 +431,22 @@ class EndpointClient:
                 f"cannot call SageMaker endpoint {self.target!r}: {exc} (check the AWS "
                 "credentials and region, serving.region)"
             ) from None
+
+    def _invoke_async(self, body: bytes, content_type: str) -> bytes:
+        from fractofl.serving.async_invocation import AsyncInvoker
+
+        assert self.asynchronous is not None  # checked by _send
+        if self._async is None:
+            self._async = AsyncInvoker(self.target, self.asynchronous, self.region)
+        attributes = f"{API_KEY_ATTRIBUTE}={self.api_key}" if self.api_key else ""
+        return self._async.invoke(body, content_type, _JSON, attributes)
+
+
+def _options(heatmap: bool, mechanism_map: bool) -> str:
+    """The content type parameters that ask for a heat map and a map."""
+    return (f"; {HEATMAP_OPTION}=true" if heatmap else "") + (
+        f"; {MAP_OPTION}=true" if mechanism_map else ""
+    )
 
 
 def guess_content_type(path: Path) -> str:

@@ -30,6 +30,11 @@ PIXEL_SIZE_OPTION = "pixel_size_um"
 physical-scale model needs (and ``databar_px=59``, the height of its data bar, when it
 is not found by itself)."""
 DATABAR_OPTION = "databar_px"
+MODEL_INFO_TYPE = "application/vnd.fractofl.model-info"
+"""A request of this content type (its body is ignored) is answered with the model's
+version, classes, preprocessing, provenance and request-image bounds instead of a
+prediction: what a client needs to bring a large image to the model's scale before
+sending it (a SageMaker endpoint has no route but ``/invocations``)."""
 _TRUE = {"1", "true", "yes", "on"}
 
 

@@ -22,9 +22,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sagemaker.core.resources import Endpoint
 
 from fractofl.core.config.run_config import ServingConfig
-from fractofl.serving import autoscaling
+from fractofl.serving import async_invocation, autoscaling
 from fractofl.serving import sagemaker_resources as resources
-from fractofl.serving.aws import DeployError, aws_call, aws_session, explain, is_not_found
+from fractofl.serving.aws import (
+    DeployError,
+    aws_call,
+    aws_session,
+    error_code,
+    explain,
+    is_not_found,
+)
 from fractofl.serving.s3_upload import ByteProgress, upload_artifact
 
 log = logging.getLogger("fractofl")
@@ -47,8 +54,9 @@ class Deployment:
     status: str
 
 
-def check_settings(serving: ServingConfig, endpoint: str) -> str:
-    """Check the settings a deployment needs, before any AWS call; returns the image URI.
+def check_settings(serving: ServingConfig, endpoint: str, asynchronous: bool = False) -> str:
+    """Check the settings a deployment needs (``asynchronous``: an Asynchronous Inference
+    endpoint's too), before any AWS call; returns the image URI.
 
     Raises :class:`DeployError` naming the setting at fault.
     """
@@ -81,6 +89,8 @@ def check_settings(serving: ServingConfig, endpoint: str) -> str:
             f"{S3_MIN_PART_MB} (S3's smallest part)"
         )
     problems += autoscaling.setting_problems(serving)
+    if asynchronous:
+        problems += async_invocation.setting_problems(serving)
     if problems:
         raise DeployError("cannot deploy: " + "; ".join(problems))
     return resources.image_uri(serving)
@@ -102,6 +112,7 @@ def deploy(
     endpoint: str,
     *,
     update: bool = False,
+    asynchronous: bool = False,
     trusted_public_key_pem: str = "",
     report: Callable[[str], None] = log.info,
     upload_progress: ByteProgress | None = None,
@@ -120,6 +131,9 @@ def deploy(
     update
         Move an existing endpoint to this version (refused when it does not exist);
         without it, an existing endpoint is refused.
+    asynchronous
+        An Asynchronous Inference endpoint (requests of up to 1 GB through S3; answers
+        and errors written to ``serving.async_output_path`` and ``_failure_path``).
     trusted_public_key_pem
         The consortium's public key; the container then verifies the model's signature
         at start (``model_fn``). Empty: it only checks the weights' hash.
@@ -135,12 +149,16 @@ def deploy(
     Deployment
         The names created and the final status (InService).
     """
-    image = check_settings(serving, endpoint)
+    image = check_settings(serving, endpoint, asynchronous)
     if not artifact.is_file():
         raise DeployError(f"artifact {artifact} does not exist or is not a file")
     session = aws_session(serving.region)
     live = find_endpoint(endpoint, session, serving.region)
     _check_update_flag(live, endpoint, version, update, serving.region)
+    if live is not None:
+        _check_same_kind(live, asynchronous, session, serving.region)
+    if asynchronous:
+        _check_async_buckets(serving, session)
     report(f"uploading {artifact} ({artifact.stat().st_size} bytes)")
     model_data_url = upload_artifact(serving, artifact, version, session, upload_progress)
     name = resources.resource_name(endpoint, version, datetime.now(UTC))
@@ -149,12 +167,19 @@ def deploy(
     aws_call(
         f"creating model {name} (check serving.role_arn, serving.subnets)",
         lambda: resources.create_model(
-            serving, name, image, model_data_url, tags, session, trusted_public_key_pem
+            serving,
+            name,
+            image,
+            model_data_url,
+            tags,
+            session,
+            trusted_public_key_pem,
+            asynchronous,
         ),
     )
     aws_call(
         f"creating endpoint configuration {name}",
-        lambda: resources.create_endpoint_config(serving, name, name, tags, session),
+        lambda: resources.create_endpoint_config(serving, name, name, tags, session, asynchronous),
     )
     if live is None:
         report(f"creating endpoint {endpoint}")
@@ -178,7 +203,7 @@ def deploy(
             f"endpoint {endpoint} rolled back to {live.endpoint_config_name}: "
             f"{_failure_reason(live)}"
         )
-    autoscaling.register(serving, endpoint, session, report)
+    autoscaling.register(serving, endpoint, session, report, asynchronous)
     return Deployment(endpoint, name, name, model_data_url, image, str(live.endpoint_status))
 
 
@@ -208,6 +233,47 @@ def _check_update_flag(
             f"endpoint {endpoint!r} is {live.endpoint_status}; it can be updated once it "
             "is InService"
         )
+
+
+def _check_same_kind(
+    live: Endpoint, asynchronous: bool, session: boto3.Session, region: str
+) -> None:
+    """An update keeps the endpoint's kind (real-time or asynchronous)."""
+    name = str(live.endpoint_name)
+    was_async = aws_call(
+        f"describing endpoint configuration {live.endpoint_config_name}",
+        lambda: resources.is_asynchronous(str(live.endpoint_config_name), session, region),
+    )
+    if was_async != asynchronous:
+        kind, flag = (
+            ("asynchronous", "with --async") if was_async else ("real-time", "without --async")
+        )
+        raise DeployError(
+            f"endpoint {name!r} is {kind}: update it {flag}, or deploy the other kind under "
+            f"another name (or `fractofl serve delete {name}` first)"
+        )
+
+
+def _check_async_buckets(serving: ServingConfig, session: boto3.Session) -> None:
+    """The buckets of the output and failure paths exist, before anything is created:
+    SageMaker could not write the answers otherwise, and a client would wait in vain."""
+    s3 = session.client("s3")
+    for kind in ("output", "failure"):
+        setting = f"serving.async_{kind}_path"
+        bucket, _ = async_invocation.split_s3_uri(
+            async_invocation.async_path(serving, kind), setting
+        )
+        try:
+            s3.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchBucket"):
+                raise DeployError(
+                    f"bucket {bucket!r} of {setting} does not exist: create it, or point "
+                    f"{setting} at a bucket the endpoint's role (serving.role_arn) may write to"
+                ) from None
+            raise explain(exc, f"checking bucket {bucket} ({setting})") from exc
+        except BotoCoreError as exc:
+            raise explain(exc, f"checking bucket {bucket} ({setting})") from exc
 
 
 def find_endpoint(endpoint: str, session: boto3.Session, region: str) -> Endpoint | None:

@@ -53,6 +53,7 @@ from fractofl.serving.contract import (
     DATABAR_OPTION,
     HEATMAP_OPTION,
     MAP_OPTION,
+    MODEL_INFO_TYPE,
     PIXEL_SIZE_OPTION,
     PREVIEW_OPTION,
     heatmap_in_headers,
@@ -216,6 +217,23 @@ def provenance_of(meta: dict[str, Any], version: str, verified: bool) -> dict[st
     }
 
 
+def model_info(model: ServedModel) -> dict[str, Any]:
+    """The answer to a :data:`MODEL_INFO_TYPE` request: what a client needs to prepare
+    a large image itself (the model's preprocessing and the largest image decoded)."""
+    bounds = model.image_bounds
+    return {
+        "model_version": model.version,
+        "classes": list(model.classes),
+        "preprocessing": model.preprocessing.to_dict(),
+        "image_bounds": {
+            "max_pixels": bounds.max_pixels,
+            "max_side": bounds.max_side,
+            "max_aspect_ratio": bounds.max_aspect_ratio,
+        },
+        "provenance": model.provenance,
+    }
+
+
 def _image_bounds(serving: dict[str, Any], path: Path) -> ImageBounds:
     """serving.json's ``image_bounds`` (the defaults for an artifact without them)."""
     given = serving.get(IMAGE_BOUNDS_KEY)
@@ -246,6 +264,8 @@ def transform_fn(
     map.
     """
     try:
+        if media_type(request_content_type) == MODEL_INFO_TYPE:
+            return encode_output(model_info(model), accept)
         request = decode_input(request_body, request_content_type, context, model.image_bounds)
         return encode_output(predict_image(request, model), accept)
     except RequestError as exc:
@@ -420,8 +440,11 @@ def transform_batch(
         for _ in requests  # each replaced below
     ]
     ready: list[tuple[int, _Prepared]] = []
-    for index, (body, content_type, _) in enumerate(requests):
+    for index, (body, content_type, accept) in enumerate(requests):
         try:
+            if media_type(content_type) == MODEL_INFO_TYPE:
+                results[index] = encode_output(model_info(model), accept)
+                continue
             request = decode_input(body, content_type, None, model.image_bounds)
             ready.append((index, _Prepared.of(request, model)))
         except RequestError as exc:

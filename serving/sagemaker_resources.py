@@ -15,6 +15,9 @@ import boto3
 from sagemaker.core import image_uris
 from sagemaker.core.resources import EndpointConfig, Model, Tag
 from sagemaker.core.shapes import (
+    AsyncInferenceClientConfig,
+    AsyncInferenceConfig,
+    AsyncInferenceOutputConfig,
     CaptureOption,
     ContainerDefinition,
     DataCaptureConfig,
@@ -24,6 +27,7 @@ from sagemaker.core.shapes import (
 from sagemaker.core.shapes import Tag as TagShape
 
 from fractofl.core.config.run_config import ServingConfig
+from fractofl.serving.async_invocation import ASYNC_MAX_BYTES, async_path
 from fractofl.serving.aws import DeployError
 
 OWNER_TAG = "fractofl:endpoint"
@@ -36,6 +40,11 @@ CONTAINER_ENV = {
     "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
 }
 TRUSTED_KEY_ENV = "FRACTOFL_TRUSTED_PUBLIC_KEY"  # read by code/inference.py's model_fn
+# An asynchronous endpoint's container must take what SageMaker hands it: TorchServe's
+# own request and response limits (6.5 MB, read from TS_* variables: the image's
+# default-ts.properties sets enable_envvars_config) and the toolkit's model server timeout.
+ASYNC_REQUEST_ENV = ("TS_MAX_REQUEST_SIZE", "TS_MAX_RESPONSE_SIZE")
+ASYNC_TIMEOUT_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
 CAPTURE_MODES = ("Input", "Output")
 NAME_STEM_CHARS = 32  # of the endpoint name; the rest of 63 is "-v000003-<time>"
 ENDPOINT_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
@@ -91,12 +100,18 @@ def create_model(
     resource_tags: list[TagShape],
     session: boto3.Session,
     trusted_public_key_pem: str = "",
+    asynchronous: bool = False,
 ) -> Model:
     """CreateModel: the PyTorch image, the artifact, the execution role and the VPC; with
-    the consortium's public key in the environment, ``model_fn`` verifies the signature."""
+    the consortium's public key in the environment, ``model_fn`` verifies the signature;
+    ``asynchronous``: the container takes requests of up to 1 GB for as long as
+    ``serving.async_timeout_s``."""
     environment = dict(CONTAINER_ENV)
     if trusted_public_key_pem:
         environment[TRUSTED_KEY_ENV] = trusted_public_key_pem
+    if asynchronous:
+        environment |= {name: str(ASYNC_MAX_BYTES) for name in ASYNC_REQUEST_ENV}
+        environment[ASYNC_TIMEOUT_ENV] = str(int(serving.async_timeout_s))
     container = ContainerDefinition(
         image=image, model_data_url=model_data_url, environment=environment
     )
@@ -122,8 +137,10 @@ def create_endpoint_config(
     model_name: str,
     resource_tags: list[TagShape],
     session: boto3.Session,
+    asynchronous: bool = False,
 ) -> EndpointConfig:
-    """CreateEndpointConfig: one variant (instance type and count), KMS, data capture."""
+    """CreateEndpointConfig: one variant (instance type and count), KMS, data capture;
+    with ``asynchronous``, Asynchronous Inference (its S3 output and failure paths)."""
     variant = ProductionVariant(
         variant_name=VARIANT_NAME,
         model_name=model_name,
@@ -142,6 +159,8 @@ def create_endpoint_config(
             capture_options=[CaptureOption(capture_mode=mode) for mode in CAPTURE_MODES],
             **({"kms_key_id": serving.kms_key_id} if serving.kms_key_id else {}),
         )
+    if asynchronous:
+        optional["async_inference_config"] = async_inference_config(serving)
     return EndpointConfig.create(
         endpoint_config_name=name,
         production_variants=[variant],
@@ -150,6 +169,31 @@ def create_endpoint_config(
         region=serving.region,
         **optional,
     )
+
+
+def async_inference_config(serving: ServingConfig) -> AsyncInferenceConfig:
+    """Where SageMaker writes an asynchronous endpoint's answers and errors (encrypted
+    with ``serving.kms_key_id`` when set), and how many requests one instance takes."""
+    output = AsyncInferenceOutputConfig(
+        s3_output_path=async_path(serving, "output"),
+        s3_failure_path=async_path(serving, "failure"),
+        **({"kms_key_id": serving.kms_key_id} if serving.kms_key_id else {}),
+    )
+    concurrent = serving.async_max_concurrent_per_instance
+    if not concurrent:
+        return AsyncInferenceConfig(output_config=output)
+    return AsyncInferenceConfig(
+        output_config=output,
+        client_config=AsyncInferenceClientConfig(
+            max_concurrent_invocations_per_instance=concurrent
+        ),
+    )
+
+
+def is_asynchronous(config_name: str, session: boto3.Session, region: str) -> bool:
+    """Whether the endpoint configuration ``config_name`` is of an asynchronous endpoint."""
+    found = EndpointConfig.get(endpoint_config_name=config_name, session=session, region=region)
+    return isinstance(found.async_inference_config, AsyncInferenceConfig)
 
 
 def is_owned(arn: str, endpoint: str, session: boto3.Session, region: str) -> bool:

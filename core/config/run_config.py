@@ -232,6 +232,7 @@ class ServingConfig:
     autoscaling_min_instances: int = 1
     autoscaling_max_instances: int = 1  # > min: target tracking on invocations per instance
     autoscaling_target_invocations: float = 70.0
+    autoscaling_target_backlog: float = 5.0  # an asynchronous endpoint's queue per instance
     autoscaling_scale_in_cooldown_s: float = 300.0
     autoscaling_scale_out_cooldown_s: float = 60.0
     framework_version: str = "2.6"
@@ -244,6 +245,13 @@ class ServingConfig:
     data_capture_percent: int = 100
     wait_timeout_s: float = 1800.0
     multipart_threshold_mb: int = 64
+    # SageMaker Asynchronous Inference (`serve deploy --async`, `predict --async`).
+    async_input_path: str = ""  # "": s3://<bucket>/<prefix>/async/input
+    async_output_path: str = ""  # "": s3://<bucket>/<prefix>/async/output
+    async_failure_path: str = ""  # "": s3://<bucket>/<prefix>/async/failure
+    async_max_concurrent_per_instance: int = 0  # 0: SageMaker chooses
+    async_timeout_s: float = 900.0
+    async_poll_s: float = 2.0
 
 
 @dataclass

@@ -29,6 +29,7 @@ from fractofl.core.trust.registry import ModelRegistry
 from fractofl.core.trust.signing import create_key_pair, load_private_key, load_public_key
 from fractofl.serving.package import Artifact, extract_artifact, package_version
 from tests.serving.browser import chromium  # noqa: F401  (the browser tests' fixture)
+from tests.serving.moto_aws import aws, aws_url  # noqa: F401  (the AWS tests' fixtures)
 
 IMAGE_SIZE = 32
 ARCH_ARGS = {"width": 8}

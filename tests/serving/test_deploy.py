@@ -1,14 +1,5 @@
-"""``fractofl serve deploy | delete`` against a real AWS API server (moto) on loopback.
-
-The server runs in this process (``ThreadedMotoServer``); boto3 and sagemaker-core reach it
-through ``AWS_ENDPOINT_URL``, exactly as they would reach AWS. moto 5.2 lacks two things
-SageMaker has, which :func:`_fill_moto_gaps` adds to the server for these tests:
-UpdateEndpoint (not implemented: HTTP 500), and AWS's answer shapes for Describe* (moto
-sends ``{}`` for an absent ``VpcConfig`` or ``DataCaptureConfig``, and DescribeEndpoint's
-``DataCaptureConfig`` in the request shape; sagemaker-core's typed resources reject both).
-moto creates endpoints InService at once; tests that need other states set them on moto's
-backend, which runs in this process.
-"""
+"""``fractofl serve deploy | delete`` against a real AWS API server (moto) on loopback
+(:mod:`tests.serving.moto_aws`: the server, and what it adds to moto for these tests)."""
 
 from __future__ import annotations
 
@@ -16,8 +7,6 @@ import json
 import os
 import re
 import tarfile
-import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,13 +15,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto.core.authorization import enable_iam_authentication
-from moto.core.utils import utcnow
-from moto.sagemaker import responses as moto_responses
 from moto.sagemaker.models import sagemaker_backends
-from moto.server import ThreadedMotoServer
 
 from fractofl.cli.main import main
-from fractofl.core.config.run_config import ServingConfig
 from fractofl.core.trust.pins import read_pins
 from fractofl.core.trust.signing import create_key_pair
 from fractofl.serving.aws import DeployError
@@ -40,100 +25,11 @@ from fractofl.serving.deploy import deploy, find_endpoint, wait_in_service
 from fractofl.serving.s3_upload import MIB, upload_artifact
 from fractofl.serving.sagemaker_resources import ENDPOINT_NAME, resource_name
 from fractofl.serving.undeploy import delete
+from tests.serving.moto_aws import ACCOUNT, BUCKET, REGION, ROLE
+from tests.serving.moto_aws import serving_settings as _serving
 
-ACCOUNT = "123456789012"  # moto's account
-REGION = "eu-central-1"
-BUCKET = "fractofl-models"
-ROLE = f"arn:aws:iam::{ACCOUNT}:role/fractofl-sagemaker"
 IMAGE = "763104351884.dkr.ecr.eu-central-1.amazonaws.com/pytorch-inference:2.6-cpu-py312"
 FAST = {"poll_s": 0.01, "report": lambda line: None}
-
-
-# ---- the AWS API server -------------------------------------------------------------------
-
-
-def _fill_moto_gaps(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Give moto's SageMaker UpdateEndpoint, and AWS's shapes to its Describe* answers."""
-    server = moto_responses.SageMakerResponse
-    for action in ("describe_model", "describe_endpoint_config", "describe_endpoint"):
-        monkeypatch.setattr(server, action, _shaped_like_aws(getattr(server, action)))
-    monkeypatch.setattr(server, "update_endpoint", _update_endpoint, raising=False)
-
-
-def _shaped_like_aws(describe: Any) -> Any:
-    def described(self: Any) -> Any:
-        # AWS leaves out structures that are not set; moto sends {}.
-        result = {k: v for k, v in describe(self).result.items() if v != {}}
-        capture = result.get("DataCaptureConfig")
-        if capture and "EndpointStatus" in result:  # DescribeEndpoint: the summary shape
-            result["DataCaptureConfig"] = {
-                "EnableCapture": capture.get("EnableCapture", True),
-                "CaptureStatus": "Started" if capture.get("EnableCapture", True) else "Stopped",
-                "CurrentSamplingPercentage": capture["InitialSamplingPercentage"],
-                "DestinationS3Uri": capture["DestinationS3Uri"],
-                **({"KmsKeyId": capture["KmsKeyId"]} if capture.get("KmsKeyId") else {}),
-            }
-        return moto_responses.ActionResult(result)
-
-    return described
-
-
-def _update_endpoint(self: Any) -> Any:
-    """UpdateEndpoint: the endpoint now serves the named configuration."""
-    backend = self.sagemaker_backend
-    endpoint = self._get_param("EndpointName")
-    backend.describe_endpoint(endpoint)  # the error AWS gives for a missing endpoint
-    config = backend.describe_endpoint_config(self._get_param("EndpointConfigName"))
-    live = backend.endpoints[endpoint]
-    live.endpoint_config_name = config["EndpointConfigName"]
-    live.production_variants = live._process_production_variants(config["ProductionVariants"])
-    live.data_capture_config = config["DataCaptureConfig"]
-    live.last_modified_time = utcnow()
-    return moto_responses.ActionResult({"EndpointArn": live.arn})
-
-
-@pytest.fixture(scope="module")
-def aws_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto server on loopback, and this process's AWS settings pointing at it."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        no_file = str(tmp_path_factory.mktemp("aws") / "absent")
-        with pytest.MonkeyPatch.context() as patch:
-            _fill_moto_gaps(patch)
-            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
-                patch.delenv(name, raising=False)
-            for name, value in {
-                "AWS_ENDPOINT_URL": url,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_CONFIG_FILE": no_file,  # nothing from ~/.aws
-                "AWS_SHARED_CREDENTIALS_FILE": no_file,
-                "NO_PROXY": "127.0.0.1",
-            }.items():
-                patch.setenv(name, value)
-            yield url
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def aws(aws_url: str) -> boto3.Session:
-    """A fresh account with the artifact bucket and no SageMaker resources."""
-    request = urllib.request.Request(f"{aws_url}/moto-api/reset", method="POST")
-    urllib.request.urlopen(request, timeout=10).close()
-    session = boto3.Session(region_name=REGION)
-    session.client("s3").create_bucket(
-        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
-    )
-    return session
-
-
-def _serving(**changes: Any) -> ServingConfig:
-    return ServingConfig(**{"region": REGION, "bucket": BUCKET, "role_arn": ROLE, **changes})
 
 
 def _artifact(folder: Path, name: str = "model.tar.gz", size: int = 0) -> Path:
@@ -338,6 +234,72 @@ def test_cli_deploys_update_and_delete(aws: boto3.Session, tmp_path: Path) -> No
     assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
     assert scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"] == []
     assert _pins(tmp_path) == []  # retention may remove v2 now
+
+
+def test_cli_deploys_an_asynchronous_endpoint_and_keeps_its_kind(
+    aws: boto3.Session, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare
+    overrides = [
+        *_cli_setup(tmp_path),
+        "serving.autoscaling_max_instances=3",
+        "serving.autoscaling_target_backlog=4",
+        "serving.async_max_concurrent_per_instance=2",
+    ]
+    # Execute
+    assert _cli("deploy", "1", "--endpoint", "fracto-async", "--async", *overrides) == 0
+    # Assert: Asynchronous Inference writing to the bucket's async/ paths, scaled on its queue
+    live, config, model = _describe(aws, "fracto-async")
+    assert live["EndpointStatus"] == "InService"
+    assert config["AsyncInferenceConfig"] == {
+        "OutputConfig": {
+            "S3OutputPath": f"s3://{BUCKET}/fractofl/models/async/output",
+            "S3FailurePath": f"s3://{BUCKET}/fractofl/models/async/failure",
+        },
+        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 2},
+    }
+    assert "asynchronous endpoint fracto-async is InService" in capsys.readouterr().out
+    environment = model["PrimaryContainer"]["Environment"]  # TorchServe takes up to 1 GB
+    assert environment["TS_MAX_REQUEST_SIZE"] == environment["TS_MAX_RESPONSE_SIZE"] == "1000000000"
+    assert environment["SAGEMAKER_MODEL_SERVER_TIMEOUT"] == "900"
+    scaling = aws.client("application-autoscaling")
+    (policy,) = scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["TargetValue"] == 4
+    assert tracking["CustomizedMetricSpecification"]["MetricName"] == (
+        "ApproximateBacklogSizePerInstance"
+    )
+    assert tracking["CustomizedMetricSpecification"]["Dimensions"] == [
+        {"Name": "EndpointName", "Value": "fracto-async"}
+    ]
+    # Execute / Assert: an update keeps the kind
+    assert _cli("deploy", "2", "--endpoint", "fracto-async", "--update", *overrides) == 1
+    assert "is asynchronous: update it with --async" in capsys.readouterr().err
+    assert _cli("deploy", "2", "--endpoint", "fracto-async", "--update", "--async", *overrides) == 0
+    _, config, _ = _describe(aws, "fracto-async")
+    assert "v000002" in config["EndpointConfigName"] and "AsyncInferenceConfig" in config
+
+
+def test_an_asynchronous_endpoint_without_its_output_bucket_is_refused_before_anything(
+    aws: boto3.Session, tmp_path: Path
+) -> None:
+    # Prepare
+    serving = _serving(async_output_path="s3://no-such-bucket/answers")
+    # Execute / Assert
+    with pytest.raises(
+        DeployError, match=r"bucket 'no-such-bucket' of serving.async_output_path does not exist"
+    ):
+        deploy(serving, _artifact(tmp_path), "v000001", "fracto", asynchronous=True, **FAST)
+    assert aws.client("sagemaker").list_models()["Models"] == []
+    with pytest.raises(DeployError, match=r"serving.async_failure_path='ftp://x' is not an S3"):
+        deploy(
+            _serving(async_failure_path="ftp://x"),
+            _artifact(tmp_path),
+            "v000001",
+            "fracto",
+            asynchronous=True,
+            **FAST,
+        )
 
 
 def _pins(tmp_path: Path) -> list[tuple[str, str]]:
