@@ -136,6 +136,7 @@ class _Routes:
                 "status": "ok",
                 "model_version": self.handlers.version,
                 "classes": list(getattr(model, "classes", ())),
+                "preprocessing": _preprocessing_of(model),
                 "api_key_required": self.settings.api_key is not None,
                 "max_payload_bytes": self.settings.max_payload_bytes,
             }
@@ -241,6 +242,12 @@ class _Routes:
             raise answer
         payload, answer_type = answer
         return Response(bytes(payload), 200, {VARIANT_HEADER: VARIANT_NAME}, answer_type)
+
+
+def _preprocessing_of(model: object) -> dict[str, object] | None:
+    """The model's preprocessing, which the page needs to bring a large image to scale."""
+    preprocessing = getattr(model, "preprocessing", None)
+    return preprocessing.to_dict() if preprocessing is not None else None
 
 
 def error_response(

@@ -43,7 +43,15 @@
       unreadable:
         "“{name}” could not be read as an image. It may be broken, or another kind of file renamed.",
       tooLarge:
-        "“{name}” is {size} MB; the endpoint takes at most {limit} MB. Crop it or save it with 8 bits and try again.",
+        "“{name}” is {size} MB; the endpoint takes at most {limit} MB, even brought to the model's scale. Run `fractofl predict`, which sends it as tiles.",
+      prepared:
+        "Sent at the model's scale ({from} → {to} pixels): the file is {size} MB, over the endpoint's {limit} MB.",
+      cannotPrepare:
+        "“{name}” is {size} MB, over the endpoint's {limit} MB, and this browser cannot read it to bring it to the model's scale (TIFF). Run `fractofl predict`, which does.",
+      needPixelSize:
+        "“{name}” is {size} MB, over the endpoint's {limit} MB: give its pixel size above, so that it can be brought to the model's scale.",
+      smallerThanTile:
+        "“{name}” at the model's scale is smaller than one tile of {tile} pixels; check its pixel size.",
       rateLimited: "“{name}”: the endpoint is busy (too many requests). Try again in a minute.",
       network: "The endpoint could not be reached. Is `fractofl serve local` still running?",
       server: "“{name}”: the endpoint answered {status}: {detail}",
@@ -86,7 +94,15 @@
       unreadable:
         "「{name}」を画像として読み込めませんでした。ファイルが壊れているか、別の形式のファイルの名前を変えたものかもしれません。",
       tooLarge:
-        "「{name}」は{size} MBです。上限は{limit} MBです。切り抜くか8ビットで保存して、もう一度お試しください。",
+        "「{name}」は{size} MBです。モデルのスケールに縮小しても上限の{limit} MBを超えます。タイルに分けて送る `fractofl predict` をお使いください。",
+      prepared:
+        "モデルのスケールに縮小して送信しました（{from} → {to} 画素）：ファイルは{size} MBで、上限の{limit} MBを超えています。",
+      cannotPrepare:
+        "「{name}」は{size} MBで上限の{limit} MBを超えています。このブラウザではTIFFを読み込んでモデルのスケールに縮小できません。縮小して送る `fractofl predict` をお使いください。",
+      needPixelSize:
+        "「{name}」は{size} MBで上限の{limit} MBを超えています。モデルのスケールに縮小できるよう、上の欄に画素サイズを入力してください。",
+      smallerThanTile:
+        "「{name}」はモデルのスケールでは{tile}画素のタイル1枚より小さくなります。画素サイズを確認してください。",
       rateLimited:
         "「{name}」：エンドポイントが混雑しています（リクエストが多すぎます）。1分ほどしてから、もう一度お試しください。",
       network: "エンドポイントに接続できません。`fractofl serve local` が動いているか確認してください。",
@@ -129,7 +145,7 @@
 
   const state = {
     language: initialLanguage(),
-    info: null, // GET /ping: model_version, classes, api_key_required, max_payload_bytes
+    info: null, // GET /ping: model_version, classes, preprocessing, api_key_required, max_payload_bytes
     apiKey: sessionStorage.getItem(KEY_STORAGE) || "",
     keyWaiters: [],
     items: [],
@@ -260,12 +276,28 @@
   async function analyse(item) {
     const contentType = CONTENT_TYPES[extensionOf(item.name)];
     if (!contentType) return fail(item, "unsupported");
+    let body = item.file;
+    let type = `${contentType}; heatmap=true; preview=true${requestOptions()}`;
     const limit = state.info?.max_payload_bytes;
     if (limit && item.file.size > limit) {
-      return fail(item, "tooLarge", {
-        size: (item.file.size / MIB).toFixed(1),
-        limit: (limit / MIB).toFixed(1),
-      });
+      const sizes = { size: (item.file.size / MIB).toFixed(1), limit: (limit / MIB).toFixed(1) };
+      if (!state.info.preprocessing) return fail(item, "tooLarge", sizes);
+      let prepared;
+      try {
+        const pixelSize = Number($("pixel-size").value);
+        prepared = await window.FractoflPrepare.prepare(
+          item.file,
+          state.info.preprocessing,
+          pixelSize,
+        );
+      } catch (error) {
+        return fail(item, error.key || "cannotPrepare", { ...sizes, ...(error.params || {}) });
+      }
+      if (prepared.body.length > limit) return fail(item, "tooLarge", sizes);
+      body = prepared.body;
+      const map = $("want-map").checked ? "; map=true" : "";
+      type = `application/x-npy; heatmap=true; preview=true${prepared.parameters}${map}`;
+      item.prepared = { from: prepared.from, to: prepared.to, ...sizes };
     }
     for (let busy = 0; ; ) {
       item.status = "analysing";
@@ -276,11 +308,11 @@
         reply = await fetch("/invocations", {
           method: "POST",
           headers: {
-            "Content-Type": `${contentType}; heatmap=true; preview=true${requestOptions()}`,
+            "Content-Type": type,
             Accept: "application/json",
             ...(state.apiKey ? { "X-Api-Key": state.apiKey } : {}),
           },
-          body: item.file,
+          body,
         });
       } catch {
         return fail(item, "network");
@@ -371,6 +403,9 @@
             verified: t(provenance.signature_verified ? "verified" : "notVerified"),
           })
         : "";
+      const note = card.querySelector(".prepared");
+      note.hidden = !item.prepared;
+      note.textContent = item.prepared ? t("prepared", item.prepared) : "";
       renderLegend(item);
     }
     row.classList.toggle("failed", failed);

@@ -18,10 +18,12 @@ from playwright.sync_api import Browser, Page, expect
 
 from fractofl.core.config.taxonomy import DEFAULT_CLASSES
 from fractofl.core.images.preprocessing import Preprocessing
+from fractofl.core.images.scale import SemScale
 from fractofl.core.learning.training import train
 from fractofl.core.model.architectures import build_model
 from fractofl.core.synth.sample import render_sample
 from fractofl.core.synth.style import SynthStyle
+from fractofl.serving.client import EndpointClient
 from fractofl.serving.inference import ServedModel, decode_input, model_fn, predict_image
 from tests.serving.browser import artifacts_dir
 from tests.serving.conftest import (
@@ -101,6 +103,9 @@ def limited_endpoint(
     )
     yield running
     stop_endpoint(running)
+
+
+MIB = 1024 * 1024
 
 
 def in_process_answer(served: ServedModel, path: Path) -> dict[str, Any]:
@@ -298,9 +303,9 @@ TAB10 = {"fatigue": (31, 119, 180), "ductile": (255, 127, 14)}
 
 
 @pytest.fixture(scope="module")
-def physical_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEndpoint]:
-    """An endpoint of a physical-scale small_cnn trained to call bright tiles fatigue and
-    dark ones ductile (a stand-in for two textures: the map, not the model, is tested)."""
+def physical_published(tmp_path_factory: pytest.TempPathFactory) -> PublishedModel:
+    """A physical-scale small_cnn trained to call bright tiles fatigue and dark ones
+    ductile (a stand-in for two textures: the map, not the model, is tested)."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     network = build_model("small_cnn", num_classes=len(DEFAULT_CLASSES), **ARCH_ARGS)
@@ -311,9 +316,19 @@ def physical_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runn
         tiles = np.stack([bright_or_dark(rng, label, (MAP_TILE, MAP_TILE)) for label in labels])
         batches.append((physical.normalise(tiles), torch.tensor(labels)))
     assert train(network, batches, 2, 0.05, 0.9, 0.0, torch.device("cpu")).accuracy > 0.95
-    root = tmp_path_factory.mktemp("physical")
-    published = publish_model(root, network.eval(), physical)
-    running = start_endpoint([*published.overrides(), NO_RATE_LIMIT], root, None)
+    return publish_model(tmp_path_factory.mktemp("physical"), network.eval(), physical)
+
+
+@pytest.fixture(scope="module")
+def physical_endpoint(
+    physical_published: PublishedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningEndpoint]:
+    """An endpoint of the physical-scale model."""
+    running = start_endpoint(
+        [*physical_published.overrides(), NO_RATE_LIMIT],
+        tmp_path_factory.mktemp("physical-endpoint"),
+        None,
+    )
     yield running
     stop_endpoint(running)
 
@@ -369,3 +384,68 @@ def test_a_member_sees_the_mechanism_map_with_its_legend(
     expect(card.get_by_test_id("map-dominant")).to_contain_text("最も広い領域は")
     expect(legend).to_contain_text("延性破壊（ディンプル）")
     page.screenshot(path=artifacts_dir() / "web-page-map.png", full_page=True)
+
+
+PAGE_LIMIT_MIB = 0.5  # under the 1.2 MB PNG below, over its 294 KB at the model's scale
+
+
+def test_an_image_over_the_limit_is_brought_to_the_models_scale_in_the_browser(
+    chromium: Browser,
+    physical_published: PublishedModel,
+    tmp_path: Path,
+) -> None:
+    # Prepare: a 1280 x 960 8-bit PNG at 4x the model's resolution, with a white data bar,
+    # and an endpoint that takes 0.5 MiB
+    rng = np.random.default_rng(3)
+    surface = np.concatenate(
+        [bright_or_dark(rng, 0, (920, 420)), bright_or_dark(rng, 1, (920, 860))], axis=1
+    )
+    image = np.concatenate([surface, np.ones((40, 1280), np.float32)])
+    path = tmp_path / "large-surface.png"
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path)
+    tiff = tmp_path / "large-surface.tif"
+    Image.fromarray(np.round(image * 65535).astype(np.uint16)).save(tiff)
+    assert path.stat().st_size > PAGE_LIMIT_MIB * MIB
+    running = start_endpoint(
+        [
+            *physical_published.overrides(),
+            NO_RATE_LIMIT,
+            f"serving.max_payload_mb={PAGE_LIMIT_MIB}",
+        ],
+        tmp_path,
+        None,
+    )
+    try:
+        expected = EndpointClient(running.url).predict(path, scale=SemScale(MAP_PIXEL_UM / 4))
+        page, _ = open_page(chromium, running)
+        # Execute
+        page.get_by_test_id("pixel-size").fill(str(MAP_PIXEL_UM / 4))
+        page.get_by_test_id("want-map").check()
+        page.get_by_test_id("file-input").set_input_files([path, tiff])
+        # Assert: the PNG answered as `fractofl predict` answers it, and the page says how
+        cards = page.get_by_test_id("result-card")
+        expect(cards.first).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT_MS)
+        expect(cards.first.get_by_test_id("prepared")).to_contain_text(
+            "Sent at the model's scale (1280×960 → 320×230 pixels)"
+        )
+        assert "sent at the model's scale (1280x960 px -> 320x230 px" in expected.preparation
+        with page.expect_download() as download:
+            page.get_by_test_id("download-csv").click()
+        saved = tmp_path / download.value.suggested_filename
+        download.value.save_as(saved)
+        row = next(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8-sig"))))
+        assert row["class"] == expected.label
+        for name, probability in expected.probabilities.items():
+            assert float(row[f"p_{name}"]) == pytest.approx(probability, abs=1e-4)
+        page.wait_for_function("document.querySelector('#results .map').dataset.drawn")
+        # ... and the TIFF, which a browser cannot read, is refused with what to do
+        expect(cards.nth(1)).to_have_attribute("data-status", "failed")
+        expect(page.get_by_test_id("messages")).to_contain_text(
+            "this browser cannot read it to bring it to the model's scale (TIFF). Run "
+            "`fractofl predict`, which does."
+        )
+        page.get_by_test_id("language").click()
+        expect(cards.first.get_by_test_id("prepared")).to_contain_text("モデルのスケールに縮小")
+        page.context.close()
+    finally:
+        stop_endpoint(running)
