@@ -61,7 +61,7 @@ def test_ping_names_the_model_version(endpoint: RunningEndpoint, published: Publ
             "status": "ok",
             "model_version": published.version,
             "classes": list(published.checkpoint.classes),
-            "preprocessing": published.checkpoint.preprocessing.to_dict(),
+            "preprocessing": json.loads(json.dumps(published.checkpoint.preprocessing.to_dict())),
             "api_key_required": True,
             "max_payload_bytes": 6 * MIB,
         },

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from fractofl.core.images.imageio import read_grayscale
-from fractofl.serving.contract import CUSTOM_ATTRIBUTES_HEADER
+from fractofl.core.images.preprocessing import Preprocessing
+from fractofl.serving.contract import CUSTOM_ATTRIBUTES_HEADER, MODEL_INFO_TYPE
 from fractofl.serving.inference import TRUSTED_KEY_ENV
 from tests.serving.conftest import PublishedModel
 from tests.serving.test_inference import expected_probabilities
@@ -70,6 +71,7 @@ def test_artifact_answers_under_the_sagemaker_toolkit(
             "headers": {CUSTOM_ATTRIBUTES_HEADER: "heatmap=true"},
         },
         {"file": str(images["gray.png"]), "content_type": "image/png; heatmap=true", "accept": ""},
+        {"file": str(text), "content_type": MODEL_INFO_TYPE, "accept": "application/json"},
     ]
     (tmp_path / "requests.json").write_text(json.dumps(requests))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAGEMAKER_")}
@@ -99,7 +101,7 @@ def test_artifact_answers_under_the_sagemaker_toolkit(
     assert report["heavy_modules"] == []
     assert "signature verified: True" in result.stderr
     # ... good images answered as the training code would
-    tiff, rgba, text_reply, truncated, npy, *heatmaps = report["replies"]
+    tiff, rgba, text_reply, truncated, npy, *heatmaps, info = report["replies"]
     for reply, image in ((tiff, "gray16.tif"), (rgba, "rgba.png"), (npy, "gray.png")):
         assert (reply["status"], reply["content_type"]) == (200, "application/json")
         answer = json.loads(reply["body"])
@@ -122,3 +124,9 @@ def test_artifact_answers_under_the_sagemaker_toolkit(
         assert reply["status"] == 200
         heatmap = json.loads(reply["body"])["heatmap"]
         assert (heatmap["height"], heatmap["width"]) == read_grayscale(images["gray.png"]).shape
+    # ... and the model described to a client that prepares large images itself
+    assert info["status"] == 200
+    described = json.loads(info["body"])
+    assert described["model_version"] == published.version
+    preprocessing = Preprocessing.from_dict(described["preprocessing"])
+    assert preprocessing == published.checkpoint.preprocessing
