@@ -21,6 +21,7 @@ from PIL import Image
 from fractofl.core.config.taxonomy import DEFAULT_CLASSES
 from fractofl.core.images.imageio import grayscale_from_array
 from fractofl.core.images.preprocessing import Preprocessing
+from fractofl.core.learning.training import train
 from fractofl.core.model.architectures import build_model, default_preprocessing
 from fractofl.core.model.checkpoint import Checkpoint
 from fractofl.core.synth.sample import render_sample
@@ -123,6 +124,29 @@ def publish_model(
         checkpoint, config_digest="test", parent=None, key=load_private_key(private_key, None)
     )
     return PublishedModel(registry.root, private_key, public_key, checkpoint, meta.name)
+
+
+def bright_or_dark(rng: np.random.Generator, label: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Noisy gray levels of a bright (label 0, fatigue) or dark (1, ductile) texture."""
+    level = 0.7 if label == 0 else 0.3
+    return np.clip(rng.normal(level, 0.08, shape), 0, 1).astype(np.float32)
+
+
+def publish_bright_dark_model(root: Path, tile: int, pixel_size_um: float) -> PublishedModel:
+    """Sign and publish a physical-scale small_cnn trained, for a few seconds, to call bright
+    tiles fatigue and dark ones ductile (a stand-in for two textures, for tests of maps and
+    of what clients send, not of the model)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    network = build_model("small_cnn", num_classes=len(DEFAULT_CLASSES), **ARCH_ARGS)
+    physical = Preprocessing(tile, pixel_size_um=pixel_size_um)
+    batches = []
+    for _ in range(40):
+        labels = rng.integers(0, 2, 64)
+        tiles = np.stack([bright_or_dark(rng, label, (tile, tile)) for label in labels])
+        batches.append((physical.normalise(tiles), torch.tensor(labels)))
+    assert train(network, batches, 2, 0.05, 0.9, 0.0, torch.device("cpu")).accuracy > 0.95
+    return publish_model(root, network.eval(), physical)
 
 
 @pytest.fixture(scope="session")

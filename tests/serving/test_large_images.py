@@ -18,15 +18,10 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fractofl.cli.main import main
-from fractofl.core.config.taxonomy import DEFAULT_CLASSES
-from fractofl.core.images.preprocessing import Preprocessing
 from fractofl.core.images.scale import SemScale
-from fractofl.core.learning.training import train
-from fractofl.core.model.architectures import build_model
 from fractofl.serving.async_invocation import AsyncSettings
 from fractofl.serving.client import EndpointClient, Prediction
 from fractofl.serving.deploy import deploy
@@ -38,7 +33,7 @@ from fractofl.serving.request_preparation import (
     map_pieces,
     npy_size,
 )
-from tests.serving.conftest import ARCH_ARGS, extracted_model, publish_model
+from tests.serving.conftest import bright_or_dark, extracted_model, publish_bright_dark_model
 from tests.serving.moto_aws import ASYNC_CONTAINERS, BUCKET, REGION, serving_settings
 from tests.serving.test_endpoint_hardening import serving
 
@@ -52,27 +47,13 @@ MAP_TOLERANCE = 2e-4  # the endpoint rounds map probabilities to 4 decimals
 SCALE = SemScale(IMAGE_UM, databar_px=BAR, source="test")
 
 
-def bright_or_dark(rng: np.random.Generator, label: int, shape: tuple[int, ...]) -> np.ndarray:
-    level = 0.7 if label == 0 else 0.3
-    return np.clip(rng.normal(level, 0.08, shape), 0, 1).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def physical_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The extracted artifact of a physical-scale small_cnn that calls bright tiles
-    fatigue and dark ones ductile."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    network = build_model("small_cnn", num_classes=len(DEFAULT_CLASSES), **ARCH_ARGS)
-    physical = Preprocessing(TILE, pixel_size_um=MODEL_UM)
-    batches = []
-    for _ in range(40):
-        labels = rng.integers(0, 2, 64)
-        tiles = np.stack([bright_or_dark(rng, label, (TILE, TILE)) for label in labels])
-        batches.append((physical.normalise(tiles), torch.tensor(labels)))
-    assert train(network, batches, 2, 0.05, 0.9, 0.0, torch.device("cpu")).accuracy > 0.95
+    """The extracted artifact of a physical-scale model that calls bright tiles fatigue
+    and dark ones ductile."""
     root = tmp_path_factory.mktemp("large-images")
-    return extracted_model(publish_model(root, network.eval(), physical), root / "out")
+    published = publish_bright_dark_model(root, TILE, MODEL_UM)
+    return extracted_model(published, root / "out")
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +87,22 @@ def whole_answer(physical_model: Path, micrograph: Path) -> Iterator[Prediction]
         yield client.predict(micrograph, scale=SCALE, mechanism_map=True, heatmap=True)
 
 
+def assert_same_answer_and_map(answer: Prediction, whole: Prediction) -> None:
+    """``answer`` is ``whole``'s: class, probabilities, uncertainty, provenance and map
+    (tiles at the same places of the original image)."""
+    assert answer.label == whole.label
+    for name, probability in whole.probabilities.items():
+        assert answer.probabilities[name] == pytest.approx(probability, abs=PROBABILITY_TOLERANCE)
+    assert (answer.uncertain, answer.provenance) == (whole.uncertain, whole.provenance)
+    found, expected = answer.mechanism_map, whole.mechanism_map
+    assert found is not None and expected is not None
+    for key in ("rows", "cols", "fractions", "dominant"):
+        assert found[key] == expected[key]
+    for key in ("tops", "lefts", "tile_px"):
+        assert found[key] == pytest.approx(expected[key], abs=0.1)
+    assert np.allclose(found["probabilities"], expected["probabilities"], atol=MAP_TOLERANCE)
+
+
 def test_an_image_over_the_limit_goes_at_the_models_scale_with_the_same_answer(
     physical_model: Path, micrograph: Path, whole_answer: Prediction
 ) -> None:
@@ -116,21 +113,7 @@ def test_an_image_over_the_limit_goes_at_the_models_scale_with_the_same_answer(
         # Execute
         answer = client.predict(micrograph, scale=SCALE, mechanism_map=True, heatmap=True)
     # Assert: the whole image's answer, map and heat map, in the original's pixels
-    assert answer.label == whole_answer.label
-    for name, probability in whole_answer.probabilities.items():
-        assert answer.probabilities[name] == pytest.approx(probability, abs=PROBABILITY_TOLERANCE)
-    assert answer.uncertain == whole_answer.uncertain
-    assert answer.provenance == whole_answer.provenance
-    assert answer.mechanism_map is not None and whole_answer.mechanism_map is not None
-    for key in ("rows", "cols", "fractions", "dominant"):
-        assert answer.mechanism_map[key] == whole_answer.mechanism_map[key]
-    for key in ("tops", "lefts"):
-        assert answer.mechanism_map[key] == pytest.approx(whole_answer.mechanism_map[key], abs=0.1)
-    assert np.allclose(
-        answer.mechanism_map["probabilities"],
-        whole_answer.mechanism_map["probabilities"],
-        atol=MAP_TOLERANCE,
-    )
+    assert_same_answer_and_map(answer, whole_answer)
     assert answer.heatmap is not None and answer.heatmap.shape == (SURFACE + BAR, WIDTH)
     assert not answer.heatmap[SURFACE:].any(), "nothing on the data bar"
     # ... and it says what it did
@@ -148,18 +131,9 @@ def test_an_image_still_over_the_limit_goes_as_tiles_with_the_same_answer_and_ma
         # Execute
         answer = client.predict(micrograph, scale=SCALE, mechanism_map=True, heatmap=True)
     # Assert: the whole image's answer (its evaluation tiles) and its whole map (pieces)
-    assert answer.label == whole_answer.label
-    for name, probability in whole_answer.probabilities.items():
-        assert answer.probabilities[name] == pytest.approx(probability, abs=PROBABILITY_TOLERANCE)
-    found, whole = answer.mechanism_map, whole_answer.mechanism_map
-    assert found is not None and whole is not None
-    assert (found["rows"], found["cols"]) == (whole["rows"], whole["cols"])
-    assert found["tops"] == pytest.approx(whole["tops"], abs=0.1)
-    assert found["lefts"] == pytest.approx(whole["lefts"], abs=0.1)
-    assert found["tile_px"] == pytest.approx(whole["tile_px"])
-    assert np.allclose(found["probabilities"], whole["probabilities"], atol=MAP_TOLERANCE)
-    assert found["fractions"] == whole["fractions"] and found["dominant"] == whole["dominant"]
-    assert found["fractions"]["fatigue"] == pytest.approx(1 / 3, abs=0.1)
+    assert_same_answer_and_map(answer, whole_answer)
+    assert answer.mechanism_map is not None
+    assert answer.mechanism_map["fractions"]["fatigue"] == pytest.approx(1 / 3, abs=0.1)
     # ... with no heat map, and it says so
     assert answer.heatmap is None
     assert "answered from its 3x3 evaluation tiles" in answer.preparation

@@ -12,15 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
 from fractofl.core.config.taxonomy import DEFAULT_CLASSES
-from fractofl.core.images.preprocessing import Preprocessing
 from fractofl.core.images.scale import SemScale
-from fractofl.core.learning.training import train
-from fractofl.core.model.architectures import build_model
 from fractofl.core.synth.sample import render_sample
 from fractofl.core.synth.style import SynthStyle
 from fractofl.serving.client import EndpointClient
@@ -28,12 +24,12 @@ from fractofl.serving.inference import ServedModel, decode_input, model_fn, pred
 from tests.serving.browser import artifacts_dir
 from tests.serving.conftest import (
     API_KEY,
-    ARCH_ARGS,
     NO_RATE_LIMIT,
     PublishedModel,
     RunningEndpoint,
+    bright_or_dark,
     extracted_model,
-    publish_model,
+    publish_bright_dark_model,
     publish_trained_model,
     start_endpoint,
     stop_endpoint,
@@ -304,19 +300,8 @@ TAB10 = {"fatigue": (31, 119, 180), "ductile": (255, 127, 14)}
 
 @pytest.fixture(scope="module")
 def physical_published(tmp_path_factory: pytest.TempPathFactory) -> PublishedModel:
-    """A physical-scale small_cnn trained to call bright tiles fatigue and dark ones
-    ductile (a stand-in for two textures: the map, not the model, is tested)."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    network = build_model("small_cnn", num_classes=len(DEFAULT_CLASSES), **ARCH_ARGS)
-    physical = Preprocessing(MAP_TILE, pixel_size_um=MAP_PIXEL_UM)
-    batches = []
-    for _ in range(40):
-        labels = rng.integers(0, 2, 64)  # fatigue (bright) or ductile (dark)
-        tiles = np.stack([bright_or_dark(rng, label, (MAP_TILE, MAP_TILE)) for label in labels])
-        batches.append((physical.normalise(tiles), torch.tensor(labels)))
-    assert train(network, batches, 2, 0.05, 0.9, 0.0, torch.device("cpu")).accuracy > 0.95
-    return publish_model(tmp_path_factory.mktemp("physical"), network.eval(), physical)
+    """A physical-scale model that calls bright tiles fatigue and dark ones ductile."""
+    return publish_bright_dark_model(tmp_path_factory.mktemp("physical"), MAP_TILE, MAP_PIXEL_UM)
 
 
 @pytest.fixture(scope="module")
@@ -331,11 +316,6 @@ def physical_endpoint(
     )
     yield running
     stop_endpoint(running)
-
-
-def bright_or_dark(rng: np.random.Generator, label: int, shape: tuple[int, ...]) -> np.ndarray:
-    level = 0.7 if label == 0 else 0.3
-    return np.clip(rng.normal(level, 0.08, shape), 0, 1).astype(np.float32)
 
 
 def test_a_member_sees_the_mechanism_map_with_its_legend(
