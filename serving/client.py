@@ -302,20 +302,21 @@ class EndpointClient:
         prepared = preparing.prepare(image, scale, info.preprocessing, source)
         over = f"{source} is {len(body) / MIB:.1f} MiB, over the endpoint's {limit / MIB:.1f} MiB"
         whole = preparing.npy_bytes(prepared.pixels)
-        if len(whole) <= limit:
-            answer = self._checked(whole, prepared.content_type + options, info)
-            return replace(
-                answer,
-                heatmap=None
-                if answer.heatmap is None
-                else prepared.heatmap_to_original(answer.heatmap),
-                mechanism_map=None
-                if answer.mechanism_map is None
-                else prepared.map_to_original(answer.mechanism_map),
-                preparation=f"{over}: sent at the model's scale ({prepared.describe()}; "
-                "float32, nothing rounded)",
-            )
-        return self._predict_tiled(prepared, info, options, f"{over} ({len(whole) / MIB:.1f} MiB ")
+        if len(whole) > limit:
+            over += f" ({len(whole) / MIB:.1f} MiB at the model's scale, {prepared.describe()})"
+            return self._predict_tiled(prepared, info, options, over)
+        answer = self._checked(whole, prepared.content_type + options, info)
+        return replace(
+            answer,
+            heatmap=None
+            if answer.heatmap is None
+            else prepared.heatmap_to_original(answer.heatmap),
+            mechanism_map=None
+            if answer.mechanism_map is None
+            else prepared.map_to_original(answer.mechanism_map),
+            preparation=f"{over}: sent at the model's scale ({prepared.describe()}; float32, "
+            "nothing rounded)",
+        )
 
     def _predict_tiled(
         self, prepared: PreparedImage, info: ModelInfo, options: str, over: str
@@ -325,8 +326,8 @@ class EndpointClient:
 
         grid = prepared.preprocessing.tile_grid
         notes = [
-            f"{over}at the model's scale, {prepared.describe()}): answered from its {grid}x"
-            f"{grid} evaluation tiles, the answer the whole image gets"
+            f"{over}: answered from its {grid}x{grid} evaluation tiles, the answer the whole "
+            "image gets"
         ]
         mosaic = preparing.npy_bytes(preparing.evaluation_mosaic(prepared))
         answer = self._checked(mosaic, prepared.content_type, info)
@@ -336,7 +337,7 @@ class EndpointClient:
             pieces = preparing.map_pieces(*prepared.pixels.shape, size, self.max_request_bytes())
             if len(pieces) > self.max_pieces:
                 raise EndpointError(
-                    f"its mechanism map would take {len(pieces)} requests (max_pieces="
+                    f"the image's mechanism map would take {len(pieces)} requests (max_pieces="
                     f"{self.max_pieces}); use an asynchronous endpoint (serve deploy --async)"
                 )
             maps = []
@@ -369,15 +370,16 @@ class EndpointClient:
         return answer
 
     def _ping_limit(self) -> int:
-        """A local endpoint's ``max_payload_bytes`` from ``GET /ping``."""
+        """A local endpoint's ``max_payload_bytes`` from ``GET /ping``; SageMaker's limit
+        when it does not say (a proxy that forwards only ``/invocations``, an endpoint
+        that is down: the request itself then says what is wrong)."""
         scheme, rest = self.target.split("://", 1)
         url = f"{scheme}://{rest.split('/', 1)[0]}{PING_PATH}"
         try:
             with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
                 limit = json.loads(response.read()).get("max_payload_bytes")
-        except (urllib.error.URLError, OSError, ValueError, AttributeError) as exc:
-            cause = getattr(exc, "reason", exc)
-            raise EndpointError(f"cannot reach {url}: {cause}; is the endpoint up?") from None
+        except (urllib.error.URLError, OSError, ValueError, AttributeError):
+            return REALTIME_MAX_BYTES
         return int(limit) if isinstance(limit, int) and limit > 0 else REALTIME_MAX_BYTES
 
     def _post(self, body: bytes, content_type: str) -> bytes:
