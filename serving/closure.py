@@ -2,11 +2,12 @@
 
 The SageMaker artifact vendors exactly these files under ``code/fractofl/``, so the
 container runs the model and preprocessing code that trained the model. Anything else
-they import must already be in the SageMaker PyTorch image: the standard library,
-torch, torchvision, numpy or PIL; an import guarded by ``try: ... except ImportError``
-may also name one of :data:`OPTIONAL_PACKAGES`. Anything more (flwr, Hydra, a fractofl
-module outside the shippable packages) fails packaging with the chain of imports that
-reached it.
+they import must already be in the SageMaker PyTorch image (the standard library,
+torch, torchvision, numpy or PIL) or be one of the pure-Python packages the artifact
+carries (:data:`~fractofl.serving.vendored.VENDORED`); an import guarded by ``try: ...
+except ImportError`` may also name one of :data:`OPTIONAL_PACKAGES`. Anything more (flwr,
+Hydra, a fractofl module outside the shippable packages) fails packaging with the chain of
+imports that reached it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fractofl.serving.errors import ArtifactError
+from fractofl.serving.vendored import VENDORED
 
 ROOT_PACKAGE = "fractofl"
 SHIPPABLE_PACKAGES = ("fractofl.core", "fractofl.serving")
 CONTAINER_PACKAGES = frozenset({"torch", "torchvision", "numpy", "PIL"})
-OPTIONAL_PACKAGES = frozenset({"cryptography", "sagemaker_inference"})
+OPTIONAL_PACKAGES = frozenset({"sagemaker_inference"})
 _IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}
 
 
@@ -150,11 +152,11 @@ def _locate(module: str, chain: tuple[str, ...]) -> VendoredModule:
 
 def _check_external(name: str, optional: bool, chain: tuple[str, ...]) -> None:
     top = name.split(".")[0]
-    if top in sys.stdlib_module_names or top in CONTAINER_PACKAGES:
+    if top in sys.stdlib_module_names or top in CONTAINER_PACKAGES or top in VENDORED:
         return
     if optional and top in OPTIONAL_PACKAGES:
         return
-    allowed = ", ".join(sorted(CONTAINER_PACKAGES))
+    allowed = ", ".join(sorted(CONTAINER_PACKAGES | set(VENDORED)))
     raise ClosureError(
         f"{chain[-1]} imports {name} ({' -> '.join(chain)}), which the SageMaker PyTorch "
         f"image does not have: served code may import the standard library and {allowed}"

@@ -6,8 +6,9 @@ request, which runs :func:`decode_input`, :func:`predict_image` and
 :func:`encode_output`. The toolkit passes its request context to ``transform_fn``, which
 then answers a refused request with the status and the JSON error body of the local
 endpoint's contract (``{"error": reason}``), never the toolkit's plain text with a
-traceback of container paths. It imports only torch, numpy, PIL and the fractofl modules
-vendored beside it (``code/fractofl/``), never flwr or Hydra.
+traceback of container paths. It imports only torch, numpy, PIL, the fractofl modules
+vendored beside it (``code/fractofl/``) and the pure-Python ``ecdsa`` that verifies the
+signature (``code/ecdsa/``), never flwr or Hydra: the container installs nothing.
 
 Trust chain
 -----------
@@ -578,24 +579,19 @@ def _check_signature(folder: Path, payload: bytes) -> bool:
             TRUSTED_KEY_FILE,
         )
         return False
+    # python-ecdsa: pure Python, carried in the artifact (serving/vendored.py), so the
+    # container installs nothing; verifying needs no secret, so its timing does not matter.
+    import ecdsa
+
     try:
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
-    except ImportError:
-        raise ModelLoadError(
-            "a trusted public key is configured but the cryptography package is missing; "
-            "list it in code/requirements.txt"
-        ) from None
-    try:
-        key = load_pem_public_key(pem)
-    except ValueError as exc:
+        key = ecdsa.VerifyingKey.from_pem(pem)
+    except (ValueError, ecdsa.der.UnexpectedDER, ecdsa.MalformedPointError) as exc:
         raise ModelLoadError(f"the trusted public key is not a PEM public key: {exc}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ModelLoadError(f"the trusted public key is a {type(key).__name__}, not Ed25519")
+    if key.curve != ecdsa.curves.Ed25519:
+        raise ModelLoadError(f"the trusted public key is of curve {key.curve.name}, not Ed25519")
     try:
         key.verify(_read_bytes(folder / SIGNATURE_FILE), payload)
-    except InvalidSignature:
+    except ecdsa.BadSignatureError:
         raise ModelLoadError(
             f"{folder / METADATA_FILE} is not signed by the trusted key (altered, or signed "
             "by another key); refusing to serve it"

@@ -6,9 +6,12 @@ Layout of ``model-<vNNNNNN>.tar.gz`` (SageMaker extracts it to ``/opt/ml/model``
     metadata.json             the registry version's signed metadata, byte for byte
     signature                 its detached Ed25519 signature
     serving.json              unsigned: weights file name, its SHA-256, the version
-    code/inference.py         model_fn, input_fn, predict_fn, output_fn
-    code/requirements.txt     what the container installs at start (cryptography)
+    code/inference.py         model_fn and transform_fn (the toolkit's handlers)
     code/fractofl/...         the fractofl modules inference.py imports (closure.py)
+    code/ecdsa/, code/six.py  pure-Python signature verification (vendored.py), with
+    code/licenses/...         their licences and code/VENDORED.txt naming their versions
+
+No ``requirements.txt``: the container installs nothing at start.
 
 The archive is deterministic (sorted entries, fixed times and owners), so packaging a
 version twice gives the same bytes. :mod:`fractofl.serving.inference` states the trust
@@ -39,15 +42,11 @@ from fractofl.serving import inference
 from fractofl.serving.closure import import_closure
 from fractofl.serving.errors import ArtifactError
 from fractofl.serving.safetensors_io import to_safetensors
+from fractofl.serving.vendored import vendored_files
 
 WEIGHTS_FILE = "model.safetensors"
 CODE_DIR = "code"
 INFERENCE_FILE = "inference.py"
-REQUIREMENTS = (
-    "# Installed by the SageMaker PyTorch container at start; torch, numpy and Pillow are\n"
-    "# in the image already. cryptography verifies the model's signature (inference.py).\n"
-    "cryptography>=42\n"
-)
 ROOT_INIT = '"""fractofl modules vendored for serving (see ../inference.py)."""\n'
 _FILE_MODE = 0o644
 
@@ -152,9 +151,9 @@ def artifact_files(
         inference.SIGNATURE_FILE: signature,
         inference.SERVING_FILE: json.dumps(serving, indent=2, sort_keys=True).encode() + b"\n",
         f"{CODE_DIR}/{INFERENCE_FILE}": entry.read_bytes(),
-        f"{CODE_DIR}/requirements.txt": REQUIREMENTS.encode(),
         f"{CODE_DIR}/fractofl/__init__.py": ROOT_INIT.encode(),
     }
+    files |= {f"{CODE_DIR}/{path}": data for path, data in vendored_files().items()}
     for module in import_closure(entry):
         files[f"{CODE_DIR}/{module.archive_path}"] = module.source.read_bytes()
     return files

@@ -63,18 +63,19 @@ def test_anything_the_container_lacks_fails_packaging(
         import_closure(entry)
 
 
-def test_guarded_optional_and_type_checking_imports_are_allowed(tmp_path: Path) -> None:
+def test_guarded_optional_vendored_and_type_checking_imports_are_allowed(tmp_path: Path) -> None:
     # Prepare
     entry = tmp_path / "entry.py"
     entry.write_text(
         "from typing import TYPE_CHECKING\n"
         "import numpy\n"
+        "import ecdsa\n"  # the artifact carries it (serving/vendored.py)
         "from fractofl.core.images.preprocessing import Preprocessing\n"
         "if TYPE_CHECKING:\n"
         "    import flwr\n"
         "def verify():\n"
         "    try:\n"
-        "        from cryptography.exceptions import InvalidSignature\n"
+        "        from sagemaker_inference import content_types\n"
         "    except (ImportError, OSError):\n"
         "        return None\n"
     )

@@ -36,7 +36,9 @@ def test_artifact_holds_weights_signed_metadata_and_vendored_code(
     files = _members(artifact.path)
     # Assert: the layout
     assert artifact.path.name == f"model-{published.version}.tar.gz"
-    assert sorted(files) == [
+    vendored = sorted(f for f in files if f.startswith(("code/ecdsa/", "code/licenses/")))
+    assert sorted(f for f in files if f not in vendored) == [
+        "code/VENDORED.txt",
         "code/fractofl/__init__.py",
         "code/fractofl/core/__init__.py",
         "code/fractofl/core/images/__init__.py",
@@ -56,7 +58,7 @@ def test_artifact_holds_weights_signed_metadata_and_vendored_code(
         "code/fractofl/serving/request_errors.py",
         "code/fractofl/serving/safetensors_io.py",
         "code/inference.py",
-        "code/requirements.txt",
+        "code/six.py",
         "metadata.json",
         "model.safetensors",
         "serving.json",
@@ -86,8 +88,15 @@ def test_artifact_holds_weights_signed_metadata_and_vendored_code(
         files["code/fractofl/core/model/architectures.py"]
         == (REPO / "core" / "model" / "architectures.py").read_bytes()
     )
-    requirements = files["code/requirements.txt"].decode().splitlines()
-    assert [r for r in requirements if r and not r.startswith("#")] == ["cryptography>=42"]
+    # ... and, so that the container installs nothing (no requirements.txt), the pure-Python
+    # signature check with its licences and versions
+    assert "code/ecdsa/keys.py" in vendored and "code/ecdsa/test_pyecdsa.py" not in files
+    assert {"code/licenses/ecdsa-LICENSE", "code/licenses/six-LICENSE"} <= set(vendored)
+    manifest = files["code/VENDORED.txt"].decode().splitlines()
+    assert [line.split("==")[0] for line in manifest if not line.startswith("#")] == [
+        "ecdsa",
+        "six",
+    ]
 
 
 def test_packaging_is_deterministic(

@@ -52,9 +52,12 @@ def main(model_dir: str, requests_file: str) -> None:
             "inference",
             "fractofl.core.model.architectures",
             "fractofl.core.images.preprocessing",
+            "ecdsa",
         )
     }
-    heavy = sorted({n.split(".")[0] for n in sys.modules} & {"flwr", "hydra", "omegaconf"})
+    heavy = sorted(
+        {n.split(".")[0] for n in sys.modules} & {"flwr", "hydra", "omegaconf", "cryptography"}
+    )
     print(json.dumps({"replies": replies, "served_by": served_by, "heavy_modules": heavy}))
 
 
