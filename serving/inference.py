@@ -265,10 +265,10 @@ def transform_fn(
     map.
     """
     try:
-        if media_type(request_content_type) == MODEL_INFO_TYPE:
-            return encode_output(model_info(model), accept)
-        request = decode_input(request_body, request_content_type, context, model.image_bounds)
-        return encode_output(predict_image(request, model), accept)
+        (answer,) = transform_batch(model, [(request_body, request_content_type, accept)], context)
+        if isinstance(answer, RequestError):
+            raise answer
+        return answer
     except RequestError as exc:
         if context is None:
             raise
@@ -430,12 +430,13 @@ def _scores(model: ServedModel, batches: list[torch.Tensor]) -> list[torch.Tenso
 
 
 def transform_batch(
-    model: ServedModel, requests: list[tuple[bytes, str, str | None]]
+    model: ServedModel, requests: list[tuple[bytes, str, str | None]], context: Any = None
 ) -> list[tuple[bytes, str] | RequestError]:
-    """:func:`transform_fn` for several requests ``(body, content_type, accept)`` at once,
-    with one forward of the model for all of them (the local endpoint's micro-batching).
-    Each request's answer, or its :class:`RequestError`, in order; the answers are those
-    :func:`transform_fn` gives one by one."""
+    """Answer several requests ``(body, content_type, accept)`` at once, with one forward
+    of the model for all of them (the local endpoint's micro-batching; :func:`transform_fn`
+    answers one through it, so a request gets the same answer alone or batched). Each
+    request's answer, or its :class:`RequestError`, in order; ``context``: the toolkit's,
+    whose headers may ask for a heat map or a map."""
     results: list[tuple[bytes, str] | RequestError] = [
         RequestError("not answered")
         for _ in requests  # each replaced below
@@ -446,7 +447,7 @@ def transform_batch(
             if media_type(content_type) == MODEL_INFO_TYPE:
                 results[index] = encode_output(model_info(model), accept)
                 continue
-            request = decode_input(body, content_type, None, model.image_bounds)
+            request = decode_input(body, content_type, context, model.image_bounds)
             ready.append((index, _Prepared.of(request, model)))
         except RequestError as exc:
             results[index] = exc
