@@ -187,6 +187,7 @@ def _show(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from fractofl.core.trust.registry import ModelVerificationError
     from fractofl.core.trust.signing import load_public_key
+    from fractofl.serving.client import describe_contributors
 
     versions = [t for t in args.targets if "=" not in t]
     overrides = [*(t for t in args.targets if "=" in t), *args.overrides]
@@ -209,10 +210,9 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"fractofl: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        members = "" if meta.contributors is None else f"; members {', '.join(meta.contributors)}"
         print(
-            f"{meta.name}: ok (round {meta.round}, run {meta.run_id}, signed by {meta.signer}"
-            f"{members})"
+            f"{meta.name}: ok (round {meta.round}, run {meta.run_id}, signed by {meta.signer}; "
+            f"members: {describe_contributors(meta.contributors)})"
         )
     return 1 if failed else 0
 

@@ -146,6 +146,7 @@ def test_models_list_show_and_verify(
     assert main(["models", "verify", "--all", *published]) == 0
     out = capsys.readouterr().out
     assert "v000001: ok" in out and "v000002: ok" in out
+    assert "members: not recorded)" in out  # published without them, as `report` says
 
 
 def test_models_verify_exits_1_on_a_tampered_model(
