@@ -56,6 +56,11 @@ PARTS: tuple[Part, ...] = (
         "worst_request:run_worst_request",
     ),
     Part(
+        "large_image",
+        "Serving: a 24 MiB SEM TIFF through a 6 MiB endpoint",
+        "large_image:run_large_image",
+    ),
+    Part(
         "federation",
         "Federation: simulation against the Deployment Engine",
         "federation:run_federation",
