@@ -170,7 +170,7 @@ def run_large_image(plan: Plan, shared: dict[str, object]) -> PartOutcome:
                 "MiB sent",
                 "requests",
                 "seconds",
-                "max |p - reference p|",
+                "largest probability difference from the reference",
                 "map tiles",
                 "dominant",
             ],
@@ -182,7 +182,8 @@ def run_large_image(plan: Plan, shared: dict[str, object]) -> PartOutcome:
         f"by `fractofl serve local` with serving.max_payload_mb={LARGE_LIMIT_MB} (reference: "
         "the image goes whole) and 6 (SageMaker's real-time limit). Seconds: from the file to "
         "the answer with its mechanism map, the client's decoding and resampling included, "
-        "2 CPU cores shared by client and endpoint. A map in one request is capped at 1024 "
+        "2 CPU cores shared by client and endpoint. Requests: the client's one model-info "
+        "request included. A map in one request is capped at 1024 "
         "tiles; the joined pieces keep the half-tile grid, so they hold more."
     )
     return out
