@@ -16,6 +16,7 @@ map's tiles and dominant class.
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from pathlib import Path
@@ -79,13 +80,14 @@ def timed(client: EndpointClient, path: Path) -> tuple[Prediction, float]:
     return answer, time.perf_counter() - started
 
 
-def route_of(answer: Prediction, requests: int) -> str:
+def route_of(answer: Prediction) -> str:
     """How the client sent the image, in a few words."""
     if not answer.preparation:
         return "as it is"
     if "sent at the model's scale" in answer.preparation:
         return "at the model's scale (float32 .npy)"
-    return f"evaluation tiles (1 request) + map in {requests - 1} pieces"
+    pieces = re.search(r"map joined from (\d+) pieces", answer.preparation)
+    return f"evaluation tiles (1 request) + map in {pieces[1] if pieces else '?'} pieces"
 
 
 class CountingClient(EndpointClient):
@@ -131,7 +133,7 @@ def run_large_image(plan: Plan, shared: dict[str, object]) -> PartOutcome:
                     abs(answer.probabilities[c] - reference.probabilities[c])
                     for c in reference.probabilities
                 )
-                route = route_of(answer, client.requests)
+                route = route_of(answer)
                 rows.append(
                     [
                         f"{label} ({path.stat().st_size / MIB:.1f} MiB)",
