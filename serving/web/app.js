@@ -52,6 +52,8 @@
         "“{name}” is {size} MB, over the endpoint's {limit} MB: give its pixel size above, so that it can be brought to the model's scale.",
       smallerThanTile:
         "“{name}” at the model's scale is smaller than one tile of {tile} pixels; check its pixel size.",
+      scaleTooLarge:
+        "“{name}” at the model's scale would be {to} pixels, more than the endpoint takes; check its pixel size.",
       rateLimited: "“{name}”: the endpoint is busy (too many requests). Try again in a minute.",
       network: "The endpoint could not be reached. Is `fractofl serve local` still running?",
       server: "“{name}”: the endpoint answered {status}: {detail}",
@@ -103,6 +105,8 @@
         "「{name}」は{size} MBで上限の{limit} MBを超えています。モデルのスケールに縮小できるよう、上の欄に画素サイズを入力してください。",
       smallerThanTile:
         "「{name}」はモデルのスケールでは{tile}画素のタイル1枚より小さくなります。画素サイズを確認してください。",
+      scaleTooLarge:
+        "「{name}」はモデルのスケールでは{to}画素になり、エンドポイントの上限を超えます。画素サイズを確認してください。",
       rateLimited:
         "「{name}」：エンドポイントが混雑しています（リクエストが多すぎます）。1分ほどしてから、もう一度お試しください。",
       network: "エンドポイントに接続できません。`fractofl serve local` が動いているか確認してください。",

@@ -13,6 +13,8 @@ window.FractoflPrepare = (() => {
   const MAX_SHARE_OF_HEIGHT = 0.25;
   // core/images/imageio.py: BT.601 luminance
   const LUMA = [0.299, 0.587, 0.114];
+  // core/images/physical_scale.py: the largest image at the model's scale
+  const MAX_PREPARED_PIXELS = 50_000_000;
 
   class PrepareError extends Error {
     constructor(key, params = {}) {
@@ -156,6 +158,9 @@ window.FractoflPrepare = (() => {
         Math.max(1, roundHalfEven(width * factor)),
         Math.max(1, roundHalfEven(kept * factor)),
       ];
+      if (size[0] * size[1] > MAX_PREPARED_PIXELS) {
+        throw new PrepareError("scaleTooLarge", { to: `${size[0]}×${size[1]}` });
+      }
       if (size[0] < preprocessing.image_size || size[1] < preprocessing.image_size) {
         throw new PrepareError("smallerThanTile", { tile: preprocessing.image_size });
       }

@@ -424,6 +424,13 @@ def test_an_image_over_the_limit_is_brought_to_the_models_scale_in_the_browser(
             "this browser cannot read it to bring it to the model's scale (TIFF). Run "
             "`fractofl predict`, which does."
         )
+        # ... and a pixel size that would blow the image up is refused before any pixel is made
+        page.get_by_test_id("pixel-size").fill("100")
+        page.get_by_test_id("file-input").set_input_files(path)
+        expect(cards.nth(2)).to_have_attribute("data-status", "failed")
+        expect(page.get_by_test_id("messages")).to_contain_text(
+            "at the model's scale would be 1280000×920000 pixels"
+        )
         page.get_by_test_id("language").click()
         expect(cards.first.get_by_test_id("prepared")).to_contain_text("モデルのスケールに縮小")
         page.context.close()
