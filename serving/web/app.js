@@ -47,7 +47,7 @@
       prepared:
         "Sent at the model's scale ({from} → {to} pixels): the file is {size} MB, over the endpoint's {limit} MB.",
       cannotPrepare:
-        "“{name}” is {size} MB, over the endpoint's {limit} MB, and this browser cannot read it to bring it to the model's scale (TIFF). Run `fractofl predict`, which does.",
+        "“{name}” is {size} MB, over the endpoint's {limit} MB, and this page cannot read it to bring it to the model's scale (it reads PNG, JPEG and uncompressed or LZW TIFF). Run `fractofl predict`, which does.",
       needPixelSize:
         "“{name}” is {size} MB, over the endpoint's {limit} MB: give its pixel size above, so that it can be brought to the model's scale.",
       smallerThanTile:
@@ -100,7 +100,7 @@
       prepared:
         "モデルのスケールに縮小して送信しました（{from} → {to} 画素）：ファイルは{size} MBで、上限の{limit} MBを超えています。",
       cannotPrepare:
-        "「{name}」は{size} MBで上限の{limit} MBを超えています。このブラウザではTIFFを読み込んでモデルのスケールに縮小できません。縮小して送る `fractofl predict` をお使いください。",
+        "「{name}」は{size} MBで上限の{limit} MBを超えています。このページではこのファイルを読み込んでモデルのスケールに縮小できません（PNG・JPEG・非圧縮またはLZWのTIFFに対応）。縮小して送る `fractofl predict` をお使いください。",
       needPixelSize:
         "「{name}」は{size} MBで上限の{limit} MBを超えています。モデルのスケールに縮小できるよう、上の欄に画素サイズを入力してください。",
       smallerThanTile:

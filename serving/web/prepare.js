@@ -3,7 +3,9 @@
 // can be sent: the endpoint's own first step (data bar cut off, antialiased bilinear
 // resampling as torch's F.interpolate(antialias=True), or the whole image squashed to the
 // model's input), sent as float32 .npy that the endpoint takes as it is.
-// The browser decodes PNG and JPEG (8 bits a channel); it cannot decode TIFF.
+// The browser decodes PNG and JPEG (8 bits a channel, so a 16-bit PNG loses its low bits);
+// TIFF (8- or 16-bit gray, 8-bit RGB; uncompressed, LZW or PackBits) is read with the
+// vendored UTIF.js, 16 bits kept. A deflate-compressed TIFF is not read (no inflate here).
 "use strict";
 
 window.FractoflPrepare = (() => {
@@ -26,6 +28,12 @@ window.FractoflPrepare = (() => {
 
   // The file's gray levels in [0, 1] (H x W, row by row), as the endpoint decodes them.
   async function decodeGray(file) {
+    const head = new Uint8Array(await file.slice(0, 4).arrayBuffer());
+    const tiff = (head[0] === 0x49 && head[1] === 0x49) || (head[0] === 0x4d && head[1] === 0x4d);
+    return tiff ? decodeTiff(file) : decodeBitmap(file);
+  }
+
+  async function decodeBitmap(file) {
     let bitmap;
     try {
       bitmap = await createImageBitmap(file, {
@@ -46,6 +54,43 @@ window.FractoflPrepare = (() => {
       const [r, g, b] = [rgba[p], rgba[p + 1], rgba[p + 2]];
       gray[i] =
         r === g && g === b ? r / 255 : (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b) / 255;
+    }
+    return { gray, width, height };
+  }
+
+  // The first image of a TIFF, as PIL decodes it for the endpoint: 16-bit gray / 65535,
+  // 8-bit gray / 255, 8-bit RGB(A) to BT.601 luminance.
+  async function decodeTiff(file) {
+    let image;
+    try {
+      const buffer = await file.arrayBuffer();
+      [image] = window.UTIF.decode(buffer);
+      window.UTIF.decodeImage(buffer, image);
+    } catch {
+      throw new PrepareError("cannotPrepare");
+    }
+    const bits = (image.t258 || [1])[0];
+    const samples = (image.t277 || [1])[0];
+    const photometric = (image.t262 || [1])[0];
+    const format = (image.t339 || [1])[0];
+    const gray8or16 = samples === 1 && photometric === 1 && (bits === 8 || bits === 16);
+    const rgb8 = samples >= 3 && photometric === 2 && bits === 8;
+    if (!image.data || format !== 1 || !(gray8or16 || rgb8)) {
+      throw new PrepareError("cannotPrepare");
+    }
+    const { width, height, data } = image;
+    const gray = new Float32Array(width * height);
+    if (bits === 16) {
+      const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+      for (let i = 0; i < gray.length; i++) gray[i] = view.getUint16(2 * i, true) / 65535;
+    } else if (samples === 1) {
+      for (let i = 0; i < gray.length; i++) gray[i] = data[i] / 255;
+    } else {
+      for (let i = 0, p = 0; i < gray.length; i++, p += samples) {
+        const [r, g, b] = [data[p], data[p + 1], data[p + 2]];
+        gray[i] =
+          r === g && g === b ? r / 255 : (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b) / 255;
+      }
     }
     return { gray, width, height };
   }

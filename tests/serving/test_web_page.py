@@ -374,8 +374,9 @@ def test_an_image_over_the_limit_is_brought_to_the_models_scale_in_the_browser(
     physical_published: PublishedModel,
     tmp_path: Path,
 ) -> None:
-    # Prepare: a 1280 x 960 8-bit PNG at 4x the model's resolution, with a white data bar,
-    # and an endpoint that takes 0.5 MiB
+    # Prepare: a 1280 x 960 surface at 4x the model's resolution, with a white data bar, as
+    # an 8-bit PNG, a 16-bit TIFF and a deflate-compressed 16-bit TIFF; an endpoint that
+    # takes 0.5 MiB
     rng = np.random.default_rng(3)
     surface = np.concatenate(
         [bright_or_dark(rng, 0, (920, 420)), bright_or_dark(rng, 1, (920, 860))], axis=1
@@ -383,51 +384,60 @@ def test_an_image_over_the_limit_is_brought_to_the_models_scale_in_the_browser(
     image = np.concatenate([surface, np.ones((40, 1280), np.float32)])
     path = tmp_path / "large-surface.png"
     Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path)
-    tiff = tmp_path / "large-surface.tif"
-    Image.fromarray(np.round(image * 65535).astype(np.uint16)).save(tiff)
-    assert path.stat().st_size > PAGE_LIMIT_MIB * MIB
+    tiff, deflated = tmp_path / "large-surface.tif", tmp_path / "deflated.tif"
+    sixteen = Image.fromarray(np.round(image * 65535).astype(np.uint16))
+    sixteen.save(tiff)
+    sixteen.save(deflated, compression="tiff_adobe_deflate")
+    assert min(p.stat().st_size for p in (path, tiff, deflated)) > PAGE_LIMIT_MIB * MIB
+    limit = f"serving.max_payload_mb={PAGE_LIMIT_MIB}"
     running = start_endpoint(
-        [
-            *physical_published.overrides(),
-            NO_RATE_LIMIT,
-            f"serving.max_payload_mb={PAGE_LIMIT_MIB}",
-        ],
-        tmp_path,
-        None,
+        [*physical_published.overrides(), NO_RATE_LIMIT, limit], tmp_path, None
     )
     try:
-        expected = EndpointClient(running.url).predict(path, scale=SemScale(MAP_PIXEL_UM / 4))
+        client, scale = EndpointClient(running.url), SemScale(MAP_PIXEL_UM / 4)
+        expected = {p.name: client.predict(p, scale=scale) for p in (path, tiff)}
         page, _ = open_page(chromium, running)
         # Execute
         page.get_by_test_id("pixel-size").fill(str(MAP_PIXEL_UM / 4))
         page.get_by_test_id("want-map").check()
-        page.get_by_test_id("file-input").set_input_files([path, tiff])
-        # Assert: the PNG answered as `fractofl predict` answers it, and the page says how
+        page.get_by_test_id("file-input").set_input_files([path, tiff, deflated])
+        # Assert: PNG and TIFF answered as `fractofl predict` answers them (the TIFF with its
+        # 16 bits), and the page says how
         cards = page.get_by_test_id("result-card")
-        expect(cards.first).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT_MS)
-        expect(cards.first.get_by_test_id("prepared")).to_contain_text(
-            "Sent at the model's scale (1280×960 → 320×230 pixels)"
+        for index in (0, 1):
+            card = cards.nth(index)
+            expect(card).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT_MS)
+            expect(card.get_by_test_id("prepared")).to_contain_text(
+                "Sent at the model's scale (1280×960 → 320×230 pixels)"
+            )
+        assert all(
+            "sent at the model's scale (1280x960 px -> 320x230 px" in answer.preparation
+            for answer in expected.values()
         )
-        assert "sent at the model's scale (1280x960 px -> 320x230 px" in expected.preparation
+        expect(cards.nth(2)).to_have_attribute("data-status", "failed")
         with page.expect_download() as download:
             page.get_by_test_id("download-csv").click()
         saved = tmp_path / download.value.suggested_filename
         download.value.save_as(saved)
-        row = next(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8-sig"))))
-        assert row["class"] == expected.label
-        for name, probability in expected.probabilities.items():
-            assert float(row[f"p_{name}"]) == pytest.approx(probability, abs=1e-4)
+        rows = list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8-sig"))))
+        for row in rows[:2]:
+            answer = expected[row["file"]]
+            assert row["class"] == answer.label
+            for name, probability in answer.probabilities.items():
+                assert float(row[f"p_{name}"]) == pytest.approx(probability, abs=1e-4)
         page.wait_for_function("document.querySelector('#results .map').dataset.drawn")
-        # ... and the TIFF, which a browser cannot read, is refused with what to do
-        expect(cards.nth(1)).to_have_attribute("data-status", "failed")
+        # ... and the deflated TIFF, which the page cannot read, is refused with what to do
         expect(page.get_by_test_id("messages")).to_contain_text(
-            "this browser cannot read it to bring it to the model's scale (TIFF). Run "
-            "`fractofl predict`, which does."
+            f"“deflated.tif” is {deflated.stat().st_size / MIB:.1f} MB, over the endpoint's 0.5 "
+            "MB, and this page cannot read it"
+        )
+        expect(page.get_by_test_id("messages")).to_contain_text(
+            "Run `fractofl predict`, which does."
         )
         # ... and a pixel size that would blow the image up is refused before any pixel is made
         page.get_by_test_id("pixel-size").fill("100")
         page.get_by_test_id("file-input").set_input_files(path)
-        expect(cards.nth(2)).to_have_attribute("data-status", "failed")
+        expect(cards.nth(3)).to_have_attribute("data-status", "failed")
         expect(page.get_by_test_id("messages")).to_contain_text(
             "at the model's scale would be 1280000×920000 pixels"
         )
