@@ -9,7 +9,6 @@ from S3 once read, so a member's micrograph does not stay in the bucket.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -21,6 +20,8 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fractofl.core.config.run_config import ServingConfig
+from fractofl.serving.aws import error_code, failure_hint
+from fractofl.serving.client import error_reason
 from fractofl.serving.errors import EndpointError
 
 ASYNC_MAX_BYTES = 1_000_000_000
@@ -129,7 +130,7 @@ class AsyncInvoker:
         except (ClientError, BotoCoreError) as exc:
             raise EndpointError(
                 f"cannot put the request at {location} (serving.async_input_path): "
-                f"{_aws_reason(exc)}"
+                f"{failure_hint(exc)}"
             ) from None
         try:
             arguments: dict[str, Any] = {
@@ -146,7 +147,7 @@ class AsyncInvoker:
             except (ClientError, BotoCoreError) as exc:
                 raise EndpointError(
                     f"SageMaker asynchronous endpoint {self.endpoint!r} refused the request: "
-                    f"{_aws_reason(exc)}"
+                    f"{failure_hint(exc)}"
                 ) from None
             return self._answer(queued["OutputLocation"], queued.get("FailureLocation"))
         finally:
@@ -163,7 +164,7 @@ class AsyncInvoker:
                 failed = self._take(failure)
                 if failed is not None:
                     raise EndpointError(
-                        f"asynchronous endpoint {self.endpoint!r} failed: {_reason(failed)}"
+                        f"asynchronous endpoint {self.endpoint!r} failed: {error_reason(failed)}"
                     )
             left = deadline - time.monotonic()
             if left <= 0:
@@ -183,7 +184,7 @@ class AsyncInvoker:
         try:
             found = bytes(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
+            code = error_code(exc)
             if code in ("NoSuchKey", "404"):
                 return None
             if code == "NoSuchBucket":
@@ -192,9 +193,9 @@ class AsyncInvoker:
                     "write its answers there: its serving.async_output_path and "
                     "async_failure_path must name existing buckets (deploy it again)"
                 ) from None
-            raise EndpointError(f"cannot read {uri}: {_aws_reason(exc)}") from None
+            raise EndpointError(f"cannot read {uri}: {failure_hint(exc)}") from None
         except BotoCoreError as exc:
-            raise EndpointError(f"cannot read {uri}: {_aws_reason(exc)}") from None
+            raise EndpointError(f"cannot read {uri}: {failure_hint(exc)}") from None
         self._delete(bucket, key)
         return found
 
@@ -202,20 +203,4 @@ class AsyncInvoker:
         try:
             self.s3.delete_object(Bucket=bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:  # the answer is still good
-            log.warning("could not delete s3://%s/%s: %s", bucket, key, _aws_reason(exc))
-
-
-def _aws_reason(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        error = response.get("Error", {})
-        return f"{error.get('Code', '?')}: {error.get('Message', exc)}"
-    return str(exc)
-
-
-def _reason(body: bytes) -> str:
-    """The ``error`` of a JSON error, else the text's start."""
-    try:
-        return str(json.loads(body)["error"])
-    except (ValueError, KeyError, TypeError):
-        return body[:300].decode(errors="replace") or "(no reason given)"
+            log.warning("could not delete s3://%s/%s: %s", bucket, key, failure_hint(exc))

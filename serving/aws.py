@@ -46,16 +46,20 @@ def is_not_found(exc: BaseException) -> bool:
     return "NotFound" in code or (code == "ValidationException" and "Could not find" in str(exc))
 
 
+def failure_hint(exc: ClientError | BotoCoreError) -> str:
+    """What an AWS failure means for the user: no credentials, a permission the caller
+    lacks, or AWS's own message."""
+    if isinstance(exc, NoCredentialsError):
+        return "no AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    if error_code(exc) in ACCESS_DENIED:
+        return f"access denied; the caller's IAM policy must allow this call ({exc})"
+    return str(exc)
+
+
 def explain(exc: ClientError | BotoCoreError, doing: str) -> DeployError:
     """A :class:`DeployError` for an AWS failure while ``doing`` something, saying what
     to check (raise it ``from exc``)."""
-    if isinstance(exc, NoCredentialsError):
-        hint = "no AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-    elif error_code(exc) in ACCESS_DENIED:
-        hint = f"access denied; the caller's IAM policy must allow this call ({exc})"
-    else:
-        hint = str(exc)
-    return DeployError(f"{doing} failed: {hint}")
+    return DeployError(f"{doing} failed: {failure_hint(exc)}")
 
 
 def aws_call(doing: str, call: Callable[[], T]) -> T:

@@ -395,7 +395,7 @@ class EndpointClient:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     return bytes(response.read())
             except urllib.error.HTTPError as exc:
-                reason = _reason(exc.read())
+                reason = error_reason(exc.read())
                 wait_s = _retry_after(exc.headers.get("Retry-After"))
                 if exc.code not in _BUSY or attempt == self.busy_retries or wait_s is None:
                     raise EndpointError(f"{url} answered {exc.code}: {reason}") from None
@@ -482,8 +482,9 @@ def _retry_after(value: str | None) -> float | None:
     return seconds if 0 <= seconds <= MAX_RETRY_AFTER_S else None
 
 
-def _reason(body: bytes) -> str:
-    """The ``error`` of a JSON error reply, else the body's start."""
+def error_reason(body: bytes) -> str:
+    """The ``error`` of a JSON error reply (the contract's ``{"error": reason}``), else the
+    body's start."""
     try:
         return str(json.loads(body)["error"])
     except (ValueError, KeyError, TypeError):

@@ -35,7 +35,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -221,16 +221,11 @@ def provenance_of(meta: dict[str, Any], version: str, verified: bool) -> dict[st
 def model_info(model: ServedModel) -> dict[str, Any]:
     """The answer to a :data:`MODEL_INFO_TYPE` request: what a client needs to prepare
     a large image itself (the model's preprocessing and the largest image decoded)."""
-    bounds = model.image_bounds
     return {
         "model_version": model.version,
         "classes": list(model.classes),
         "preprocessing": model.preprocessing.to_dict(),
-        "image_bounds": {
-            "max_pixels": bounds.max_pixels,
-            "max_side": bounds.max_side,
-            "max_aspect_ratio": bounds.max_aspect_ratio,
-        },
+        IMAGE_BOUNDS_KEY: asdict(model.image_bounds),
         "provenance": model.provenance,
     }
 

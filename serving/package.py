@@ -25,7 +25,7 @@ import hashlib
 import io
 import json
 import tarfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -138,11 +138,7 @@ def artifact_files(
         "weights": WEIGHTS_FILE,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "min_confidence": min_confidence,
-        inference.IMAGE_BOUNDS_KEY: {
-            "max_pixels": image_bounds.max_pixels,
-            "max_side": image_bounds.max_side,
-            "max_aspect_ratio": image_bounds.max_aspect_ratio,
-        },
+        inference.IMAGE_BOUNDS_KEY: asdict(image_bounds),
     }
     entry = Path(inference.__file__)
     files = {

@@ -50,7 +50,6 @@ NPY_HEADER_BYTES = 128
 MAX_PIECE_TILES_PER_SIDE = int(MAP_MAX_TILES**0.5) - 2
 """A piece's tiles per side, so that the endpoint keeps them half a tile apart (it
 spreads them further when a side would have more than ``sqrt(MAP_MAX_TILES)``)."""
-MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -22,46 +22,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from outcome import PartOutcome
 from plan import Plan
 from proc import Finished
 from report import markdown_grid
 
-from fractofl.core.config.run_config import ModelConfig, RunConfig
 from fractofl.core.images.sem_scale import read_sem_scale
-from fractofl.core.model.factory import checkpoint_for, model_for
 from fractofl.core.synth.micrograph import MicrographSpec, write_micrograph
-from fractofl.core.trust.registry import ModelRegistry
-from fractofl.core.trust.signing import create_key_pair, load_private_key
 from fractofl.serving.client import EndpointClient, Prediction
-from parts.serving import free_port, start_endpoint
+from parts.serving import free_port, publish_model, start_endpoint
 
 MIB = 1024 * 1024
 MODEL_UM, TILE = 0.25, 64
 WIDTH, HEIGHT = 4096, 3072
 REFERENCE_DISPLAY_WIDTH_UM = 127_000.0  # core/synth/micrograph.py's magnification rule
 LARGE_LIMIT_MB = 64
-
-
-def publish_physical_model(work: Path) -> list[str]:
-    """A signed ResNet-18 of physical scale (random weights: the route, not the model, is
-    measured); the overrides that serve it."""
-    keys = work / "keys"
-    create_key_pair(keys / "bench.key", keys / "bench.pub", None)
-    model = ModelConfig(name="resnet18", image_size=TILE, pixel_size_um=MODEL_UM)
-    cfg = RunConfig(model=model)
-    torch.manual_seed(0)
-    checkpoint = checkpoint_for(cfg, model_for(cfg).state_dict(), 1, "bench-large", {})
-    key = load_private_key(keys / "bench.key", None)
-    ModelRegistry(work / "registry").publish(
-        checkpoint, config_digest="bench", parent=None, key=key
-    )
-    return [
-        f"registry.root={work / 'registry'}",
-        f"registry.trusted_public_key={keys / 'bench.pub'}",
-        "serving.rate_limit_per_minute=0",
-    ]
 
 
 def micrograph(folder: Path, name: str, pixel_um: float) -> Path:
@@ -106,7 +81,7 @@ def run_large_image(plan: Plan, shared: dict[str, object]) -> PartOutcome:
     """Both images through both endpoints; one table."""
     out = PartOutcome()
     work = plan.fresh_dir("large_image")
-    overrides = publish_physical_model(work)
+    overrides, _ = publish_model(work, "resnet18", TILE, MODEL_UM)  # random weights
     images = {
         "4x finer than the model": micrograph(work, "fine.tif", MODEL_UM / 4),
         "at the model's scale": micrograph(work, "coarse.tif", MODEL_UM),

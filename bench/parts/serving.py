@@ -94,12 +94,15 @@ def request_png(seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def publish_model(work: Path, model_name: str) -> tuple[list[str], ModelRegistry]:
-    """A signed registry version of a fresh ``model_name``; the Hydra overrides that
-    point ``fractofl serve local`` at it."""
+def publish_model(
+    work: Path, model_name: str, image_size: int = IMAGE_SIZE, pixel_size_um: float = 0.0
+) -> tuple[list[str], ModelRegistry]:
+    """A signed registry version of a fresh ``model_name`` (of physical scale when
+    ``pixel_size_um`` > 0); the Hydra overrides that point ``fractofl serve local`` at it."""
     keys = work / "keys"
     create_key_pair(keys / "bench.key", keys / "bench.pub", None)
-    cfg = RunConfig(model=ModelConfig(name=model_name, image_size=IMAGE_SIZE))
+    model = ModelConfig(name=model_name, image_size=image_size, pixel_size_um=pixel_size_um)
+    cfg = RunConfig(model=model)
     torch.manual_seed(0)
     checkpoint = checkpoint_for(cfg, model_for(cfg).state_dict(), 1, "bench-serving", {})
     registry = ModelRegistry(work / "registry")

@@ -51,9 +51,7 @@ window.FractoflPrepare = (() => {
     const rgba = context.getImageData(0, 0, width, height).data;
     const gray = new Float32Array(width * height);
     for (let i = 0, p = 0; i < gray.length; i++, p += 4) {
-      const [r, g, b] = [rgba[p], rgba[p + 1], rgba[p + 2]];
-      gray[i] =
-        r === g && g === b ? r / 255 : (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b) / 255;
+      gray[i] = luma(rgba[p], rgba[p + 1], rgba[p + 2]);
     }
     return { gray, width, height };
   }
@@ -87,12 +85,15 @@ window.FractoflPrepare = (() => {
       for (let i = 0; i < gray.length; i++) gray[i] = data[i] / 255;
     } else {
       for (let i = 0, p = 0; i < gray.length; i++, p += samples) {
-        const [r, g, b] = [data[p], data[p + 1], data[p + 2]];
-        gray[i] =
-          r === g && g === b ? r / 255 : (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b) / 255;
+        gray[i] = luma(data[p], data[p + 1], data[p + 2]);
       }
     }
     return { gray, width, height };
+  }
+
+  // An 8-bit pixel's gray level in [0, 1]: itself when gray, else BT.601 luminance.
+  function luma(r, g, b) {
+    return r === g && g === b ? r / 255 : (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b) / 255;
   }
 
   function detectDatabar(gray, width, height) {

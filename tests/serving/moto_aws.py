@@ -19,11 +19,14 @@ backend, which runs in this process.
 from __future__ import annotations
 
 import json
+import os
+import tarfile
 import threading
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -183,6 +186,17 @@ def aws(aws_url: str) -> boto3.Session:
         Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
     )
     return session
+
+
+def small_artifact(folder: Path, name: str = "model.tar.gz", size: int = 0) -> Path:
+    """A small real tar.gz to deploy (with ``size`` random bytes inside when asked);
+    moto never opens it."""
+    payload = folder / "payload.bin"
+    payload.write_bytes(os.urandom(size) if size else b"weights")
+    path = folder / name
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(payload, arcname="model.pt")
+    return path
 
 
 def serving_settings(**changes: Any) -> ServingConfig:

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,19 +25,10 @@ from fractofl.serving.sagemaker_resources import ENDPOINT_NAME, resource_name
 from fractofl.serving.undeploy import delete
 from tests.serving.moto_aws import ACCOUNT, BUCKET, REGION, ROLE
 from tests.serving.moto_aws import serving_settings as _serving
+from tests.serving.moto_aws import small_artifact as _artifact
 
 IMAGE = "763104351884.dkr.ecr.eu-central-1.amazonaws.com/pytorch-inference:2.6-cpu-py312"
 FAST = {"poll_s": 0.01, "report": lambda line: None}
-
-
-def _artifact(folder: Path, name: str = "model.tar.gz", size: int = 0) -> Path:
-    """A small real tar.gz (with ``size`` random bytes inside when asked)."""
-    payload = folder / "payload.bin"
-    payload.write_bytes(os.urandom(size) if size else b"weights")
-    path = folder / name
-    with tarfile.open(path, "w:gz") as archive:
-        archive.add(payload, arcname="model.pt")
-    return path
 
 
 def _cli(*argv: str) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import socket
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,13 @@ from fractofl.serving.request_preparation import (
     npy_size,
 )
 from tests.serving.conftest import bright_or_dark, extracted_model, publish_bright_dark_model
-from tests.serving.moto_aws import ASYNC_CONTAINERS, BUCKET, REGION, serving_settings
+from tests.serving.moto_aws import (
+    ASYNC_CONTAINERS,
+    BUCKET,
+    REGION,
+    serving_settings,
+    small_artifact,
+)
 from tests.serving.test_endpoint_hardening import serving
 
 TILE, MODEL_UM = 32, 0.1
@@ -229,12 +234,9 @@ ASYNC_ENDPOINT = "fractofl-async"
 
 def _deploy_async(aws: boto3.Session, tmp_path: Path, container: str, **settings: Any) -> None:
     """An asynchronous endpoint on moto whose requests ``container`` answers."""
-    artifact = tmp_path / "model.tar.gz"
-    with tarfile.open(artifact, "w:gz") as archive:  # moto never opens it
-        archive.addfile(tarfile.TarInfo("model.safetensors"))
     deploy(
         serving_settings(**settings),
-        artifact,
+        small_artifact(tmp_path),
         "v000001",
         ASYNC_ENDPOINT,
         asynchronous=True,
