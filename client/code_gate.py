@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fractofl.client.message_pull import pull_sooner
 from fractofl.client.node_config import APPROVED_CODE_KEY, AUDIT_LOG_KEY, POLICY_KEY
 from fractofl.core.trust.app_bundle import BundleCode, BundleError, fab_code, fractofl_bundle
 from fractofl.core.trust.app_bundle import parse_digest as parse_code_digest
@@ -220,6 +221,7 @@ def main(unavailable: str | None = None) -> None:
     instruction with that error)."""
     log_to_stderr()
     install_gate(unavailable)
+    pull_sooner()
     from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
 
     flwr_clientapp()

@@ -34,19 +34,14 @@ from fractofl.server.member_registry import member_names
 from fractofl.server.progress import RoundProgress
 from fractofl.server.publishing import RoundPublisher
 from fractofl.server.recorder import RoundRecorder, RoundRow
+from fractofl.server.replies_in_time import send_and_receive
 from fractofl.server.round_state import (
     RandomState,
     RoundState,
     load_round_state,
     save_round_state,
 )
-from fractofl.server.rounds import (
-    Exchange,
-    Participation,
-    RoundPolicy,
-    run_rounds,
-    send_and_receive,
-)
+from fractofl.server.rounds import Exchange, Participation, RoundPolicy, run_rounds
 from fractofl.server.run_folder import RunFolder
 from fractofl.server.secure_exchange import SecureExchange
 from fractofl.server.streamed_exchange import StreamedExchange

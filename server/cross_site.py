@@ -27,6 +27,7 @@ from fractofl.core.wire.update_protocol import (
     PERSONALIZE_MESSAGE,
 )
 from fractofl.server.member_evaluation import member_label
+from fractofl.server.replies_in_time import replies_as_they_come
 from fractofl.server.rounds import plain_reason
 
 log = logging.getLogger("fractofl")
@@ -81,7 +82,7 @@ def _exchange(
     answers = _Answers(
         {}, {}, {node: f"no reply within {timeout_s:.0f} s (left?)" for node in nodes}
     )
-    for reply in grid.send_and_receive(messages, timeout=timeout_s):
+    for reply in replies_as_they_come(grid, messages, timeout_s):
         node = reply.metadata.src_node_id
         if reply.has_error():
             answers.missing[node] = plain_reason(str(reply.error.reason))

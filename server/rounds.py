@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fractofl.server.errors import NotEnoughMembersError
+from fractofl.server.replies_in_time import send_and_receive
 from fractofl.strategies.replies import reply_senders
 
 log = logging.getLogger("fractofl")
@@ -48,11 +49,6 @@ def plain_reason(reason: str) -> str:
 
 Exchange = Callable[[Grid, list[Message], float], list[Message]]
 """Sends a round's training messages and returns the replies that came back in time."""
-
-
-def send_and_receive(grid: Grid, messages: list[Message], timeout_s: float) -> list[Message]:
-    """Flower's plain exchange: every member's update comes back on its own."""
-    return list(grid.send_and_receive(messages, timeout=timeout_s))
 
 
 @dataclass(frozen=True)
@@ -213,7 +209,7 @@ def _evaluate_members(
 ) -> None:
     """Members' validation of the new global model; failures only reduce the average."""
     messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
-    replies: list[Message] = list(grid.send_and_receive(messages, timeout=timeout_s))
+    replies = send_and_receive(grid, list(messages), timeout_s)
     if on_evaluation is not None:
         on_evaluation(server_round, replies)
     _shared_metrics_only(replies)

@@ -28,6 +28,7 @@ CONNECTION = "fractofl"
 """The Flower CLI connection (``[superlink.fractofl]`` in ``$FLWR_HOME/config.toml``)."""
 LOOPBACK_HOSTS = ("0.0.0.0", "::", "127.0.0.1", "localhost")
 DATABASE_FILE = "superlink.db"
+IN_MEMORY_STORE = ":flwr-in-memory:"  # Flower's --database value for its in-memory store
 FLWR_HOME_DIR = "flwr-home"
 
 
@@ -79,6 +80,24 @@ class CoordinatorFiles:
             )
 
 
+def superlink_database(cfg: DeploymentConfig, files: CoordinatorFiles, insecure: bool) -> str:
+    """Flower's ``--database`` for ``deployment.superlink_store``; DeploymentError for a
+    value it does not know, or for ``memory`` with members' registrations to keep."""
+    if cfg.superlink_store == "file":
+        return str(files.database)
+    if cfg.superlink_store != "memory":
+        raise DeploymentError(
+            f"deployment.superlink_store={cfg.superlink_store!r}: choose file or memory"
+        )
+    if not insecure:
+        raise DeploymentError(
+            "deployment.superlink_store=memory would lose the members' registrations when the "
+            "SuperLink restarts: it is for plain-text test federations (--insecure); use "
+            "deployment.superlink_store=file"
+        )
+    return IN_MEMORY_STORE
+
+
 def superlink_command(cfg: DeploymentConfig, files: CoordinatorFiles, insecure: bool) -> list[str]:
     """``flower-superlink`` for ``deployment.superlink_host:superlink_port``: TLS and
     SuperNode authentication, or neither with ``insecure`` (Flower refuses
@@ -90,7 +109,7 @@ def superlink_command(cfg: DeploymentConfig, files: CoordinatorFiles, insecure: 
         "--port",
         str(cfg.superlink_port),
         "--database",
-        str(files.database),
+        superlink_database(cfg, files, insecure),
         "--disable-runtime-dependency-installation",
     ]
     if insecure:

@@ -144,7 +144,7 @@ def _metrics_aggregation_off(strategy: FedAvg) -> Iterator[None]:
 class UpdateGuard(WrappingStrategy):
     """Decode, validate and filter member updates, then delegate to ``inner``.
 
-    Replies reach it in one of two ways. Gathered (Flower's ``send_and_receive``): the
+    Replies reach it in one of two ways. Gathered (``replies_in_time.send_and_receive``): the
     round's replies arrive together in :meth:`aggregate_train`. Streamed
     (:attr:`spill` set): the exchange hands each reply to :meth:`receive` as it arrives,
     which screens it, writes its bytes to the spill and returns the reply without its

@@ -56,19 +56,28 @@ WORK = [
 ]
 SIMULATION = "(1) simulation"
 DEPLOYMENTS = {
-    "cold": ("(2) deployment, plain text, cold ClientApps (--cold)", False, (), ("--cold",)),
-    "plain": ("(3) as (2) with the warm member", False, (), ()),
-    "tls": ("(4) as (3), TLS + authentication", True, (), ()),
-    "secagg": ("(5) as (4) + SecAgg+", True, ("privacy.secure_aggregation=true",), ()),
+    "cold": ("(2) deployment, plain text, cold ClientApps (--cold)", False, (), ("--cold",), ()),
+    "plain": ("(3) as (2) with the warm member", False, (), (), ()),
+    "tls": ("(4) as (3), TLS + authentication", True, (), (), ()),
+    "secagg": ("(5) as (4) + SecAgg+", True, ("privacy.secure_aggregation=true",), (), ()),
+    "memory": (
+        "(3) as (2), Flower's in-memory store",
+        False,
+        (),
+        (),
+        ("deployment.superlink_store=memory",),
+    ),
 }
-"""Name: (label, TLS and authentication, extra run overrides, extra `member join` options)."""
+"""Name: (label, TLS and authentication, extra run overrides, extra `member join` options,
+extra deployment settings of `coordinator up`)."""
+FEDERATION_ROWS = ("cold", "plain", "tls", "secagg")  # this part's; part members runs "memory"
 NOTE = (
     "s / round excludes start-up (metrics.csv, last round minus round 0). In a deployment "
     "every train and evaluate message starts a ClientApp process (Flower's subprocess "
     "isolation): in (2) a fresh Python that imports Flower and torch; from (3) on a thin "
     "launcher that has the member's warm process (Flower, torch and fractofl imported once) "
-    "fork a ready child. The ServerApp runs in its own process; Flower's own polling (the "
-    "SuperNode every 3 s when idle, the ServerApp's replies every 3 s) is in every row. "
+    "fork a ready child. The ServerApp runs in its own process and pulls replies every "
+    "0.2 s; Flower's SuperNode asks for instructions every 3 s when idle, in every row. "
     "Bytes are the first member's, both directions, through a TCP proxy, including "
     "heartbeats. With every member on one machine their ClientApps compete for its cores, "
     "so the deployment rows are an upper bound for members on machines of their own. "
@@ -147,7 +156,7 @@ def simulation(setting: Setting, out: PartOutcome) -> Measured:
 def deployment(setting: Setting, out: PartOutcome, name: str) -> Measured:
     """(2)-(5): a SuperLink and the members' SuperNodes as processes; member 0 through
     the byte-counting proxy."""
-    label, tls, extra, join_options = DEPLOYMENTS[name]
+    label, tls, extra, join_options, up_settings = DEPLOYMENTS[name]
     work, timeout_s = setting.work, setting.plan.timeout_s
     port = free_port()
     deployment_args = [
@@ -162,7 +171,7 @@ def deployment(setting: Setting, out: PartOutcome, name: str) -> Measured:
     insecure = [] if tls else ["--insecure"]
     running = Processes()
     try:
-        up = fractofl("coordinator", "up", *insecure, *deployment_args)
+        up = fractofl("coordinator", "up", *insecure, *deployment_args, *up_settings)
         running.start(up, work / "logs" / f"{name}-superlink.log", work)
         with RecordingProxy(("127.0.0.1", port)) as proxy:
             for member in range(setting.members):
@@ -228,7 +237,10 @@ def run_federation(plan: Plan, shared: dict[str, object]) -> PartOutcome:
     prepare_pki(setting.work, sizes.members)
     configurations: list[tuple[str, Callable[[], Measured]]] = [
         (SIMULATION, partial(simulation, setting, out)),
-        *((DEPLOYMENTS[name][0], partial(deployment, setting, out, name)) for name in DEPLOYMENTS),
+        *(
+            (DEPLOYMENTS[name][0], partial(deployment, setting, out, name))
+            for name in FEDERATION_ROWS
+        ),
     ]
     measured = []
     for label, measure in configurations:

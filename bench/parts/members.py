@@ -254,15 +254,21 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
     )  # fmt: skip
     setting = Setting(plan, work, members, sizes.round_rounds, work_overrides=model)
     prepare_pki(work, members)
-    measured: list[Measured] = [simulation(setting, out), deployment(setting, out, "plain")]
+    measured: list[Measured] = [
+        simulation(setting, out),
+        deployment(setting, out, "plain"),
+        deployment(setting, out, "memory"),
+    ]
     measured[1].label = "(2) deployment, plain text, warm members"
     out.tables.append(
         f"Member-sized work: {members} members with {4 * sizes.round_per_class} micrographs "
         f"of {width} x {height} each, ResNet-18 on {sizes.tile}-px tiles at "
         f"{sizes.pixel_size_um} um per pixel (4 tiles per image, 1 local epoch), "
         f"{sizes.round_rounds} rounds; {SIMULATION} against the Deployment Engine with warm "
-        "members (plain text), all on this machine. Round 1 includes each member's first "
-        "preparation of its images in both:\n\n" + table(measured)
+        "members (plain text), all on this machine; (3) keeps Flower's state and messages "
+        "in its in-memory store instead of the SuperLink's SQLite file "
+        "(`deployment.superlink_store=memory`, plain-text federations only). Round 1 "
+        "includes each member's first preparation of its images in every row:\n\n" + table(measured)
     )
     out.data["rounds"] = {m.label: m.seconds_per_round for m in measured}
 

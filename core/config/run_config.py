@@ -293,6 +293,8 @@ class DeploymentConfig:
     # The SuperLink itself, on a private loopback port behind the front.
     superlink_host: str = "127.0.0.1"
     superlink_port: int = 9093
+    # Flower's state and message store: "file" (SQLite in state_dir) or "memory".
+    superlink_store: str = "file"
     state_dir: str = "coordinator"
     member_dir: str = "member"
     connect_timeout_s: float = 120.0

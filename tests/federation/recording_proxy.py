@@ -68,6 +68,8 @@ class RecordingProxy:
             except OSError:
                 client.close()
                 continue
+            for sock in (client, upstream):  # as gRPC's own sockets: no Nagle delays
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._sockets += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()

@@ -29,6 +29,7 @@ def test_nothing_a_member_sends_contains_its_images(member_data: Path, tmp_path:
         f"deployment.state_dir={tmp_path / 'coordinator'}",
         f"deployment.front_port={port}",
         f"deployment.superlink_port={superlink_port}",
+        "deployment.superlink_store=memory",  # a plain-text federation may use Flower's
     ]
     processes = Processes()
     try:
