@@ -26,6 +26,7 @@ from fractofl.core.images.labelled import make_loader
 from fractofl.core.learning.device import resolve_device
 from fractofl.core.learning.member_data import MemberData, cache_root_for, default_cache_root
 from fractofl.core.learning.metrics import precision_recall_f1
+from fractofl.core.learning.precision import precision_for
 from fractofl.core.learning.training import EvalResult, TrainResult, evaluate, train
 from fractofl.core.model.factory import augmentation_for
 from fractofl.core.synth.dataset import member_dir
@@ -103,6 +104,7 @@ def train_locally(
     torch.manual_seed(seed)
     samples = data.train.for_training(cfg.train.tiles_per_image)
     loader = make_loader(samples, cfg.train.batch_size, True, augmentation_for(cfg), seed)
+    device = resolve_device(cfg.train.device)
     return train(
         model,
         loader,
@@ -110,8 +112,9 @@ def train_locally(
         lr=cfg.train.lr,
         momentum=cfg.train.momentum,
         weight_decay=cfg.train.weight_decay,
-        device=resolve_device(cfg.train.device),
+        device=device,
         proximal_mu=proximal_mu,
+        precision=precision_for(cfg.train.mixed_precision, device),
     )
 
 

@@ -19,6 +19,7 @@ from fractofl.core.images.cached_images import CachedImages
 from fractofl.core.images.labelled import make_loader
 from fractofl.core.learning.device import resolve_device, seed_everything
 from fractofl.core.learning.member_data import load_member_data
+from fractofl.core.learning.precision import precision_for
 from fractofl.core.learning.schedule import round_lr
 from fractofl.core.learning.training import train
 from fractofl.core.model.factory import augmentation_for, model_for
@@ -40,9 +41,10 @@ def run_centralized(cfg: RunConfig, member_dirs: Sequence[Path]) -> Path:
     data = pooled_training_data(member_dirs, cfg)
     model = model_for(cfg)
     evaluator = CoordinatorEvaluator(cfg, model_for(cfg))
+    device = resolve_device(cfg.train.device)
+    precision = precision_for(cfg.train.mixed_precision, device)  # refused before a folder
     folder = RunFolder.create(cfg, uuid.uuid4().hex[:8], kind="centralized")
     log.info("centralized baseline on %d images from %d members", len(data), len(member_dirs))
-    device = resolve_device(cfg.train.device)
     augmentation = augmentation_for(cfg)
     started = time.monotonic()
     rows: list[RoundRow] = []
@@ -65,6 +67,7 @@ def run_centralized(cfg: RunConfig, member_dirs: Sequence[Path]) -> Path:
                 cfg.train.momentum,
                 cfg.train.weight_decay,
                 device,
+                precision=precision,
             ).loss
         last = evaluator.evaluate_state(model.state_dict())
         rows.append(

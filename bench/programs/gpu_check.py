@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -74,7 +75,9 @@ def batches(seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def check_training() -> dict[str, Any]:
-    """One epoch of ``STEPS`` steps on each device, from the same weights."""
+    """One epoch of ``STEPS`` steps on each device, from the same weights; on the
+    accelerator also with ``train.mixed_precision=auto`` (float16 autocast on CUDA)."""
+    from fractofl.core.learning.precision import FULL_PRECISION, precision_for
     from fractofl.core.learning.training import train
     from fractofl.core.model.architectures import build_model
 
@@ -82,21 +85,24 @@ def check_training() -> dict[str, Any]:
     initial = build_model("resnet18", num_classes=CLASSES)
     loader = batches(0)
     report: dict[str, Any] = {}
-    for key, name in (("gpu", ACCELERATOR), ("cpu", "cpu")):
+    runs = (
+        ("gpu", ACCELERATOR, FULL_PRECISION),
+        ("gpu_mixed", ACCELERATOR, precision_for("auto", torch.device(ACCELERATOR))),
+        ("cpu", "cpu", FULL_PRECISION),
+    )
+    for key, name, precision in runs:
         model = copy.deepcopy(initial)
         device = torch.device(name)
+        fit = functools.partial(train, momentum=0.9, weight_decay=0.0, precision=precision)
         # The same step 5 times, timed (train() runs a whole epoch: STEPS steps).
         started = time.perf_counter()
-        result = train(model, loader, 1, 0.01, 0.9, 0.0, device)
+        result = fit(model, loader, 1, 0.01, device=device)
         if name == "cuda":
             torch.cuda.synchronize()
         first_epoch_s = time.perf_counter() - started
-        step_s = timed(
-            lambda m=model, d=device: train(m, loader[:1], 1, 0.01, 0.9, 0.0, d), 5, name == "cuda"
-        )
-        epoch_s = timed(
-            lambda m=model, d=device: train(m, loader, 1, 0.01, 0.9, 0.0, d), 3, name == "cuda"
-        )
+        cuda = name == "cuda"
+        step_s = timed(functools.partial(fit, model, loader[:1], 1, 0.01, device=device), 5, cuda)
+        epoch_s = timed(functools.partial(fit, model, loader, 1, 0.01, device=device), 3, cuda)
         report[key] = {
             "first_epoch_s": first_epoch_s,
             "step_in_epoch_s": epoch_s / STEPS,
@@ -106,8 +112,14 @@ def check_training() -> dict[str, Any]:
         }
     report["loss_difference"] = abs(report["gpu"]["epoch_loss"] - report["cpu"]["epoch_loss"])
     report["speedup"] = report["cpu"]["step_s"] / report["gpu"]["step_s"]
+    report["mixed_speedup"] = report["gpu"]["step_s"] / report["gpu_mixed"]["step_s"]
+    report["mixed_loss_difference"] = abs(
+        report["gpu_mixed"]["epoch_loss"] - report["gpu"]["epoch_loss"]
+    )
     report["ok"] = bool(
-        np.isfinite(report["gpu"]["epoch_loss"]) and report["loss_difference"] < 0.05
+        np.isfinite(report["gpu"]["epoch_loss"])
+        and report["loss_difference"] < 0.05
+        and report["mixed_loss_difference"] < 0.05
     )
     return report
 

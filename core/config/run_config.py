@@ -85,6 +85,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     augment: str = "fracture"  # see fractofl.core.images.augmentation
     device: str = "auto"
+    mixed_precision: str = "auto"  # see fractofl.core.learning.precision
     threads: int = 1
     tiles_per_image: int = 4  # a physical-scale model's random training tiles per image
     personalize_epochs: int = 2  # `member personalize`: local fine-tuning of a global model

@@ -12,6 +12,7 @@ from torch import nn
 
 from fractofl.core.images.tiles import tile_mean_log_probabilities
 from fractofl.core.learning.metrics import accuracy, confusion_matrix, macro_f1
+from fractofl.core.learning.precision import FULL_PRECISION, Precision
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -45,11 +46,13 @@ def train(
     weight_decay: float,
     device: torch.device,
     proximal_mu: float = 0.0,
+    precision: Precision = FULL_PRECISION,
 ) -> TrainResult:
     """Train ``model`` in place with SGD for ``epochs`` passes over ``loader``.
 
     With ``proximal_mu > 0`` the loss gets FedProx's term ``mu/2 * ||w - w_start||^2``,
-    ``w_start`` being the weights the model had on entry (the global model).
+    ``w_start`` being the weights the model had on entry (the global model). With a mixed
+    ``precision`` the forward pass runs under autocast; the weights stay float32.
     """
     if epochs < 1:
         raise ValueError(f"train.local_epochs={epochs} must be at least 1")
@@ -59,6 +62,7 @@ def train(
         model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
     criterion = nn.CrossEntropyLoss()
+    scaler = precision.scaler(device)
     loss_sum, correct, seen = 0.0, 0, 0
     for _ in range(epochs):
         # Kept on the device and read once per epoch: a .item() per step would make the
@@ -69,16 +73,18 @@ def train(
         for images, labels in loader:
             images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
-            logits = model(images)
-            loss = criterion(logits, labels)
+            with precision.autocast(device):
+                logits = model(images)
+                loss = criterion(logits, labels)
             objective = loss
             if anchor:
                 drift = sum(
                     torch.sum((p - a) ** 2) for p, a in zip(model.parameters(), anchor, strict=True)
                 )
                 objective = loss + 0.5 * proximal_mu * drift
-            objective.backward()
-            optimizer.step()
+            scaler.scale(objective).backward()
+            scaler.step(optimizer)
+            scaler.update()
             epoch_loss += loss.detach().double() * labels.shape[0]
             epoch_correct += (logits.detach().argmax(dim=1) == labels).sum()
             seen += int(labels.shape[0])
