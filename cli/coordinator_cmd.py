@@ -161,9 +161,13 @@ def ready_message(
     from fractofl.server.front import FrontFiles
 
     kind = "plain text" if insecure else "TLS"
+    state = (
+        f"Flower's state in memory, fractofl's in {files.state_dir}"
+        if deployment.superlink_store == "memory"
+        else f"state in {files.state_dir}"
+    )
     lines = [
-        f"SuperLink on {deployment.superlink_host}:{deployment.superlink_port} ({kind}; "
-        f"state in {files.state_dir})"
+        f"SuperLink on {deployment.superlink_host}:{deployment.superlink_port} ({kind}; {state})"
     ]
     port = deployment.superlink_port if no_front else deployment.front_port
     if not no_front:

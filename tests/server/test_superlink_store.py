@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fractofl.cli.coordinator_cmd import ready_message
 from fractofl.cli.main import main
 from fractofl.core.config.run_config import DeploymentConfig
 from fractofl.server.superlink import (
@@ -72,3 +73,17 @@ def test_up_with_tls_and_the_memory_store_starts_nothing(
     assert code == 1 and "Traceback" not in err
     assert err.startswith("fractofl: error:") and "deployment.superlink_store=file" in err
     assert not (tmp_path / "coordinator").exists()
+
+
+def test_up_says_where_flowers_state_is(tmp_path: Path) -> None:
+    # Prepare
+    on_file = DeploymentConfig(state_dir=str(tmp_path))
+    in_memory = DeploymentConfig(state_dir=str(tmp_path), superlink_store="memory")
+    # Execute
+    said = {
+        cfg.superlink_store: ready_message(cfg, CoordinatorFiles.from_config(cfg), True, False)
+        for cfg in (on_file, in_memory)
+    }
+    # Assert
+    assert f"(plain text; state in {tmp_path})" in said["file"]
+    assert f"(plain text; Flower's state in memory, fractofl's in {tmp_path})" in said["memory"]
