@@ -143,14 +143,21 @@ def _train_attempt(
 
 
 def _train(
-    strategy: Strategy, grid: Grid, server_round: int, arrays: ArrayRecord, policy: RoundPolicy
+    strategy: Strategy,
+    grid: Grid,
+    server_round: int,
+    arrays: ArrayRecord,
+    policy: RoundPolicy,
+    on_participation: Callable[[Participation], None],
 ) -> tuple[list[Message], Participation]:
     """Training replies from at least ``min_train_members``, re-sending up to ``retries``
-    times; NotEnoughMembersError when even the last attempt falls short."""
+    times, each attempt's participation handed to ``on_participation`` as it ends;
+    NotEnoughMembersError when even the last attempt falls short."""
     seen = Participation(server_round)
     for attempt in range(1, policy.retries + 2):
-        seen.attempts = attempt
+        seen = Participation(server_round, attempts=attempt)
         replies = _train_attempt(strategy, grid, server_round, arrays, policy, seen)
+        on_participation(seen)
         if len(seen.answered) >= policy.min_train_members:
             return replies, seen
         log.warning(
@@ -236,8 +243,9 @@ def run_rounds(
         evaluate_fn(0, arrays)
     for server_round in rounds:
         log.info("[ROUND %d/%d]", server_round, rounds.stop - 1)
-        replies, participation = _train(strategy, grid, server_round, arrays, policy)
-        on_participation(participation)
+        replies, participation = _train(
+            strategy, grid, server_round, arrays, policy, on_participation
+        )
         aggregated, _ = strategy.aggregate_train(server_round, replies)
         if aggregated is None:
             log.warning(

@@ -93,7 +93,7 @@ def test_two_dead_members_in_one_round_fail_once_each_by_their_own_id() -> None:
     assert all("unavailable" in reason.lower() for reason in seen.failed.values())
 
 
-def test_a_round_that_cannot_go_on_says_what_the_members_answered() -> None:
+def test_a_round_that_cannot_go_on_records_each_attempt_and_the_reasons() -> None:
     # Prepare: every member refuses, as a ClientApp that raised does (Flower's reason
     # format), and a round that needs two
     grid, _ = grid_with_nodes(3)
@@ -115,10 +115,16 @@ def test_a_round_that_cannot_go_on_says_what_the_members_answered() -> None:
         names={},
     )
     arrays = ArrayRecord({k: Array(v) for k, v in WEIGHTS.items()})
+    recorded: list[Participation] = []
     # Execute
     with pytest.raises(NotEnoughMembersError) as stopped:
-        _train(strategy, grid, 1, arrays, policy)
-    # Assert: the reasons of the last attempt, as a person reads them
+        _train(strategy, grid, 1, arrays, policy, recorded.append)
+    # Assert: each attempt recorded (members.csv gets a line per member and attempt), and
+    # the reasons of the last attempt, as a person reads them
+    assert [(seen.round, seen.attempts, len(seen.failed)) for seen in recorded] == [
+        (1, 1, 3),
+        (1, 2, 3),
+    ]
     message = str(stopped.value)
     assert "fewer than federation.min_train_members=2 members answered in 2 attempts" in message
     assert "; in the last attempt node " in message
