@@ -35,6 +35,7 @@ from fractofl.core.config.run_config import (
 from fractofl.core.config.taxonomy import validate_classes
 from fractofl.core.images.partition import PARTITIONS
 from fractofl.core.images.scale_policy import UNKNOWN_SCALE_POLICIES
+from fractofl.core.learning.loss import TRAINING_LOSSES
 from fractofl.core.learning.precision import MIXED_PRECISION
 from fractofl.core.learning.schedule import LR_SCHEDULES
 from fractofl.core.synth.style import SynthStyle
@@ -160,6 +161,8 @@ def _check_settings(cfg: RunConfig) -> None:
             f"train.lr_schedule={cfg.train.lr_schedule!r} (valid: {', '.join(LR_SCHEDULES)}) "
             f"with train.lr_final_fraction={cfg.train.lr_final_fraction} (above 0, at most 1)"
         )
+    if cfg.train.loss not in TRAINING_LOSSES:
+        raise ConfigError(f"train.loss={cfg.train.loss!r}; valid: {', '.join(TRAINING_LOSSES)}")
     if cfg.train.mixed_precision not in MIXED_PRECISION:
         raise ConfigError(
             f"train.mixed_precision={cfg.train.mixed_precision!r}; valid: "

@@ -24,6 +24,7 @@ from fractofl.client.node_config import CACHE_DIR_KEY, DATA_DIR_KEY, PARTITION_K
 from fractofl.core.config.run_config import RunConfig
 from fractofl.core.images.labelled import make_loader
 from fractofl.core.learning.device import resolve_device
+from fractofl.core.learning.loss import logit_offset
 from fractofl.core.learning.member_data import MemberData, cache_root_for, default_cache_root
 from fractofl.core.learning.metrics import precision_recall_f1
 from fractofl.core.learning.precision import precision_for
@@ -105,6 +106,7 @@ def train_locally(
     samples = data.train.for_training(cfg.train.tiles_per_image)
     loader = make_loader(samples, cfg.train.batch_size, True, augmentation_for(cfg), seed)
     device = resolve_device(cfg.train.device)
+    offset = logit_offset(cfg.train.loss, data.train.class_counts(len(cfg.data.classes)))
     return train(
         model,
         loader,
@@ -115,6 +117,7 @@ def train_locally(
         device=device,
         proximal_mu=proximal_mu,
         precision=precision_for(cfg.train.mixed_precision, device),
+        logit_offset=offset,
     )
 
 

@@ -18,6 +18,7 @@ from fractofl.core.config.run_config import RunConfig
 from fractofl.core.images.cached_images import CachedImages
 from fractofl.core.images.labelled import make_loader
 from fractofl.core.learning.device import resolve_device, seed_everything
+from fractofl.core.learning.loss import logit_offset
 from fractofl.core.learning.member_data import load_member_data
 from fractofl.core.learning.precision import precision_for
 from fractofl.core.learning.schedule import round_lr
@@ -43,6 +44,7 @@ def run_centralized(cfg: RunConfig, member_dirs: Sequence[Path]) -> Path:
     evaluator = CoordinatorEvaluator(cfg, model_for(cfg))
     device = resolve_device(cfg.train.device)
     precision = precision_for(cfg.train.mixed_precision, device)  # refused before a folder
+    offset = logit_offset(cfg.train.loss, data.class_counts(len(cfg.data.classes)))
     folder = RunFolder.create(cfg, uuid.uuid4().hex[:8], kind="centralized")
     log.info("centralized baseline on %d images from %d members", len(data), len(member_dirs))
     augmentation = augmentation_for(cfg)
@@ -68,6 +70,7 @@ def run_centralized(cfg: RunConfig, member_dirs: Sequence[Path]) -> Path:
                 cfg.train.weight_decay,
                 device,
                 precision=precision,
+                logit_offset=offset,
             ).loss
         last = evaluator.evaluate_state(model.state_dict())
         rows.append(

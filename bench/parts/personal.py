@@ -21,7 +21,38 @@ from run_metrics import best_accuracy
 
 CENTRAL = "centralized"
 FEDAVG = "fedavg"
+CENTRAL_COSINE = "centralized, cosine lr"
 COSINE = "fedavg, cosine lr"
+BALANCED = "fedavg, cosine lr, balanced softmax"
+COSINE_SCHEDULE = "train.lr_schedule=cosine"
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One row of the gap table: how it is run and which centralized row it is held to
+    (the one with the same learning-rate schedule; None for a centralized row)."""
+
+    label: str
+    name: str  # run-folder suffix
+    subcommand: str
+    overrides: tuple[str, ...]
+    reference: str | None
+
+
+GAP_RUNS = (
+    _Run(CENTRAL, "centralized", "centralized", (), None),
+    _Run(CENTRAL_COSINE, "centralized-cosine", "centralized", (COSINE_SCHEDULE,), None),
+    _Run(FEDAVG, "fedavg", "simulate", (), CENTRAL),
+    _Run(COSINE, "fedavg-cosine", "simulate", (COSINE_SCHEDULE,), CENTRAL_COSINE),
+    _Run(
+        BALANCED,
+        "fedavg-cosine-balanced",
+        "simulate",
+        (COSINE_SCHEDULE, "train.loss=balanced_softmax"),
+        CENTRAL_COSINE,
+    ),
+)
+GAINS_FROM = GAP_RUNS[-1]  # the gains table reads this recipe's first seed's final version
 GOALS = {0.5: 0.98, 0.1: 0.95}  # issue #18: federated / centralized accuracy, mean of seeds
 
 
@@ -70,40 +101,46 @@ def _registry(plan: Plan, name: str) -> str:
 
 def _gap_table(plan: Plan, out: PartOutcome) -> dict[float, str]:
     """Federated / centralized over seeds; returns each alpha's run whose final version
-    the gains table uses (the first seed's FedAvg)."""
+    the gains table uses (the first seed's run of :data:`GAINS_FROM`)."""
     sizes = plan.personal
-    first_fedavg: dict[float, str] = {}
+    gains_runs: dict[float, tuple[str, tuple[str, ...]]] = {}
     rows = []
     for alpha in sizes.alphas:
-        found: dict[str, list[_Scores]] = {CENTRAL: [], FEDAVG: [], COSINE: []}
-        ratios: dict[str, list[tuple[float, float]]] = {FEDAVG: [], COSINE: []}
+        found: dict[str, list[_Scores]] = {r.label: [] for r in GAP_RUNS}
+        ratios: dict[str, list[tuple[float, float]]] = {
+            r.label: [] for r in GAP_RUNS if r.reference is not None
+        }
         for seed in sizes.seeds:
-            central: _Scores | None = None
-            for label, subcommand, extra in (
-                (CENTRAL, "centralized", []),
-                (FEDAVG, "simulate", []),
-                (COSINE, "simulate", ["train.lr_schedule=cosine"]),
-            ):
-                name = (
-                    f"personal-a{alpha}-s{seed}-"
-                    + label.split(",")[0]
-                    + ("-cosine" if label == COSINE else "")
-                )
-                overrides = [*_data(plan, alpha), f"seed={seed}", *extra, _registry(plan, name)]
+            references: dict[str, _Scores] = {}
+            for gap_run in GAP_RUNS:
+                name = f"personal-a{alpha}-s{seed}-{gap_run.name}"
+                overrides = [
+                    *_data(plan, alpha),
+                    f"seed={seed}",
+                    *gap_run.overrides,
+                    _registry(plan, name),
+                ]
                 run = run_fractofl(
-                    subcommand, overrides, plan.runs_dir, name, plan.logs_dir, plan.timeout_s
+                    gap_run.subcommand,
+                    overrides,
+                    plan.runs_dir,
+                    name,
+                    plan.logs_dir,
+                    plan.timeout_s,
                 )
-                out.record(f"{label}, alpha {alpha}, seed {seed}", run.finished, run.ok)
+                out.record(f"{gap_run.label}, alpha {alpha}, seed {seed}", run.finished, run.ok)
                 scores = _scores(run)
                 if scores is None:
                     continue
-                found[label].append(scores)
-                if label == CENTRAL:
-                    central = scores
-                elif central is not None:
-                    ratios[label].append((scores.final / central.final, scores.best / central.best))
-                if label == FEDAVG and alpha not in first_fedavg:
-                    first_fedavg[alpha] = name
+                found[gap_run.label].append(scores)
+                if gap_run.reference is None:
+                    references[gap_run.label] = scores
+                elif (central := references.get(gap_run.reference)) is not None:
+                    ratios[gap_run.label].append(
+                        (scores.final / central.final, scores.best / central.best)
+                    )
+                if gap_run is GAINS_FROM and alpha not in gains_runs:
+                    gains_runs[alpha] = (name, gap_run.overrides)
         for label, scores in found.items():
             pairs = ratios.get(label, [])
             goal = GOALS.get(alpha)
@@ -143,13 +180,15 @@ def _gap_table(plan: Plan, out: PartOutcome) -> dict[float, str]:
             rows,
         )
     )
-    return first_fedavg
+    return gains_runs
 
 
-def _gains_table(plan: Plan, out: PartOutcome, runs: dict[float, str]) -> None:
+def _gains_table(
+    plan: Plan, out: PartOutcome, runs: dict[float, tuple[str, tuple[str, ...]]]
+) -> None:
     """Each member's local-only, global and personalized accuracy on its own split."""
     rows = []
-    for alpha, name in runs.items():
+    for alpha, (name, recipe) in runs.items():
         path = plan.work / "personal" / f"gains-{name}.json"
         path.unlink(missing_ok=True)
         seed = plan.personal.seeds[0]
@@ -162,6 +201,7 @@ def _gains_table(plan: Plan, out: PartOutcome, runs: dict[float, str]) -> None:
             str(path),
             *_data(plan, alpha),
             f"seed={seed}",
+            *recipe,
             _registry(plan, name),
         ]
         out.run_step(
@@ -198,7 +238,7 @@ def _gains_table(plan: Plan, out: PartOutcome, runs: dict[float, str]) -> None:
     out.tables.append(
         "Each member's gain from joining (`fractofl member gains`: its own validation split; "
         "local-only: the same model and budget on its images alone; personalized: the final "
-        "global model fine-tuned on them), first seed:\n\n"
+        f"global model fine-tuned on them), first seed of {GAINS_FROM.label}:\n\n"
         + markdown_grid(
             [
                 "Alpha",
@@ -274,8 +314,8 @@ def run_personal(plan: Plan, shared: dict[str, object]) -> PartOutcome:
     """The three tables; every run a real `fractofl` process."""
     out = PartOutcome()
     (plan.work / "personal").mkdir(parents=True, exist_ok=True)
-    first_fedavg = _gap_table(plan, out)
-    _gains_table(plan, out, first_fedavg)
+    gains_runs = _gap_table(plan, out)
+    _gains_table(plan, out, gains_runs)
     _shift_table(plan, out)
     out.notes += [
         "Seeds vary the training (initial weights, batch order); each alpha has one data "
@@ -283,8 +323,11 @@ def run_personal(plan: Plan, shared: dict[str, object]) -> PartOutcome:
         "federated over the centralized run of the same seed.",
         "Best round: the highest coordinator test accuracy over the rounds; the centralized "
         "run's 'rounds' are local_epochs epochs each, so the budgets match round by round.",
-        "The centralized run uses train.lr_schedule=constant; the cosine rows change only "
-        "the federated runs (from train.lr to train.lr x train.lr_final_fraction).",
+        "Each federated row is held to the centralized row with the same learning-rate "
+        "schedule, seed by seed: fedavg to centralized (constant), fedavg with cosine lr to "
+        "centralized with cosine lr (from train.lr to train.lr x train.lr_final_fraction); "
+        "balanced softmax (train.loss) is a remedy for the members' label skew, so its row "
+        "is held to the best centralized recipe, centralized with cosine lr.",
         "FedBN's coordinator test accuracy is of the coordinator's copy, whose BatchNorm "
         "layers never moved: not a model to serve; its members' accuracy is what counts.",
     ]

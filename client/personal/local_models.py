@@ -39,10 +39,13 @@ Train = Callable[[nn.Module, int, int, float], float]
 
 def member_trainer(data: MemberData, cfg: RunConfig) -> Train:
     """Training on the member's training split with the federation's recipe
-    (``train.*``), seeded per call as a member's round is."""
+    (``train.*``), seeded per call as a member's round is. The loss is always plain
+    cross-entropy: these models serve the member's own images, whose class frequencies
+    ``train.loss=balanced_softmax`` would train out of them."""
 
     def run(model: nn.Module, seed: int, epochs: int, lr: float) -> float:
-        recipe = replace(cfg, train=replace(cfg.train, local_epochs=epochs, lr=lr))
+        own = replace(cfg.train, local_epochs=epochs, lr=lr, loss="cross_entropy")
+        recipe = replace(cfg, train=own)
         return train_locally(model, data, recipe, seed).loss
 
     return run

@@ -83,6 +83,7 @@ class TrainConfig:
     lr_final_fraction: float = 0.1  # cosine: the last round's lr = lr x this
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    loss: str = "cross_entropy"  # see fractofl.core.learning.loss
     augment: str = "fracture"  # see fractofl.core.images.augmentation
     device: str = "auto"
     mixed_precision: str = "auto"  # see fractofl.core.learning.precision

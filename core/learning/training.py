@@ -47,12 +47,15 @@ def train(
     device: torch.device,
     proximal_mu: float = 0.0,
     precision: Precision = FULL_PRECISION,
+    logit_offset: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with SGD for ``epochs`` passes over ``loader``.
 
     With ``proximal_mu > 0`` the loss gets FedProx's term ``mu/2 * ||w - w_start||^2``,
     ``w_start`` being the weights the model had on entry (the global model). With a mixed
-    ``precision`` the forward pass runs under autocast; the weights stay float32.
+    ``precision`` the forward pass runs under autocast; the weights stay float32. A
+    ``logit_offset`` (one value per class, :func:`fractofl.core.learning.loss.logit_offset`)
+    is added to the logits inside the loss only; the reported accuracy uses the logits.
     """
     if epochs < 1:
         raise ValueError(f"train.local_epochs={epochs} must be at least 1")
@@ -62,6 +65,7 @@ def train(
         model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
     criterion = nn.CrossEntropyLoss()
+    offset = None if logit_offset is None else logit_offset.to(device)
     scaler = precision.scaler(device)
     loss_sum, correct, seen = 0.0, 0, 0
     for _ in range(epochs):
@@ -75,7 +79,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast(device):
                 logits = model(images)
-                loss = criterion(logits, labels)
+                loss = criterion(logits if offset is None else logits + offset, labels)
             objective = loss
             if anchor:
                 drift = sum(

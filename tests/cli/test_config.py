@@ -72,6 +72,7 @@ def test_overrides_and_group_choice() -> None:
             r"model.args.norm='layer' is not a normalisation; .*batch, group",
         ),
         ("train.personalize_epochs=0", r"train.personalize_epochs=0 must be at least 1"),
+        ("train.loss=focal", r"train.loss='focal'; valid: cross_entropy, balanced_softmax"),
     ],
 )
 def test_bad_config_fails_with_the_valid_choices(override: str, message: str) -> None:
