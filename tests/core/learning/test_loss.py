@@ -67,3 +67,34 @@ def test_balanced_softmax_trains_the_members_prior_out_of_the_model() -> None:
     # of the other; balanced softmax finds most of it (the classes overlap: not all)
     assert plain < 0.35
     assert balanced > 0.6
+
+
+def _weight_change(loss: str) -> float:
+    one_class = _points((200, 0), seed=3)  # a member whose images hold one class only
+    offset = logit_offset(loss, one_class.class_counts(2))
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 2)
+    start = [p.detach().clone() for p in model.parameters()]
+    train(
+        model,
+        make_loader(one_class, 50, True, None, seed=0),
+        5,
+        0.1,
+        0.9,
+        0.0,
+        CPU,
+        logit_offset=offset,
+    )
+    return max(
+        float((p.detach() - s).abs().max()) for p, s in zip(model.parameters(), start, strict=True)
+    )
+
+
+def test_a_member_with_one_class_hardly_moves_the_weights_under_balanced_softmax() -> None:
+    # Execute
+    plain = _weight_change("cross_entropy")
+    balanced = _weight_change("balanced_softmax")
+    # Assert: cross-entropy drives the model to answer the one class; balanced softmax
+    # finds nothing to learn about telling classes apart
+    assert plain > 0.5
+    assert balanced < plain / 50
