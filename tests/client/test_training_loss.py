@@ -19,11 +19,11 @@ from fractofl.core.model.factory import model_for
 from fractofl.core.synth.dataset import member_dir
 
 
-def _member(easy_dataset: Path, loss: str) -> tuple[RunConfig, MemberData]:
+def _member(easy_dataset: Path) -> tuple[RunConfig, MemberData]:
     cfg = RunConfig()
     cfg.data.root = str(easy_dataset)
     cfg.model.image_size = 32
-    cfg.train = replace(cfg.train, local_epochs=1, loss=loss)
+    cfg.train = replace(cfg.train, local_epochs=1)
     return cfg, load_member_data(member_dir(easy_dataset, 0), cfg, easy_dataset / "cache")
 
 
@@ -41,8 +41,9 @@ def test_the_federations_loss_is_used_by_a_member_but_not_by_its_own_models(
     easy_dataset: Path,
 ) -> None:
     # Prepare: member 0's images (it holds its classes in unequal numbers)
-    plain_cfg, data = _member(easy_dataset, "cross_entropy")
-    balanced_cfg, _ = _member(easy_dataset, "balanced_softmax")
+    plain_cfg, data = _member(easy_dataset)
+    assert plain_cfg.train.loss == "cross_entropy"  # the default
+    balanced_cfg = replace(plain_cfg, train=replace(plain_cfg.train, loss="balanced_softmax"))
     counts = data.train.class_counts(len(plain_cfg.data.classes))
     assert len(set(counts)) > 1
     lr = balanced_cfg.train.lr
