@@ -34,7 +34,7 @@ from deployment import (
     Processes,
     RecordingProxy,
     fractofl,
-    free_port,
+    free_ports,
     member_public_key,
     prepare_pki,
     run_folder_overrides,
@@ -158,7 +158,9 @@ def deployment(setting: Setting, out: PartOutcome, name: str) -> Measured:
     the byte-counting proxy."""
     label, tls, extra, join_options, up_settings = DEPLOYMENTS[name]
     work, timeout_s = setting.work, setting.plan.timeout_s
-    port = free_port()
+    # Every port of the run picked together, so none can be picked twice: a member's port
+    # chosen after `up` started could be the SuperLink's, not yet bound.
+    port, front_port, *member_ports = free_ports(2 + setting.members)
     deployment_args = [
         f"deployment.pki_dir={work / 'pki'}",
         f"deployment.state_dir={work / f'coordinator-{name}'}",
@@ -166,7 +168,7 @@ def deployment(setting: Setting, out: PartOutcome, name: str) -> Measured:
         f"deployment.superlink_port={port}",
         # `up` runs the front too (the front part measures it); members here reach the
         # SuperLink directly, and the front only needs a port of its own
-        f"deployment.front_port={free_port()}",
+        f"deployment.front_port={front_port}",
     ]
     insecure = [] if tls else ["--insecure"]
     running = Processes()
@@ -191,7 +193,7 @@ def deployment(setting: Setting, out: PartOutcome, name: str) -> Measured:
                     "member", "join", *(insecure or ["--no-insecure"]),
                     "--superlink", f"127.0.0.1:{address}",
                     "--data", str(member_dir(setting.data, member)),
-                    "--port", str(free_port()),
+                    "--port", str(member_ports[member]),
                     f"deployment.member_dir={folder}",
                     *join_options,
                 ]  # fmt: skip

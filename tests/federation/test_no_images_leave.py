@@ -16,7 +16,7 @@ import pytest
 
 from tests.federation.conftest import SMALL_RUN, member_images
 from tests.federation.image_traces import find_image_traces, image_representations
-from tests.federation.processes import Processes, fractofl, free_port, free_ports
+from tests.federation.processes import Processes, fractofl, free_ports
 from tests.federation.recording_proxy import RecordingProxy
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,9 @@ pytestmark = pytest.mark.slow
 
 def test_nothing_a_member_sends_contains_its_images(member_data: Path, tmp_path: Path) -> None:
     # Prepare: a plain-text coordinator; member 0 reaches its front only through the proxy
-    port, superlink_port = free_ports(2)
+    # Every port picked together: a member's port picked after `up` started could be the
+    # SuperLink's, not bound yet (it happened: that member's SuperNode could not start).
+    port, superlink_port, *member_ports = free_ports(4)
     deployment = [
         f"deployment.state_dir={tmp_path / 'coordinator'}",
         f"deployment.front_port={port}",
@@ -48,7 +50,7 @@ def test_nothing_a_member_sends_contains_its_images(member_data: Path, tmp_path:
                         "--data",
                         str(member_images(member_data, member)),
                         "--port",
-                        str(free_port()),
+                        str(member_ports[member]),
                         f"deployment.member_dir={tmp_path / f'member{member}'}",
                     ),
                     tmp_path / f"member{member}.log",
