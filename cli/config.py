@@ -163,6 +163,11 @@ def _check_settings(cfg: RunConfig) -> None:
         )
     if cfg.train.loss not in TRAINING_LOSSES:
         raise ConfigError(f"train.loss={cfg.train.loss!r}; valid: {', '.join(TRAINING_LOSSES)}")
+    if not 0 < cfg.train.balanced_softmax_floor <= 1:
+        raise ConfigError(
+            f"train.balanced_softmax_floor={cfg.train.balanced_softmax_floor} must be above 0 "
+            "and at most 1 (a class frequency; 0.01 measured best, README)"
+        )
     if cfg.train.mixed_precision not in MIXED_PRECISION:
         raise ConfigError(
             f"train.mixed_precision={cfg.train.mixed_precision!r}; valid: "

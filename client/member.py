@@ -106,7 +106,11 @@ def train_locally(
     samples = data.train.for_training(cfg.train.tiles_per_image)
     loader = make_loader(samples, cfg.train.batch_size, True, augmentation_for(cfg), seed)
     device = resolve_device(cfg.train.device)
-    offset = logit_offset(cfg.train.loss, data.train.class_counts(len(cfg.data.classes)))
+    offset = logit_offset(
+        cfg.train.loss,
+        data.train.class_counts(len(cfg.data.classes)),
+        cfg.train.balanced_softmax_floor,
+    )
     return train(
         model,
         loader,

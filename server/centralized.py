@@ -44,7 +44,9 @@ def run_centralized(cfg: RunConfig, member_dirs: Sequence[Path]) -> Path:
     evaluator = CoordinatorEvaluator(cfg, model_for(cfg))
     device = resolve_device(cfg.train.device)
     precision = precision_for(cfg.train.mixed_precision, device)  # refused before a folder
-    offset = logit_offset(cfg.train.loss, data.class_counts(len(cfg.data.classes)))
+    offset = logit_offset(
+        cfg.train.loss, data.class_counts(len(cfg.data.classes)), cfg.train.balanced_softmax_floor
+    )
     folder = RunFolder.create(cfg, uuid.uuid4().hex[:8], kind="centralized")
     log.info("centralized baseline on %d images from %d members", len(data), len(member_dirs))
     augmentation = augmentation_for(cfg)

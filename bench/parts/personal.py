@@ -24,6 +24,8 @@ FEDAVG = "fedavg"
 CENTRAL_COSINE = "centralized, cosine lr"
 COSINE = "fedavg, cosine lr"
 BALANCED = "fedavg, cosine lr, balanced softmax"
+TINY_FLOOR = "0.0001"  # the floor balanced softmax had before train.balanced_softmax_floor
+BALANCED_TINY_FLOOR = f"{BALANCED}, floor {float(TINY_FLOOR):g}"
 COSINE_SCHEDULE = "train.lr_schedule=cosine"
 
 
@@ -44,6 +46,17 @@ GAP_RUNS = (
     _Run(CENTRAL_COSINE, "centralized-cosine", "centralized", (COSINE_SCHEDULE,), None),
     _Run(FEDAVG, "fedavg", "simulate", (), CENTRAL),
     _Run(COSINE, "fedavg-cosine", "simulate", (COSINE_SCHEDULE,), CENTRAL_COSINE),
+    _Run(
+        BALANCED_TINY_FLOOR,
+        "fedavg-cosine-balanced-tinyfloor",
+        "simulate",
+        (
+            COSINE_SCHEDULE,
+            "train.loss=balanced_softmax",
+            f"train.balanced_softmax_floor={TINY_FLOOR}",
+        ),
+        CENTRAL_COSINE,
+    ),
     _Run(
         BALANCED,
         "fedavg-cosine-balanced",
@@ -326,8 +339,10 @@ def run_personal(plan: Plan, shared: dict[str, object]) -> PartOutcome:
         "Each federated row is held to the centralized row with the same learning-rate "
         "schedule, seed by seed: fedavg to centralized (constant), fedavg with cosine lr to "
         "centralized with cosine lr (from train.lr to train.lr x train.lr_final_fraction); "
-        "balanced softmax (train.loss) is a remedy for the members' label skew, so its row "
-        "is held to the best centralized recipe, centralized with cosine lr.",
+        "balanced softmax (train.loss) is a remedy for the members' label skew, so its rows "
+        "are held to the best centralized recipe, centralized with cosine lr. Its last row "
+        "has train.balanced_softmax_floor's default (0.01); the row before it the floor of "
+        f"{float(TINY_FLOOR):g} that balanced softmax had before that setting existed.",
         "FedBN's coordinator test accuracy is of the coordinator's copy, whose BatchNorm "
         "layers never moved: not a model to serve; its members' accuracy is what counts.",
     ]

@@ -84,6 +84,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     loss: str = "cross_entropy"  # see fractofl.core.learning.loss
+    balanced_softmax_floor: float = 0.01  # the smallest class frequency balanced softmax assumes
     augment: str = "fracture"  # see fractofl.core.images.augmentation
     device: str = "auto"
     mixed_precision: str = "auto"  # see fractofl.core.learning.precision

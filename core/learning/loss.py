@@ -18,22 +18,28 @@ import torch
 
 TRAINING_LOSSES = ("cross_entropy", "balanced_softmax")
 
-# A class with no training image gets this frequency rather than zero (log 0 = -inf):
-# its logit is offset far enough down that its gradient is negligible, and the sums stay
-# finite under float16 autocast.
-ABSENT_CLASS_FREQUENCY = 1e-4
 
-
-def logit_offset(loss: str, class_counts: Sequence[int]) -> torch.Tensor | None:
+def logit_offset(loss: str, class_counts: Sequence[int], floor: float) -> torch.Tensor | None:
     """What ``train.loss`` adds to the logits during training: None for
     ``cross_entropy``; for ``balanced_softmax`` the log class frequencies of the split
-    whose per-class example counts are ``class_counts``."""
+    whose per-class example counts are ``class_counts``, each at least ``floor``
+    (``train.balanced_softmax_floor``).
+
+    The floor sets how much a member learns about the classes it lacks: a class rarer
+    than ``floor`` (or absent: log 0 would be -inf) is offset by ``log(floor)``. The
+    member's images still push that class's logit down, at first with about ``floor``
+    times the strength of plain cross-entropy, fading as their own class takes the lead.
+    A tiny floor (1e-4) leaves a member that holds one class almost nothing to learn; a
+    floor of 1 is plain cross-entropy.
+    """
     if loss == "cross_entropy":
         return None
     if loss != "balanced_softmax":
         raise ValueError(f"train.loss={loss!r}; valid: {', '.join(TRAINING_LOSSES)}")
+    if not 0 < floor <= 1:
+        raise ValueError(f"train.balanced_softmax_floor={floor} must be above 0 and at most 1")
     counts = torch.tensor(class_counts, dtype=torch.float32)
     total = float(counts.sum())
     if total <= 0:
         raise ValueError("balanced_softmax needs the training split's class counts; all are 0")
-    return torch.log(torch.clamp(counts / total, min=ABSENT_CLASS_FREQUENCY))
+    return torch.log(torch.clamp(counts / total, min=floor))

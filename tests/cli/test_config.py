@@ -73,6 +73,7 @@ def test_overrides_and_group_choice() -> None:
         ),
         ("train.personalize_epochs=0", r"train.personalize_epochs=0 must be at least 1"),
         ("train.loss=focal", r"train.loss='focal'; valid: cross_entropy, balanced_softmax"),
+        ("train.balanced_softmax_floor=0", r"train.balanced_softmax_floor=0.0 must be above 0"),
     ],
 )
 def test_bad_config_fails_with_the_valid_choices(override: str, message: str) -> None:
