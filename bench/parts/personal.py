@@ -24,8 +24,8 @@ FEDAVG = "fedavg"
 CENTRAL_COSINE = "centralized, cosine lr"
 COSINE = "fedavg, cosine lr"
 BALANCED = "fedavg, cosine lr, balanced softmax"
-TINY_FLOOR = "0.0001"  # the floor balanced softmax had before train.balanced_softmax_floor
-BALANCED_TINY_FLOOR = f"{BALANCED}, floor {float(TINY_FLOOR):g}"
+TINY_FLOOR = 1e-4  # the floor balanced softmax had before train.balanced_softmax_floor
+BALANCED_TINY_FLOOR = f"{BALANCED}, floor {TINY_FLOOR:g}"
 COSINE_SCHEDULE = "train.lr_schedule=cosine"
 
 
@@ -342,7 +342,7 @@ def run_personal(plan: Plan, shared: dict[str, object]) -> PartOutcome:
         "balanced softmax (train.loss) is a remedy for the members' label skew, so its rows "
         "are held to the best centralized recipe, centralized with cosine lr. Its last row "
         "has train.balanced_softmax_floor's default (0.01); the row before it the floor of "
-        f"{float(TINY_FLOOR):g} that balanced softmax had before that setting existed.",
+        f"{TINY_FLOOR:g} that balanced softmax had before that setting existed.",
         "FedBN's coordinator test accuracy is of the coordinator's copy, whose BatchNorm "
         "layers never moved: not a model to serve; its members' accuracy is what counts.",
     ]
