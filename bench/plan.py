@@ -16,6 +16,7 @@ ALL_STRATEGIES: tuple[str, ...] = (
     "fedadam",
     "fedyogi",
     "fedadagrad",
+    "fedavgm",
     "fedmedian",
     "fedtrimmedavg",
     "krum",
@@ -27,6 +28,7 @@ TUNING_SWEEPS: tuple[tuple[str, str, tuple[float, ...]], ...] = (
     ("fedprox", "proximal_mu", (0.01, 0.001)),
     ("fedadam", "eta", (0.01, 0.03)),
     ("fedadagrad", "eta", (0.05, 0.01)),
+    ("fedavgm", "server_momentum", (0.9, 0.5)),
 )
 QUICK_DATA = ("data.synth.per_class=40", "data.synth.test_per_class=10")
 STRATEGY_MEMBERS = 5

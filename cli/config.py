@@ -97,7 +97,7 @@ def _check_training(cfg: RunConfig) -> None:
     Flower, so only the commands that train ask for it)."""
     from fractofl.core.images.augmentation import AugmentationError, parse_augmentation
     from fractofl.core.model.architectures import build_model, get_spec, model_arguments
-    from fractofl.strategies.registry import strategy_arguments
+    from fractofl.strategies.registry import check_strategy_values, strategy_arguments
 
     try:
         get_spec(cfg.model.name)
@@ -108,6 +108,10 @@ def _check_training(cfg: RunConfig) -> None:
         raise ConfigError(str(exc)) from None
     _check_table("strategy.args", cfg.strategy.args, strategy_arguments(cfg.strategy.name))
     _check_table("model.args", cfg.model.args, model_arguments(cfg.model.name))
+    try:
+        check_strategy_values(cfg.strategy.name, dict(cfg.strategy.args))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_settings(cfg: RunConfig) -> None:

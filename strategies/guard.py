@@ -21,7 +21,7 @@ from typing import cast
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import FedAvg, FedAvgM, FedProx, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 
 from fractofl.core.wire.compression import CompressionError, CompressionSpec, decode_update
@@ -59,13 +59,21 @@ ScreenListener = Callable[[int, list[UpdateVerdict]], None]
 
 # Strategies whose aggregate is exactly the weighted mean of the member weights.
 PLAIN_MEANS = (FedAvg, FedProx)
+# Strategies that take an optimiser step on the server from that mean.
+ServerOptimiser = FedOpt | FedAvgM
+
+
+def steps_from_the_mean(strategy: Strategy) -> bool:
+    """Whether ``strategy`` is a server optimiser (FedAdam, FedYogi, FedAdagrad, FedAvgM):
+    a step from the weighted mean of the updates."""
+    return isinstance(strategy, (FedOpt, FedAvgM))
 
 
 def aggregates_a_mean(strategy: Strategy) -> bool:
     """Whether ``strategy`` only needs the weighted mean of the updates (FedAvg, FedProx,
-    and the server optimisers FedAdam, FedYogi, FedAdagrad, which step from that mean),
-    so the guard can fold updates in one at a time (streaming aggregation)."""
-    return type(strategy) in PLAIN_MEANS or isinstance(strategy, FedOpt)
+    and the server optimisers, which step from that mean), so the guard can fold updates in
+    one at a time (streaming aggregation)."""
+    return type(strategy) in PLAIN_MEANS or steps_from_the_mean(strategy)
 
 
 @dataclass
@@ -295,17 +303,17 @@ class UpdateGuard(WrappingStrategy):
         merged = mean.result()
         contents = [candidate.msg.content for candidate in accepted]
         metrics = inner.train_metrics_aggr_fn(contents, self._train_weight_key())
-        if not isinstance(inner, FedOpt):
+        if not steps_from_the_mean(inner):
             return ArrayRecord({key: array_of(value) for key, value in merged.items()}), metrics
-        stepped = self._optimiser_step(inner, server_round, merged)
+        stepped = self._optimiser_step(cast(ServerOptimiser, inner), server_round, merged)
         # Running statistics (BatchNorm's mean and variance) stay the members' weighted
-        # mean: an Adam or Adagrad step on a running variance is meaningless, can make it
-        # negative, and breaks evaluation.
+        # mean: an Adam, Adagrad or momentum step on a running variance is meaningless, can
+        # make it negative, and breaks evaluation.
         statistics = {key: merged[key] for key in self.statistics_keys & set(merged)}
         return self._finish(stepped, statistics), metrics
 
     def _optimiser_step(
-        self, inner: FedOpt, server_round: int, mean: dict[str, np.ndarray]
+        self, inner: ServerOptimiser, server_round: int, mean: dict[str, np.ndarray]
     ) -> ArrayRecord:
         """The server optimiser's new global arrays from the members' mean: Flower's own
         ``aggregate_train`` given that mean as the only reply (Flower's mean of one reply

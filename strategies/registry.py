@@ -1,7 +1,8 @@
 """Strategy registry: aggregation strategies selected by name (``strategy=<name>``).
 
 Every strategy is one of Flower's, configured in its own module (FedAdam and FedYogi share
-one builder, :mod:`fractofl.strategies.fedopt`), and wrapped in the
+one builder, :mod:`fractofl.strategies.fedopt`; FedAvgM steps from the global model, see
+:mod:`fractofl.strategies.fedavgm`), and wrapped in the
 :class:`~fractofl.strategies.guard.UpdateGuard` that decodes and screens member updates.
 """
 
@@ -18,6 +19,7 @@ from fractofl.strategies.bulyan import build_bulyan
 from fractofl.strategies.common import CommonStrategyArgs
 from fractofl.strategies.fedadagrad import build_fedadagrad
 from fractofl.strategies.fedavg import build_fedavg
+from fractofl.strategies.fedavgm import build_fedavgm
 from fractofl.strategies.fedmedian import build_fedmedian
 from fractofl.strategies.fedopt import build_fedadam, build_fedyogi
 from fractofl.strategies.fedprox import build_fedprox
@@ -26,7 +28,13 @@ from fractofl.strategies.guard import ScreenListener, UpdateGuard
 from fractofl.strategies.krum import build_krum
 from fractofl.strategies.multikrum import build_multikrum
 
-__all__ = ["STRATEGY_REGISTRY", "CommonStrategyArgs", "build_strategy", "strategy_arguments"]
+__all__ = [
+    "STRATEGY_REGISTRY",
+    "CommonStrategyArgs",
+    "build_strategy",
+    "check_strategy_values",
+    "strategy_arguments",
+]
 
 
 class UnknownStrategyError(KeyError):
@@ -40,6 +48,7 @@ StrategyFactory = Callable[..., Strategy]
 
 STRATEGY_REGISTRY: dict[str, StrategyFactory] = {
     "fedavg": build_fedavg,
+    "fedavgm": build_fedavgm,
     "fedprox": build_fedprox,
     "fedadam": build_fedadam,
     "fedyogi": build_fedyogi,
@@ -56,6 +65,17 @@ def strategy_arguments(name: str) -> list[str]:
     """Names of the strategy-specific arguments (``strategy.args.*``)."""
     params = inspect.signature(_factory(name)).parameters
     return [p for p in params if p != "common"]
+
+
+def check_strategy_values(name: str, args: dict[str, Any]) -> None:
+    """Build the named strategy once with ``args`` so that a value it refuses (a
+    ``ValueError`` naming ``strategy.args.<key>``) stops the run before anything starts."""
+    from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+    placeholder = CommonStrategyArgs(
+        1.0, 1.0, 1, 1, 1, aggregate_metricrecords, aggregate_metricrecords
+    )
+    _factory(name)(placeholder, **args)
 
 
 def build_strategy(

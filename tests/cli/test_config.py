@@ -81,6 +81,15 @@ def test_bad_config_fails_with_the_valid_choices(override: str, message: str) ->
         load_run_config([override])
 
 
+def test_a_strategy_value_it_refuses_stops_the_run_before_it_starts() -> None:
+    with pytest.raises(ConfigError, match=r"strategy.args.server_momentum=1.0: must be below 1"):
+        load_run_config(["strategy=fedavgm", "strategy.args.server_momentum=1.0"])
+    assert load_run_config(["strategy=fedavgm"]).strategy.args == {
+        "server_learning_rate": 1.0,
+        "server_momentum": 0.5,
+    }
+
+
 def test_cross_site_evaluation_is_refused_where_members_models_must_stay_hidden() -> None:
     for privacy in ("privacy.dp=true", "privacy.secure_aggregation=true"):
         with pytest.raises(ConfigError, match=r"federation.cross_site sends each member's"):

@@ -38,7 +38,11 @@ def test_round_state_round_trips_and_random_streams_continue(tmp_path: Path) -> 
         arrays={"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.array(9, np.int64)},
         rows=rows,
         random_state=RandomState.capture(),
-        strategy={"v_t": {"w": np.full((2, 3), 0.5, np.float32)}},
+        strategy={
+            "v_t": {"w": np.full((2, 3), 0.5, np.float32)},
+            # FedAvgM's momentum, by name, in the model's (not alphabetical) order
+            "momentum": {name: np.full(2, i, np.float32) for i, name in enumerate("zam")},
+        },
         elapsed_s=12.5,
     )
     expected_draws = _draws()
@@ -57,6 +61,8 @@ def test_round_state_round_trips_and_random_streams_continue(tmp_path: Path) -> 
     assert back.arrays["n"].shape == () and int(back.arrays["n"]) == 9
     np.testing.assert_array_equal(back.arrays["w"], state.arrays["w"])
     np.testing.assert_array_equal(back.strategy["v_t"]["w"], state.strategy["v_t"]["w"])
+    assert list(back.strategy["momentum"]) == ["z", "a", "m"]
+    assert [float(v[0]) for v in back.strategy["momentum"].values()] == [0.0, 1.0, 2.0]
     assert back.rows[0].test_accuracy == 0.25 and math.isnan(back.rows[0].mean_train_loss)
 
 

@@ -44,8 +44,11 @@ def _round(
     return {k: a.numpy() for k, a in result.items()}
 
 
-@pytest.mark.parametrize("name", ["fedadam", "fedyogi", "fedadagrad"])
-def test_restored_moments_continue_the_run_exactly(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "kept"),
+    [("fedadam", "v_t"), ("fedyogi", "v_t"), ("fedadagrad", "v_t"), ("fedavgm", "momentum")],
+)
+def test_restored_moments_continue_the_run_exactly(name: str, kept: str) -> None:
     # Prepare: an uninterrupted strategy, and one stopped after round 1.
     steady = _strategy(name)
     after_one = _round(steady, 1, global_model())
@@ -58,7 +61,7 @@ def test_restored_moments_continue_the_run_exactly(name: str) -> None:
     restore_strategy_state(resumed, state)
     continued = _round(resumed, 2, after_one)
     # Assert: bit-for-bit the same round 2; without the state it would differ.
-    assert "v_t" in state
+    assert kept in state
     for key in uninterrupted:
         np.testing.assert_array_equal(continued[key], uninterrupted[key])
     forgetful = _round(_strategy(name), 2, after_one)
@@ -71,3 +74,10 @@ def test_stateless_strategies_have_nothing_to_restore() -> None:
     assert strategy_state(fedavg) == {}
     with pytest.raises(ValueError, match="was the run's strategy changed"):
         restore_strategy_state(fedavg, {"m_t": {"w": np.zeros(2)}})
+
+
+def test_momentum_is_refused_by_an_adaptive_optimiser_and_moments_by_fedavgm() -> None:
+    with pytest.raises(ValueError, match=r"unknown strategy state \['momentum'\].*changed"):
+        restore_strategy_state(_strategy("fedadam"), {"momentum": {"w": np.zeros(2)}})
+    with pytest.raises(ValueError, match=r"unknown strategy state \['m_t'\].*changed"):
+        restore_strategy_state(_strategy("fedavgm"), {"m_t": {"w": np.zeros(2)}})

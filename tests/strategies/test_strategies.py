@@ -10,6 +10,7 @@ from flwr.serverapp.strategy import (
     FedAdagrad,
     FedAdam,
     FedAvg,
+    FedAvgM,
     FedMedian,
     FedProx,
     FedTrimmedAvg,
@@ -36,6 +37,7 @@ EXAMPLES = [10, 20, 30, 40, 50]
 # Flower's class and the arguments our config gives it by default.
 FLOWER_EQUIVALENT: dict[str, tuple[type[Strategy], dict[str, float]]] = {
     "fedavg": (FedAvg, {}),
+    "fedavgm": (FedAvgM, {"server_learning_rate": 1.0, "server_momentum": 0.5}),
     "fedprox": (FedProx, {"proximal_mu": 0.001}),
     "fedadam": (FedAdam, {"eta": 0.01, "eta_l": 0.05, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}),
     "fedyogi": (FedYogi, {"eta": 0.01, "eta_l": 0.05, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}),
@@ -154,15 +156,24 @@ def test_fedavg_and_fedmedian_give_the_known_answers() -> None:
     np.testing.assert_allclose(med["conv.weight"], np.median(stacked, axis=0), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["fedadam", "fedyogi", "fedadagrad"])
-def test_server_optimisers_average_running_statistics(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("fedadam", {}),
+        ("fedyogi", {}),
+        ("fedadagrad", {}),
+        # FedAvgM's first step at a server rate of 1 is the mean itself.
+        ("fedavgm", {"server_learning_rate": 2.0}),
+    ],
+)
+def test_server_optimisers_average_running_statistics(name: str, args: dict[str, float]) -> None:
     # Prepare
     spec = CompressionSpec("none")
     deltas = member_deltas()
     payloads = [encode_update(d, spec) for d in deltas]
-    plain = build_strategy(name, common_args(), {}, spec, 100)
+    plain = build_strategy(name, common_args(), args, spec, 100)
     keyed = build_strategy(
-        name, common_args(), {}, spec, 100, statistics_keys=frozenset({"bn.running_var"})
+        name, common_args(), args, spec, 100, statistics_keys=frozenset({"bn.running_var"})
     )
     # Execute
     optimised, _ = run_round(plain, payloads)
