@@ -11,6 +11,7 @@ the checkpoint's global model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -75,8 +76,9 @@ def build_fedavgm(
         ("server_learning_rate", server_learning_rate),
         ("server_momentum", server_momentum),
     ):
-        if not np.isfinite(value) or value < 0:
-            raise ValueError(f"strategy.args.{name}={value}: must be a finite number >= 0")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value < 0:
+            raise ValueError(f"strategy.args.{name}={value!r}: must be a finite number >= 0")
     if server_momentum >= 1:
         raise ValueError(
             f"strategy.args.server_momentum={server_momentum}: must be below 1 (the momentum "

@@ -88,7 +88,7 @@ PARTS: tuple[Part, ...] = (
     ),
     Part(
         "tuning",
-        "Tuning: FedProx's mu and the server optimisers' learning rate on our data",
+        "Tuning: FedProx's mu, server learning rates and FedAvgM's momentum on our data",
         "tuning:run_tuning",
     ),
     Part(

@@ -88,6 +88,8 @@ def test_two_rounds_take_the_momentum_step_from_the_global_model_sent() -> None:
         ({"server_momentum": 1.0}, "server_momentum=1.0: must be below 1"),
         ({"server_momentum": -0.1}, "server_momentum=-0.1: must be a finite number >= 0"),
         ({"server_learning_rate": float("nan")}, "server_learning_rate=nan: must be a finite"),
+        ({"server_learning_rate": float("inf")}, "server_learning_rate=inf: must be a finite"),
+        ({"server_momentum": "high"}, "server_momentum='high': must be a finite number"),
     ],
 )
 def test_arguments_out_of_range_are_refused_with_the_setting(
