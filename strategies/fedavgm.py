@@ -63,7 +63,8 @@ class FedAvgMFromGlobal(FedAvgM):
     def restore_momentum(self, momentum: dict[str, np.ndarray]) -> None:
         """Put back what :meth:`momentum_by_name` took; it is matched to the model's arrays
         by name when the next round starts."""
-        self._restored = {key: np.array(value, copy=True) for key, value in momentum.items()}
+        restored = {key: np.array(value, copy=True) for key, value in momentum.items()}
+        self._restored = restored or None
         self.momentum_vector = None
 
 

@@ -66,7 +66,8 @@ def restore_strategy_state(strategy: Strategy, state: StrategyState) -> None:
             f"{', '.join(known)}): was the run's strategy changed?"
         )
     if isinstance(inner, FedAvgMFromGlobal):
-        inner.restore_momentum(state.get(MOMENTUM, {}))
+        if MOMENTUM in state:  # absent with server_momentum=0, which keeps none
+            inner.restore_momentum(state[MOMENTUM])
         return
     for name in MOMENTS:
         setattr(inner, name, dict(state[name]) if name in state else None)

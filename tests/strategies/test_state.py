@@ -81,3 +81,16 @@ def test_momentum_is_refused_by_an_adaptive_optimiser_and_moments_by_fedavgm() -
         restore_strategy_state(_strategy("fedadam"), {"momentum": {"w": np.zeros(2)}})
     with pytest.raises(ValueError, match=r"unknown strategy state \['m_t'\].*changed"):
         restore_strategy_state(_strategy("fedavgm"), {"m_t": {"w": np.zeros(2)}})
+
+
+def test_fedavgm_without_momentum_keeps_no_state_and_resumes() -> None:
+    args = {"server_learning_rate": 0.5, "server_momentum": 0.0}
+    stopped = build_strategy("fedavgm", common_args(), args, SPEC, 5.0)
+    after_one = _round(stopped, 1, global_model())
+    assert strategy_state(stopped) == {}
+    resumed = build_strategy("fedavgm", common_args(), args, SPEC, 5.0)
+    restore_strategy_state(resumed, {})
+    steady = _round(stopped, 2, after_one)
+    np.testing.assert_array_equal(
+        _round(resumed, 2, after_one)["conv.weight"], steady["conv.weight"]
+    )
