@@ -66,7 +66,7 @@ ServerOptimiser = FedOpt | FedAvgM
 def steps_from_the_mean(strategy: Strategy) -> bool:
     """Whether ``strategy`` is a server optimiser (FedAdam, FedYogi, FedAdagrad, FedAvgM):
     a step from the weighted mean of the updates."""
-    return isinstance(strategy, (FedOpt, FedAvgM))
+    return isinstance(strategy, ServerOptimiser)
 
 
 def aggregates_a_mean(strategy: Strategy) -> bool:

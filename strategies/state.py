@@ -26,6 +26,15 @@ def _inner(strategy: Strategy) -> Strategy:
     return strategy.inner if isinstance(strategy, UpdateGuard) else strategy
 
 
+def _kept(inner: Strategy) -> tuple[str, ...]:
+    """The names of the state ``inner`` carries between rounds."""
+    if isinstance(inner, FedAvgMFromGlobal):
+        return (MOMENTUM,)
+    if isinstance(inner, FedOpt):
+        return MOMENTS
+    return ()
+
+
 def strategy_state(strategy: Strategy) -> StrategyState:
     """Copies of the arrays the strategy carries into the next round (may be empty)."""
     inner = _inner(strategy)
@@ -45,13 +54,7 @@ def strategy_state(strategy: Strategy) -> StrategyState:
 def restore_strategy_state(strategy: Strategy, state: StrategyState) -> None:
     """Put back what :func:`strategy_state` took; refuses state the strategy cannot hold."""
     inner = _inner(strategy)
-    known = (
-        (MOMENTUM,)
-        if isinstance(inner, FedAvgMFromGlobal)
-        else MOMENTS
-        if isinstance(inner, FedOpt)
-        else ()
-    )
+    known = _kept(inner)
     if not known:
         if state:
             raise ValueError(

@@ -15,12 +15,12 @@ from fractofl.strategies.guard import UpdateGuard
 from fractofl.strategies.registry import build_strategy
 from tests.strategies.flower_grid import grid_with_nodes
 from tests.strategies.test_strategies import (
-    EXAMPLES,
     MEMBERS,
     common_args,
     global_model,
     member_deltas,
-    replies,
+    run_round,
+    weighted_mean_delta,
 )
 
 SPEC = CompressionSpec("none")
@@ -40,18 +40,7 @@ def _guarded() -> UpdateGuard:
 
 
 def _round(strategy: UpdateGuard, server_round: int, start: Arrays, deltas: list[Arrays]) -> Arrays:
-    grid, _ = grid_with_nodes(MEMBERS)
-    record = ArrayRecord({k: Array(v) for k, v in start.items()})
-    instructions = list(strategy.configure_train(server_round, record, ConfigRecord(), grid))
-    payloads = [encode_update(d, SPEC) for d in deltas]
-    result, _ = strategy.aggregate_train(server_round, replies(instructions, payloads))
-    assert result is not None
-    return {k: a.numpy() for k, a in result.items()}
-
-
-def _mean_delta(deltas: list[Arrays], key: str) -> np.ndarray:
-    weights = np.array(EXAMPLES, dtype=np.float64) / sum(EXAMPLES)
-    return np.tensordot(weights, np.stack([d[key] for d in deltas]), 1)
+    return run_round(strategy, [encode_update(d, SPEC) for d in deltas], server_round, start)[0]
 
 
 def test_two_rounds_take_the_momentum_step_from_the_global_model_sent() -> None:
@@ -68,14 +57,14 @@ def test_two_rounds_take_the_momentum_step_from_the_global_model_sent() -> None:
     # Assert: weights move by rate * momentum, where the momentum is the mean update of
     # round 1 decayed by MOMENTUM plus round 2's; statistics are the plain mean.
     for key in ("conv.weight", "conv.bias"):
-        mean_one, mean_two = _mean_delta(first, key), _mean_delta(second, key)
+        mean_one, mean_two = weighted_mean_delta(first, key), weighted_mean_delta(second, key)
         np.testing.assert_allclose(after_one[key], start[key] + RATE * mean_one, rtol=1e-5)
         np.testing.assert_allclose(
             after_two[key], moved[key] + RATE * (MOMENTUM * mean_one + mean_two), rtol=1e-5
         )
     np.testing.assert_allclose(
         after_two["bn.running_var"],
-        moved["bn.running_var"] + _mean_delta(second, "bn.running_var"),
+        moved["bn.running_var"] + weighted_mean_delta(second, "bn.running_var"),
         rtol=1e-5,
     )
     assert after_two["bn.num_batches_tracked"].dtype == np.int64

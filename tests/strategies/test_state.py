@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import Strategy
 
 from fractofl.core.wire.compression import CompressionSpec, encode_update
 from fractofl.strategies.registry import build_strategy
 from fractofl.strategies.state import restore_strategy_state, strategy_state
-from tests.strategies.flower_grid import grid_with_nodes
 from tests.strategies.test_strategies import (
     FLOWER_EQUIVALENT,
-    MEMBERS,
     common_args,
     global_model,
     member_deltas,
-    replies,
+    run_round,
 )
 
 SPEC = CompressionSpec("none")
@@ -31,17 +28,12 @@ def _strategy(name: str) -> Strategy:
 def _round(
     strategy: Strategy, server_round: int, arrays: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    grid, _ = grid_with_nodes(MEMBERS)
-    start = ArrayRecord({k: Array(v) for k, v in arrays.items()})
-    instructions = list(strategy.configure_train(server_round, start, ConfigRecord(), grid))
     scale = 1.0 + server_round  # a different update every round
     payloads = [
         encode_update({k: v * scale if v.dtype.kind == "f" else v for k, v in d.items()}, SPEC)
         for d in member_deltas()
     ]
-    result, _ = strategy.aggregate_train(server_round, replies(instructions, payloads))
-    assert result is not None
-    return {k: a.numpy() for k, a in result.items()}
+    return run_round(strategy, payloads, server_round, arrays)[0]
 
 
 @pytest.mark.parametrize(

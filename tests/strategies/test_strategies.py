@@ -103,15 +103,26 @@ def replies(instructions: list[Message], payloads: list[dict[str, np.ndarray]]) 
 
 
 def run_round(
-    strategy: Strategy, payloads: list[dict[str, np.ndarray]]
+    strategy: Strategy,
+    payloads: list[dict[str, np.ndarray]],
+    server_round: int = 1,
+    start: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[Message]]:
+    """One round on a fresh grid from ``start`` (the global model by default)."""
     grid, _ = grid_with_nodes(MEMBERS)
-    start = ArrayRecord({k: Array(v) for k, v in global_model().items()})
-    instructions = list(strategy.configure_train(1, start, ConfigRecord(), grid))
+    arrays = global_model() if start is None else start
+    record = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    instructions = list(strategy.configure_train(server_round, record, ConfigRecord(), grid))
     messages = replies(instructions, payloads)
-    arrays, _ = strategy.aggregate_train(1, messages)
-    assert arrays is not None
-    return {k: a.numpy() for k, a in arrays.items()}, instructions
+    result, _ = strategy.aggregate_train(server_round, messages)
+    assert result is not None
+    return {k: a.numpy() for k, a in result.items()}, instructions
+
+
+def weighted_mean_delta(deltas: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
+    """The example-weighted mean of the members' ``key`` deltas (EXAMPLES are the weights)."""
+    weights = np.array(EXAMPLES, dtype=np.float64) / sum(EXAMPLES)
+    return np.tensordot(weights, np.stack([d[key] for d in deltas]), 1)
 
 
 def test_every_registered_strategy_has_a_flower_equivalent_and_a_config() -> None:
@@ -179,8 +190,7 @@ def test_server_optimisers_average_running_statistics(name: str, args: dict[str,
     optimised, _ = run_round(plain, payloads)
     averaged, _ = run_round(keyed, [encode_update(d, spec) for d in deltas])
     # Assert: the running variance is the weighted mean; the weights still get the step.
-    weights = np.array(EXAMPLES, dtype=np.float64) / sum(EXAMPLES)
-    mean_var = 1.0 + np.tensordot(weights, np.stack([d["bn.running_var"] for d in deltas]), 1)
+    mean_var = 1.0 + weighted_mean_delta(deltas, "bn.running_var")
     np.testing.assert_allclose(averaged["bn.running_var"], mean_var, atol=1e-6)
     assert not np.allclose(optimised["bn.running_var"], mean_var, atol=1e-4)
     np.testing.assert_allclose(averaged["conv.weight"], optimised["conv.weight"], atol=1e-7)
