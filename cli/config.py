@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from fractofl.cli.ray_cluster import RayClusterError, check_ray_address
 from fractofl.client.attacks import ATTACKS
 from fractofl.client.faults import FAULTS, fault_rounds
+from fractofl.client.supernode_main import PollSettingError, check_poll_s
 from fractofl.core.config.run_config import (
     DATA_SOURCES,
     ENGINES,
@@ -143,6 +144,10 @@ def _check_settings(cfg: RunConfig) -> None:
             f"updates.retain_freed_mb={cfg.updates.retain_freed_mb} must be between 0 "
             f"(malloc's defaults) and {MAX_RETAIN_MB} (glibc's limit)"
         )
+    try:
+        check_poll_s(cfg.deployment.member_poll_s)
+    except PollSettingError as exc:
+        raise ConfigError(str(exc)) from None
     if cfg.updates.spill_min_free_mb < 0:
         raise ConfigError(f"updates.spill_min_free_mb={cfg.updates.spill_min_free_mb} must be >= 0")
     try:

@@ -149,9 +149,8 @@ def _join(args: argparse.Namespace) -> int:
     from fractofl.core.processes.flower_executables import flower_env, run_in_foreground
     from fractofl.core.trust.pki import CA_CERT_FILE, MEMBER_KEY_FILE
 
-    member_dir = Path(
-        to_run_config(compose_config(args.overrides), training=False).deployment.member_dir
-    )
+    deployment = to_run_config(compose_config(args.overrides), training=False).deployment
+    member_dir = Path(deployment.member_dir)
     given = join_settings(args, member_dir)
     insecure = bool(given["insecure"])
     settings = JoinSettings(
@@ -164,6 +163,7 @@ def _join(args: argparse.Namespace) -> int:
         policy=_checked_policy(member_dir),
         approved_code=member_dir / APPROVED_CODE_FILE,
         cache_dir=member_dir / MEMBER_CACHE_DIR,
+        poll_s=deployment.member_poll_s,
     )
     command = supernode_command(settings, insecure)
     saved = save_member_profile(member_dir, {**given, "data": str(settings.data_dir.resolve())})

@@ -29,9 +29,11 @@ from fractofl.client.node_config import (
     DATA_DIR_KEY,
     POLICY_KEY,
 )
+from fractofl.client.supernode_main import POLL_FLAG, check_poll_s
 from fractofl.client.warm_launcher import LAUNCHER_NAME, WARM_SOCKET, write_launcher
 from fractofl.core.processes.flower_executables import flower_tool
 
+SUPERNODE_MAIN = "fractofl.client.supernode_main"
 GATE_BIN = "bin"  # deployment.member_dir/bin: the flwr-clientapp launcher
 MEMBER_CACHE_DIR = "cache"  # deployment.member_dir/cache: images prepared once (owner-only)
 WARM_DIR = "warm"  # deployment.member_dir/warm: the warm member's socket (owner-only)
@@ -63,6 +65,9 @@ class JoinSettings:
     :mod:`fractofl.client.code_gate`), which need not exist yet."""
     cache_dir: Path | None = None
     """Where the member's images are prepared once (``deployment.member_dir/cache``)."""
+    poll_s: float | None = None
+    """How often the idle SuperNode asks for work (``deployment.member_poll_s``,
+    :mod:`fractofl.client.supernode_main`); None keeps Flower's own 3 s."""
 
     def check(self) -> None:
         """Refuse to start with a missing file or a malformed address, naming it."""
@@ -124,15 +129,21 @@ def node_config(settings: JoinSettings) -> str:
 
 
 def supernode_command(settings: JoinSettings, insecure: bool) -> list[str]:
-    """``flower-supernode`` for ``settings``; with ``insecure``, plain text and no key."""
+    """``flower-supernode`` for ``settings`` (through :mod:`fractofl.client.supernode_main`
+    when ``settings.poll_s`` is set); with ``insecure``, plain text and no key."""
     settings.check()
     if not insecure and (settings.private_key is None or settings.ca_cert is None):
         raise MemberSetupError(
             "a TLS federation needs --ca (the consortium's ca.crt) and --key (this member's "
             "private key, from `fractofl member keys`); --insecure only for a test federation"
         )
+    if settings.poll_s is None:
+        supernode = [flower_tool("flower-supernode")]
+    else:
+        poll_s = check_poll_s(settings.poll_s)
+        supernode = [sys.executable, "-m", SUPERNODE_MAIN, POLL_FLAG, f"{poll_s!r}", "--"]
     command = [
-        flower_tool("flower-supernode"),
+        *supernode,
         "--superlink",
         settings.superlink,
         "--port",

@@ -67,17 +67,25 @@ DEPLOYMENTS = {
         (),
         ("deployment.superlink_store=memory",),
     ),
+    "memory_flower_poll": (
+        "(4) as (3), members asking every 3 s (Flower's own idle wait)",
+        False,
+        (),
+        ("deployment.member_poll_s=3",),
+        ("deployment.superlink_store=memory",),
+    ),
 }
 """Name: (label, TLS and authentication, extra run overrides, extra `member join` options,
 extra deployment settings of `coordinator up`)."""
-FEDERATION_ROWS = ("cold", "plain", "tls", "secagg")  # this part's; part members runs "memory"
+FEDERATION_ROWS = ("cold", "plain", "tls", "secagg")  # this part's; part members runs the rest
 NOTE = (
     "s / round excludes start-up (metrics.csv, last round minus round 0). In a deployment "
     "every train and evaluate message starts a ClientApp process (Flower's subprocess "
     "isolation): in (2) a fresh Python that imports Flower and torch; from (3) on a thin "
     "launcher that has the member's warm process (Flower, torch and fractofl imported once) "
     "fork a ready child. The ServerApp runs in its own process and pulls replies every "
-    "0.2 s; Flower's SuperNode asks for instructions every 3 s when idle, in every row. "
+    "0.2 s; the members' SuperNodes ask for instructions every 0.5 s when idle "
+    "(`deployment.member_poll_s`; Flower's own wait is 3 s), in every row. "
     "Bytes are the first member's, both directions, through a TCP proxy, including "
     "heartbeats. With every member on one machine their ClientApps compete for its cores, "
     "so the deployment rows are an upper bound for members on machines of their own. "

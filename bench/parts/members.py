@@ -258,6 +258,7 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
         simulation(setting, out),
         deployment(setting, out, "plain"),
         deployment(setting, out, "memory"),
+        deployment(setting, out, "memory_flower_poll"),
     ]
     measured[1].label = "(2) deployment, plain text, warm members"
     out.tables.append(
@@ -267,7 +268,9 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
         f"{sizes.round_rounds} rounds; {SIMULATION} against the Deployment Engine with warm "
         "members (plain text), all on this machine; (3) keeps Flower's state and messages "
         "in its in-memory store instead of the SuperLink's SQLite file "
-        "(`deployment.superlink_store=memory`, plain-text federations only). Round 1 "
+        "(`deployment.superlink_store=memory`, plain-text federations only). Members' "
+        "SuperNodes ask for instructions every 0.5 s when idle (`deployment.member_poll_s`), "
+        "except in (4), which keeps Flower's own 3 s. Round 1 "
         "includes each member's first preparation of its images in every row:\n\n" + table(measured)
     )
     out.data["rounds"] = {m.label: m.seconds_per_round for m in measured}

@@ -300,6 +300,8 @@ class DeploymentConfig:
     superlink_store: str = "file"
     state_dir: str = "coordinator"
     member_dir: str = "member"
+    # How often a member's idle SuperNode asks for work (Flower's own wait is 3 s).
+    member_poll_s: float = 0.5
     connect_timeout_s: float = 120.0
 
 

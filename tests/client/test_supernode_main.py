@@ -1,0 +1,116 @@
+"""The SuperNode entry point that caps Flower's 3 s idle wait (``deployment.member_poll_s``)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from fractofl.cli.config import ConfigError, load_run_config
+from fractofl.client.supernode import SUPERNODE_MAIN, JoinSettings, supernode_command
+from fractofl.client.supernode_main import (
+    CappedSleep,
+    PollSettingError,
+    cap_supernode_waits,
+    check_poll_s,
+    split_arguments,
+)
+
+
+def test_flowers_loop_still_waits_3_s_through_its_time_module() -> None:
+    # Arrange: the wait this entry point exists to shorten, in the installed Flower
+    import flwr.supernode.start_client_internal as loop
+
+    # Assert: if Flower moves or renames it, this fails instead of the cap silently not
+    # applying
+    assert "time.sleep(3)" in inspect.getsource(loop.start_client_internal)
+    assert loop.time is time
+
+
+def test_the_cap_reaches_flowers_loop_and_only_shortens_its_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Arrange: Flower's real module, restored after the test; record what is really slept
+    import flwr.supernode.start_client_internal as loop
+
+    monkeypatch.setattr(loop, "time", loop.time)
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    # Execute
+    cap_supernode_waits(loop, 0.5)
+    loop.time.sleep(3)  # the idle wait
+    loop.time.sleep(0.5)  # waiting for its ClientApp's reply
+    loop.time.sleep(0.1)
+    # Assert: capped, never lengthened; the rest of the time module is the real one
+    assert slept == [0.5, 0.5, 0.1]
+    assert isinstance(loop.time, CappedSleep)
+    assert loop.time.monotonic is time.monotonic
+
+
+def test_a_flower_that_waits_another_way_is_refused() -> None:
+    # Arrange: a loop module without the time module (another Flower version)
+    other = ModuleType("flwr.supernode.start_client_internal")
+    # Execute / Assert
+    with pytest.raises(RuntimeError, match="written for flwr 1.42.0"):
+        cap_supernode_waits(other, 0.5)
+
+
+@pytest.mark.parametrize("value", [0, -1, math.nan, math.inf, 3.5])
+def test_a_wait_out_of_range_is_refused_naming_the_setting(value: float) -> None:
+    # Execute / Assert
+    with pytest.raises(PollSettingError, match=r"deployment\.member_poll_s=.* above 0 and at most 3"):
+        check_poll_s(value)
+
+
+def test_the_config_refuses_it_before_anything_starts() -> None:
+    # Execute / Assert
+    with pytest.raises(ConfigError, match=r"deployment\.member_poll_s=0\.0"):
+        load_run_config(["deployment.member_poll_s=0"], training=False)
+    assert load_run_config([], training=False).deployment.member_poll_s == 0.5
+
+
+def test_flowers_arguments_pass_through_unchanged() -> None:
+    # Execute
+    poll_s, flower = split_arguments(
+        ["--poll-s", "0.25", "--", "--superlink", "c:9092", "--node-config", 'a="b c"']
+    )
+    # Assert
+    assert poll_s == 0.25
+    assert flower == ["--superlink", "c:9092", "--node-config", 'a="b c"']
+
+
+def test_member_join_runs_the_supernode_through_it(tmp_path: Path) -> None:
+    # Arrange
+    settings = JoinSettings("coordinator:9092", tmp_path, None, None, 9094, poll_s=0.5)
+    # Execute
+    command = supernode_command(settings, insecure=True)
+    # Assert
+    assert command[:6] == [sys.executable, "-m", SUPERNODE_MAIN, "--poll-s", "0.5", "--"]
+    assert command[6:8] == ["--superlink", "coordinator:9092"] and command[-1] == "--insecure"
+
+
+def test_without_a_setting_it_is_flowers_own_supernode(tmp_path: Path) -> None:
+    # Execute
+    command = supernode_command(JoinSettings("c:9092", tmp_path, None, None, 9094), True)
+    # Assert
+    assert Path(command[0]).name == "flower-supernode"
+
+
+def test_the_entry_point_hands_its_arguments_to_flowers_supernode() -> None:
+    # Execute: a real process; Flower's own parser answers --help
+    done = subprocess.run(
+        [sys.executable, "-m", SUPERNODE_MAIN, "--poll-s", "0.5", "--", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # Assert
+    assert done.returncode == 0, done.stderr
+    assert "--superlink" in done.stdout and "--node-config" in done.stdout
