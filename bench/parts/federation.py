@@ -58,6 +58,13 @@ SIMULATION = "(1) simulation"
 DEPLOYMENTS = {
     "cold": ("(2) deployment, plain text, cold ClientApps (--cold)", False, (), ("--cold",), ()),
     "plain": ("(3) as (2) with the warm member", False, (), (), ()),
+    "plain_flower_poll": (
+        "(3') as (3), members asking every 3 s (Flower's own idle wait)",
+        False,
+        (),
+        ("deployment.member_poll_s=3",),
+        (),
+    ),
     "tls": ("(4) as (3), TLS + authentication", True, (), (), ()),
     "secagg": ("(5) as (4) + SecAgg+", True, ("privacy.secure_aggregation=true",), (), ()),
     "memory": (
@@ -77,7 +84,13 @@ DEPLOYMENTS = {
 }
 """Name: (label, TLS and authentication, extra run overrides, extra `member join` options,
 extra deployment settings of `coordinator up`)."""
-FEDERATION_ROWS = ("cold", "plain", "tls", "secagg")  # this part's; part members runs the rest
+FEDERATION_ROWS = (
+    "cold",
+    "plain",
+    "plain_flower_poll",
+    "tls",
+    "secagg",
+)  # this part's; part members runs the rest
 NOTE = (
     "s / round excludes start-up (metrics.csv, last round minus round 0). In a deployment "
     "every train and evaluate message starts a ClientApp process (Flower's subprocess "
@@ -85,7 +98,7 @@ NOTE = (
     "launcher that has the member's warm process (Flower, torch and fractofl imported once) "
     "fork a ready child. The ServerApp runs in its own process and pulls replies every "
     "0.2 s; the members' SuperNodes ask for instructions every 0.5 s when idle "
-    "(`deployment.member_poll_s`; Flower's own wait is 3 s), in every row. "
+    "(`deployment.member_poll_s`; Flower's own wait is 3 s), in every row but (3'). "
     "Bytes are the first member's, both directions, through a TCP proxy, including "
     "heartbeats. With every member on one machine their ClientApps compete for its cores, "
     "so the deployment rows are an upper bound for members on machines of their own. "
