@@ -64,10 +64,12 @@ def per_round(times: Sequence[float]) -> float | None:
     return (times[-1] - times[0]) / (len(times) - 1) if len(times) >= 2 else None
 
 
-def seconds_per_round(run_dir: Path) -> float | None:
+def seconds_per_round(run_dir: Path, start_round: int = 0) -> float | None:
     """A run folder's seconds per round, start-up left out: ``elapsed_s`` of the last round
-    minus that of round 0 in ``metrics.csv``, over the rounds (None without two rows)."""
-    return per_round([row["elapsed_s"] for row in read_metrics(run_dir / "metrics.csv")])
+    minus that of round ``start_round`` (0: every round) in ``metrics.csv``, over the rounds
+    between (None without two such rows)."""
+    rows = read_metrics(run_dir / "metrics.csv")
+    return per_round([row["elapsed_s"] for row in rows if row["round"] >= start_round])
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:

@@ -275,7 +275,7 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
             round_members=3,
             round_per_class=50,
             round_size=(1024, 768),
-            round_rounds=2,
+            round_rounds=3,
         ),
         personal=PersonalSizes(
             members=STRATEGY_MEMBERS,

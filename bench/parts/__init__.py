@@ -81,6 +81,11 @@ PARTS: tuple[Part, ...] = (
         "members:run_members",
     ),
     Part(
+        "member_rounds",
+        "Member-sized rounds: simulation against the Deployment Engine",
+        "members:run_member_rounds",
+    ),
+    Part(
         "personal",
         "Does joining pay off: federated against centralized over seeds, each member's gain, "
         "instrument shift",

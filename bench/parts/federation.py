@@ -25,6 +25,7 @@ reach every member.
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -44,6 +45,7 @@ from outcome import PartOutcome, StepFailed
 from plan import Plan
 from report import markdown_grid
 
+from fractofl.client.supernode import MEMBER_CACHE_DIR
 from fractofl.core.model.checkpoint import load_checkpoint
 from fractofl.core.synth.dataset import member_dir
 
@@ -119,6 +121,8 @@ class Measured:
     bytes_per_member_round: float | None
     status: str
     run_dir: Path | None = None
+    steady_seconds_per_round: float = math.nan
+    """Rounds 2 to N only: round 1 also pays for first imports and image preparation."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,9 @@ def _measured(label: str, run_dir: Path, traffic: float | None) -> Measured:
     per_round = seconds_per_round(run_dir)
     if per_round is None:
         return Measured(label, math.nan, traffic, f"FAILED: no rounds in {run_dir}/metrics.csv")
-    return Measured(label, per_round, traffic, "ok", run_dir)
+    steady = seconds_per_round(run_dir, start_round=1)
+    steady_s = math.nan if steady is None else steady
+    return Measured(label, per_round, traffic, "ok", run_dir, steady_s)
 
 
 def model_difference(first: Path | None, second: Path | None) -> float | None:
@@ -208,6 +214,8 @@ def deployment(setting: Setting, out: PartOutcome, name: str) -> Measured:
                         timeout_s,
                         cwd=work,
                     )
+                # every row prepares its images as the simulation does: no cache from the last
+                shutil.rmtree(folder / MEMBER_CACHE_DIR, ignore_errors=True)
                 address = proxy.port if member == 0 else port
                 # --no-insecure: the plain phase saved --insecure in the member's join.yaml
                 join = [
@@ -238,17 +246,21 @@ def table(measured: list[Measured]) -> str:
     rows = []
     for m in measured:
         difference = model_difference(base.run_dir, m.run_dir) if m is not base else None
+        steady = m.steady_seconds_per_round
         rows.append(
             [
                 m.label,
                 f"{m.seconds_per_round:.2f}",
                 f"{m.seconds_per_round / base.seconds_per_round:.2f}x",
+                f"{steady:.2f}",
+                f"{steady / base.steady_seconds_per_round:.2f}x",
                 "" if m.bytes_per_member_round is None else f"{m.bytes_per_member_round / 1e6:.2f}",
                 "" if difference is None else f"{difference:.3g}",
                 m.status,
             ]
         )
-    headers = ["Configuration", "s / round", "vs simulation", "MB / member / round"]
+    headers = ["Configuration", "s / round", "vs simulation", "s / round, rounds 2-N"]
+    headers += ["vs simulation, rounds 2-N", "MB / member / round"]
     return markdown_grid([*headers, "Final weights vs (1), max abs diff", "Status"], rows)
 
 

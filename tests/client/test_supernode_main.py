@@ -57,14 +57,15 @@ def test_a_flower_that_waits_another_way_is_refused() -> None:
     # Arrange: a loop module without the time module (another Flower version)
     other = ModuleType("flwr.supernode.start_client_internal")
     # Execute / Assert
-    with pytest.raises(RuntimeError, match="written for flwr 1.42.0"):
+    with pytest.raises(RuntimeError, match=r"written for flwr 1\.42\.0"):
         cap_supernode_waits(other, 0.5)
 
 
 @pytest.mark.parametrize("value", [0, -1, math.nan, math.inf, 3.5])
 def test_a_wait_out_of_range_is_refused_naming_the_setting(value: float) -> None:
     # Execute / Assert
-    with pytest.raises(PollSettingError, match=r"deployment\.member_poll_s=.* above 0 and at most 3"):
+    expected = r"deployment\.member_poll_s=.* above 0 and at most 3"
+    with pytest.raises(PollSettingError, match=expected):
         check_poll_s(value)
 
 
