@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from fractofl.cli.ray_cluster import RayClusterError, check_ray_address
 from fractofl.client.attacks import ATTACKS
 from fractofl.client.faults import FAULTS, fault_rounds
-from fractofl.client.supernode_main import PollSettingError, check_poll_s
+from fractofl.client.supernode_main import PollSettingError, check_poll_s, check_task_poll_s
 from fractofl.core.config.run_config import (
     DATA_SOURCES,
     ENGINES,
@@ -146,6 +146,7 @@ def _check_settings(cfg: RunConfig) -> None:
         )
     try:
         check_poll_s(cfg.deployment.member_poll_s)
+        check_task_poll_s(cfg.deployment.member_task_poll_s)
     except PollSettingError as exc:
         raise ConfigError(str(exc)) from None
     if cfg.updates.spill_min_free_mb < 0:

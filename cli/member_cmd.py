@@ -164,6 +164,7 @@ def _join(args: argparse.Namespace) -> int:
         approved_code=member_dir / APPROVED_CODE_FILE,
         cache_dir=member_dir / MEMBER_CACHE_DIR,
         poll_s=deployment.member_poll_s,
+        task_poll_s=deployment.member_task_poll_s,
     )
     command = supernode_command(settings, insecure)
     saved = save_member_profile(member_dir, {**given, "data": str(settings.data_dir.resolve())})

@@ -29,7 +29,12 @@ from fractofl.client.node_config import (
     DATA_DIR_KEY,
     POLICY_KEY,
 )
-from fractofl.client.supernode_main import POLL_FLAG, check_poll_s
+from fractofl.client.supernode_main import (
+    POLL_FLAG,
+    TASK_POLL_FLAG,
+    check_poll_s,
+    check_task_poll_s,
+)
 from fractofl.client.warm_launcher import LAUNCHER_NAME, WARM_SOCKET, write_launcher
 from fractofl.core.processes.flower_executables import flower_tool
 
@@ -67,7 +72,10 @@ class JoinSettings:
     """Where the member's images are prepared once (``deployment.member_dir/cache``)."""
     poll_s: float | None = None
     """How often the idle SuperNode asks for work (``deployment.member_poll_s``,
-    :mod:`fractofl.client.supernode_main`); None keeps Flower's own 3 s."""
+    :mod:`fractofl.client.supernode_main`); None runs Flower's SuperNode as it is."""
+    task_poll_s: float = 0.1
+    """How often its SuperExec asks it for a ClientApp to start
+    (``deployment.member_task_poll_s``); used with ``poll_s``."""
 
     def check(self) -> None:
         """Refuse to start with a missing file or a malformed address, naming it."""
@@ -141,7 +149,9 @@ def supernode_command(settings: JoinSettings, insecure: bool) -> list[str]:
         supernode = [flower_tool("flower-supernode")]
     else:
         poll_s = check_poll_s(settings.poll_s)
-        supernode = [sys.executable, "-m", SUPERNODE_MAIN, POLL_FLAG, f"{poll_s!r}", "--"]
+        task_poll_s = check_task_poll_s(settings.task_poll_s)
+        supernode = [sys.executable, "-m", SUPERNODE_MAIN, POLL_FLAG, f"{poll_s!r}"]
+        supernode += [TASK_POLL_FLAG, f"{task_poll_s!r}", "--"]
     command = [
         *supernode,
         "--superlink",

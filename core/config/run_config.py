@@ -302,6 +302,8 @@ class DeploymentConfig:
     member_dir: str = "member"
     # How often a member's idle SuperNode asks for work (Flower's own wait is 3 s).
     member_poll_s: float = 0.5
+    # How often its SuperExec asks the SuperNode for a ClientApp to start (Flower's: 1 s).
+    member_task_poll_s: float = 0.1
     connect_timeout_s: float = 120.0
 
 
