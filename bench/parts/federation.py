@@ -57,14 +57,16 @@ WORK = [
     "federation.min_evaluate_members=2",
 ]
 SIMULATION = "(1) simulation"
+# `member join` settings that keep the waits of Flower's own SuperNode and SuperExec
+FLOWER_WAITS = ("deployment.member_poll_s=3", "deployment.member_task_poll_s=1")
 DEPLOYMENTS = {
     "cold": ("(2) deployment, plain text, cold ClientApps (--cold)", False, (), ("--cold",), ()),
     "plain": ("(3) as (2) with the warm member", False, (), (), ()),
     "plain_flower_poll": (
-        "(3') as (3), members asking every 3 s (Flower's own idle wait)",
+        "(3') as (3), with Flower's own waits (SuperNode 3 s, SuperExec 1 s)",
         False,
         (),
-        ("deployment.member_poll_s=3",),
+        FLOWER_WAITS,
         (),
     ),
     "tls": ("(4) as (3), TLS + authentication", True, (), (), ()),
@@ -77,10 +79,10 @@ DEPLOYMENTS = {
         ("deployment.superlink_store=memory",),
     ),
     "memory_flower_poll": (
-        "(4) as (3), members asking every 3 s (Flower's own idle wait)",
+        "(4) as (3), with Flower's own waits (SuperNode 3 s, SuperExec 1 s)",
         False,
         (),
-        ("deployment.member_poll_s=3",),
+        FLOWER_WAITS,
         ("deployment.superlink_store=memory",),
     ),
 }
@@ -100,7 +102,9 @@ NOTE = (
     "launcher that has the member's warm process (Flower, torch and fractofl imported once) "
     "fork a ready child. The ServerApp runs in its own process and pulls replies every "
     "0.2 s; the members' SuperNodes ask for instructions every 0.5 s when idle "
-    "(`deployment.member_poll_s`; Flower's own wait is 3 s), in every row but (3'). "
+    "(`deployment.member_poll_s`; Flower's own wait is 3 s) and their SuperExecs ask for a "
+    "ClientApp to start every 0.1 s (`deployment.member_task_poll_s`; Flower's: 1 s), in "
+    "every row but (3'). "
     "Bytes are the first member's, both directions, through a TCP proxy, including "
     "heartbeats. With every member on one machine their ClientApps compete for its cores, "
     "so the deployment rows are an upper bound for members on machines of their own. "

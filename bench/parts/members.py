@@ -269,8 +269,10 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
         "members (plain text), all on this machine; (3) keeps Flower's state and messages "
         "in its in-memory store instead of the SuperLink's SQLite file "
         "(`deployment.superlink_store=memory`, plain-text federations only). Members' "
-        "SuperNodes ask for instructions every 0.5 s when idle (`deployment.member_poll_s`), "
-        "except in (4), which keeps Flower's own 3 s. Round 1 "
+        "SuperNodes ask for instructions every 0.5 s when idle (`deployment.member_poll_s`) "
+        "and their SuperExecs ask for a ClientApp every 0.1 s "
+        "(`deployment.member_task_poll_s`), except in (4), which keeps Flower's 3 s and 1 s. "
+        "Round 1 "
         "includes each member's first preparation of its images in every row (each row "
         "starts with an empty cache); rounds 2-N leave it out:\n\n" + table(measured)
     )
