@@ -45,7 +45,8 @@ class PollSettingError(ValueError):
 def check_poll_s(poll_s: float) -> float:
     """``poll_s`` if it is above 0 and at most Flower's own 3 s, else an error naming the
     setting."""
-    if not isinstance(poll_s, int | float) or math.isnan(poll_s) or not 0 < poll_s <= FLOWER_IDLE_WAIT_S:
+    number = isinstance(poll_s, int | float) and not math.isnan(poll_s)
+    if not number or not 0 < poll_s <= FLOWER_IDLE_WAIT_S:
         raise PollSettingError(
             f"deployment.member_poll_s={poll_s!r} must be above 0 and at most "
             f"{FLOWER_IDLE_WAIT_S:g} (Flower's own wait between asks); 0.5 is the default"
