@@ -96,7 +96,9 @@ FEDERATION_ROWS = (
     "secagg",
 )  # this part's; part members runs the rest
 NOTE = (
-    "s / round excludes start-up (metrics.csv, last round minus round 0). In a deployment "
+    "s / round excludes start-up (metrics.csv, last round minus round 0); rounds 2-N also "
+    "leave out round 1 (last round minus round 1), which pays for first imports and for "
+    "preparing the images. In a deployment "
     "every train and evaluate message starts a ClientApp process (Flower's subprocess "
     "isolation): in (2) a fresh Python that imports Flower and torch; from (3) on a thin "
     "launcher that has the member's warm process (Flower, torch and fractofl imported once) "
