@@ -14,10 +14,20 @@ cut short because it was asked about more often.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 RETRY_FIRST_S = 0.1
 RETRY_CAP_S = 1.0
+
+
+def retried_sooner(pull: Callable[..., Any]) -> functools.partial[Any]:
+    """``pull`` (Flower's ``pull_objects``, or a step that passes its backoff arguments on)
+    retrying a missing array from ``RETRY_FIRST_S`` up to ``RETRY_CAP_S``, within Flower's
+    overall limit and with no limit on the number of retries."""
+    return functools.partial(
+        pull, initial_backoff=RETRY_FIRST_S, backoff_cap=RETRY_CAP_S, max_tries_per_object=None
+    )
 
 
 def pull_sooner() -> bool:
@@ -28,7 +38,5 @@ def pull_sooner() -> bool:
     pull: Any = getattr(runtime, "pull_and_inflate_object_from_tree", None)
     if not callable(pull) or isinstance(pull, functools.partial):
         return False
-    runtime.pull_and_inflate_object_from_tree = functools.partial(  # type: ignore[assignment]
-        pull, initial_backoff=RETRY_FIRST_S, backoff_cap=RETRY_CAP_S, max_tries_per_object=None
-    )
+    runtime.pull_and_inflate_object_from_tree = retried_sooner(pull)  # type: ignore[assignment]
     return True

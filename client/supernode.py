@@ -30,6 +30,7 @@ from fractofl.client.node_config import (
     POLICY_KEY,
 )
 from fractofl.client.supernode_main import (
+    FLOWER_TASK_POLL_S,
     POLL_FLAG,
     TASK_POLL_FLAG,
     check_poll_s,
@@ -73,9 +74,9 @@ class JoinSettings:
     poll_s: float | None = None
     """How often the idle SuperNode asks for work (``deployment.member_poll_s``,
     :mod:`fractofl.client.supernode_main`); None runs Flower's SuperNode as it is."""
-    task_poll_s: float = 0.1
+    task_poll_s: float = FLOWER_TASK_POLL_S
     """How often its SuperExec asks it for a ClientApp to start
-    (``deployment.member_task_poll_s``); used with ``poll_s``."""
+    (``deployment.member_task_poll_s``; Flower's own by default); used with ``poll_s``."""
 
     def check(self) -> None:
         """Refuse to start with a missing file or a malformed address, naming it."""

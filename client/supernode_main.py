@@ -28,9 +28,10 @@ import time
 from collections.abc import Sequence
 from types import ModuleType
 
-from fractofl.client.message_pull import RETRY_CAP_S, RETRY_FIRST_S
+from fractofl.client.message_pull import retried_sooner
 
 FLOWER_IDLE_WAIT_S = 3.0  # Flower 1.42's wait between asks when it got no instruction
+FLOWER_TASK_POLL_S = 1.0  # Flower 1.42's SuperExec default between asks for a ClientApp
 POLL_FLAG = "--poll-s"
 TASK_POLL_FLAG = "--task-poll-s"
 TASK_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"  # Flower's; it accepts 0.01 to 60 s
@@ -102,9 +103,7 @@ def pull_arrays_sooner(loop: ModuleType) -> None:
         )
     if isinstance(pull, functools.partial):
         return
-    loop.pull_objects = functools.partial(  # type: ignore[attr-defined]
-        pull, initial_backoff=RETRY_FIRST_S, backoff_cap=RETRY_CAP_S, max_tries_per_object=None
-    )
+    loop.pull_objects = retried_sooner(pull)  # type: ignore[attr-defined]
 
 
 def split_arguments(argv: Sequence[str]) -> tuple[float, float, list[str]]:
@@ -132,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"fractofl: this SuperNode asks the coordinator for work every {poll_s:g} s when idle "
         f"(Flower's own wait: {FLOWER_IDLE_WAIT_S:g} s; deployment.member_poll_s), and its "
-        f"SuperExec asks it for a ClientApp to start every {task_poll_s:g} s (Flower's: 1 s; "
+        f"SuperExec asks it for a ClientApp to start every {task_poll_s:g} s (Flower's: "
+        f"{FLOWER_TASK_POLL_S:g} s; "
         "deployment.member_task_poll_s)",
         flush=True,
     )
