@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from fractofl.cli.ray_cluster import RayClusterError, check_ray_address
 from fractofl.client.attacks import ATTACKS
 from fractofl.client.faults import FAULTS, fault_rounds
+from fractofl.client.personal.class_mix import PERSONALIZE_LAYERS
 from fractofl.client.supernode_main import PollSettingError, check_poll_s, check_task_poll_s
 from fractofl.core.config.run_config import (
     DATA_SOURCES,
@@ -183,10 +184,15 @@ def _check_settings(cfg: RunConfig) -> None:
             f"train.mixed_precision={cfg.train.mixed_precision!r}; valid: "
             f"{', '.join(MIXED_PRECISION)}"
         )
-    if cfg.train.personalize_epochs < 1 or cfg.train.personalize_lr <= 0:
+    if cfg.train.personalize_epochs < 0 or cfg.train.personalize_lr <= 0:
         raise ConfigError(
-            f"train.personalize_epochs={cfg.train.personalize_epochs} must be at least 1 and "
+            f"train.personalize_epochs={cfg.train.personalize_epochs} must be at least 0 and "
             f"train.personalize_lr={cfg.train.personalize_lr} above 0"
+        )
+    if cfg.train.personalize_layers not in PERSONALIZE_LAYERS:
+        raise ConfigError(
+            f"train.personalize_layers={cfg.train.personalize_layers!r}; valid: "
+            f"{', '.join(PERSONALIZE_LAYERS)}"
         )
     fed = cfg.federation
     if fed.attack not in ATTACKS or not 0 <= fed.attackers <= fed.members:

@@ -69,11 +69,13 @@ def register_member_models(actions: argparse._SubParsersAction) -> None:  # type
     action(
         "personalize",
         "fine-tune a global version on this member's images into a model it keeps",
-        "Fine-tune the global version on this member's training images "
-        "(train.personalize_epochs at train.personalize_lr), score it on the validation "
-        "split, and keep it, signed with this member's own key, in "
-        "deployment.member_dir/models; prints the command that serves it on this member's "
-        "own endpoint. Nothing is sent.",
+        "Make the global version this member's: when it was trained with "
+        "train.loss=balanced_softmax it takes on this member's class mix (the frequencies "
+        "of its training images); then train.personalize_epochs epochs at "
+        "train.personalize_lr fine-tune train.personalize_layers (classifier or all) on "
+        "them. Score it on the validation split, and keep it, signed with this member's "
+        "own key, in deployment.member_dir/models; prints the command that serves it on "
+        "this member's own endpoint. Nothing is sent.",
     ).set_defaults(handler=_personalize)
     action(
         "report",
@@ -187,6 +189,7 @@ def _baseline(args: argparse.Namespace) -> int:
 
 
 def _personalize(args: argparse.Namespace) -> int:
+    from fractofl.client.personal.class_mix import version_floor
     from fractofl.client.personal.local_models import member_trainer, personalize
     from fractofl.client.personal.private_models import PERSONAL, private_run_id
     from fractofl.core.model.checkpoint import Checkpoint
@@ -194,13 +197,27 @@ def _personalize(args: argparse.Namespace) -> int:
     side = _open(args, "a personalized model")
     _refuse_without_validation(side)
     source = side.global_version.checkpoint
-    print(
-        f"personalizing: {side.cfg.train.personalize_epochs} epoch(s) at learning rate "
-        f"{side.cfg.train.personalize_lr} on {len(side.data.train)} training image(s)",
-        flush=True,
-    )
+    train = side.cfg.train
+    counts = side.data.train.class_counts(len(side.cfg.data.classes))
+    floor = version_floor(side.global_version.meta)
+    print(f"personalizing on {len(side.data.train)} training image(s):", flush=True)
+    if floor is None:
+        print(
+            f"  class mix: kept as it is ({side.global_version.meta.name} does not record "
+            "training with train.loss=balanced_softmax)",
+            flush=True,
+        )
+    else:
+        mix = ", ".join(f"{c} {n}" for c, n in zip(side.cfg.data.classes, counts, strict=True))
+        print(f"  class mix: this member's ({mix}; floor {floor:g})", flush=True)
+    if train.personalize_epochs:
+        print(
+            f"  fine-tuning {train.personalize_layers} layer(s): {train.personalize_epochs} "
+            f"epoch(s) at learning rate {train.personalize_lr}",
+            flush=True,
+        )
     fit = member_trainer(side.data, side.cfg)
-    model = personalize(source.build_model(), side.cfg, fit, side.cfg.seed)
+    model = personalize(source.build_model(), side.cfg, fit, side.cfg.seed, counts, floor)
     result = _scorer(side)(model)
     assert result is not None  # refused above
     checkpoint = Checkpoint(

@@ -33,6 +33,7 @@ from fractofl.client.member import (
     weight_delta,
 )
 from fractofl.client.node_config import PARTITION_KEY
+from fractofl.client.personal.class_mix import run_floor
 from fractofl.client.personal.local_models import member_trainer, personalize
 from fractofl.client.policy import policy_mod
 from fractofl.client.secure_reply import (
@@ -201,9 +202,10 @@ def _scores_reply(
 
 @app.train(PERSONALIZE_ACTION)
 def personalize_for_cross_site(msg: Message, context: Context) -> Message:
-    """(``federation.cross_site``) Fine-tune the final global model on this member's
-    training split and reply with the personalized weights and their scores on its
-    validation split. The weights leave the member: the run must ask for it, and the
+    """(``federation.cross_site``) Personalize the final global model on this member's
+    training split (its class mix, then fine-tuning: ``train.personalize_*``) and reply
+    with the personalized weights and their scores on its validation split. The weights
+    leave the member, and with them its class mix: the run must ask for it, and the
     member's policy can refuse (``share_personal_model: false``)."""
     cfg, data, model = _member(context)
     after_last_round = cfg.federation.rounds + 1
@@ -212,7 +214,8 @@ def personalize_for_cross_site(msg: Message, context: Context) -> Message:
     if cfg.strategy.local_batchnorm:  # FedBN: its own BatchNorm layers are part of it
         restore_local_batchnorm(model, context.state)
     seed = _member_seed(cfg, data, after_last_round)
-    personalize(model, cfg, member_trainer(data, cfg), seed)
+    counts = data.train.class_counts(len(cfg.data.classes))
+    personalize(model, cfg, member_trainer(data, cfg), seed, counts, run_floor(cfg.train))
     reply = _scores_reply(msg, context, cfg, data, model)
     reply.content[ARRAYS_KEY] = ArrayRecord(model.state_dict())
     return reply

@@ -97,10 +97,16 @@ def member_data_dir(node_config: Mapping[str, Any], cfg: RunConfig) -> Path:
 
 
 def train_locally(
-    model: nn.Module, data: MemberData, cfg: RunConfig, seed: int, proximal_mu: float = 0.0
+    model: nn.Module,
+    data: MemberData,
+    cfg: RunConfig,
+    seed: int,
+    proximal_mu: float = 0.0,
+    trained_part: nn.Module | None = None,
 ) -> TrainResult:
     """Run the configured local epochs on the member's training split (``proximal_mu``:
-    FedProx's term, sent by the coordinator)."""
+    FedProx's term, sent by the coordinator; ``trained_part``: the only part of ``model``
+    that learns, see :func:`fractofl.core.learning.training.train`)."""
     torch.set_num_threads(max(1, cfg.train.threads))
     torch.manual_seed(seed)
     samples = data.train.for_training(cfg.train.tiles_per_image)
@@ -122,6 +128,7 @@ def train_locally(
         proximal_mu=proximal_mu,
         precision=precision_for(cfg.train.mixed_precision, device),
         logit_offset=offset,
+        trained_part=trained_part,
     )
 
 

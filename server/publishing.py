@@ -12,8 +12,10 @@ from flwr.app import ArrayRecord
 
 from fractofl.core.config.run_config import RunConfig, check_retention, config_digest
 from fractofl.core.learning.calibration import Calibration
+from fractofl.core.learning.loss import BALANCED_SOFTMAX
 from fractofl.core.model.factory import checkpoint_for
 from fractofl.core.trust.registry import (
+    BALANCED_SOFTMAX_FLOOR_METRIC,
     SPLIT_SEED_METRIC,
     VAL_FRACTION_METRIC,
     ModelRegistry,
@@ -82,6 +84,8 @@ class RoundPublisher:
             SPLIT_SEED_METRIC: float(self.cfg.seed),
             VAL_FRACTION_METRIC: self.cfg.data.val_fraction,
         }
+        if self.cfg.train.loss == BALANCED_SOFTMAX:
+            metrics[BALANCED_SOFTMAX_FLOOR_METRIC] = self.cfg.train.balanced_softmax_floor
         if self.calibration_of is not None:
             calibration = self.calibration_of(state)
             metrics |= calibration.metrics()

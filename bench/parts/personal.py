@@ -236,22 +236,30 @@ def _gains_table(
                     fmt(g["personalized_accuracy"]),
                     f"{g['global_accuracy'] - g['local_only_accuracy']:+.3f}",
                     f"{g['personalized_accuracy'] - g['local_only_accuracy']:+.3f}",
+                    " / ".join(
+                        fmt(g[f"{model}_macro_f1"])
+                        for model in ("local_only", "global", "personalized")
+                    ),
                 ]
             )
-        behind = [g["member"] for g in gains if g["global_accuracy"] < g["local_only_accuracy"]]
-        out.notes.append(
-            f"alpha {alpha:g}: "
-            + (
-                f"the global model serves {', '.join(behind)} worse than its own model"
-                if behind
-                else "every member gains from joining (global above local-only)"
+        for model, label in (("global", "global model"), ("personalized", "personalized model")):
+            behind = [
+                g["member"] for g in gains if g[f"{model}_accuracy"] < g["local_only_accuracy"]
+            ]
+            out.notes.append(
+                f"alpha {alpha:g}: "
+                + (
+                    f"the {label} serves {', '.join(behind)} worse than its own local-only model"
+                    if behind
+                    else f"no member does worse with the {label} than alone"
+                )
             )
-        )
         out.data[f"gains alpha {alpha}"] = gains
     out.tables.append(
         "Each member's gain from joining (`fractofl member gains`: its own validation split; "
         "local-only: the same model and budget on its images alone; personalized: the final "
-        f"global model fine-tuned on them), first seed of {GAINS_FROM.label}:\n\n"
+        "global model with the member's class mix and its classifier fine-tuned on its "
+        f"images, `member personalize`'s defaults), first seed of {GAINS_FROM.label}:\n\n"
         + markdown_grid(
             [
                 "Alpha",
@@ -262,6 +270,7 @@ def _gains_table(
                 "Personalized acc",
                 "Gain, global",
                 "Gain, personalized",
+                "Macro-F1: local-only / global / personalized",
             ],
             rows,
         )

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fractofl.client.personal.class_mix import version_floor
 from fractofl.client.personal.comparison import score_on
 from fractofl.client.personal.global_version import GlobalVersion
 from fractofl.client.personal.local_models import (
@@ -62,7 +63,16 @@ def member_gains(
         scores = [
             score(baseline),
             score(global_version.checkpoint.build_model()),
-            score(personalize(global_version.checkpoint.build_model(), cfg, fit, cfg.seed)),
+            score(
+                personalize(
+                    global_version.checkpoint.build_model(),
+                    cfg,
+                    fit,
+                    cfg.seed,
+                    data.train.class_counts(len(cfg.data.classes)),
+                    version_floor(global_version.meta),
+                )
+            ),
         ]
         if any(s is None for s in scores):
             raise NoValidationImagesError(f"member folder {folder} has no validation images")

@@ -11,7 +11,13 @@ from dataclasses import dataclass, replace
 from torch import nn
 
 from fractofl.client.member import train_locally
+from fractofl.client.personal.class_mix import (
+    PERSONALIZE_LAYERS,
+    adopt_class_mix,
+    classifier_layer,
+)
 from fractofl.core.config.run_config import RunConfig
+from fractofl.core.learning.loss import CROSS_ENTROPY
 from fractofl.core.learning.member_data import MemberData
 from fractofl.core.learning.training import EvalResult
 from fractofl.core.model.factory import model_for
@@ -33,8 +39,9 @@ class RoundScore:
 
 
 Evaluate = Callable[[nn.Module], EvalResult | None]
-Train = Callable[[nn.Module, int, int, float], float]
-"""(model, seed, epochs, learning rate) -> the last epoch's training loss."""
+Train = Callable[[nn.Module, int, int, float, nn.Module | None], float]
+"""(model, seed, epochs, learning rate, the part that learns or None for all of it) ->
+the last epoch's training loss."""
 
 
 def member_trainer(data: MemberData, cfg: RunConfig) -> Train:
@@ -43,10 +50,10 @@ def member_trainer(data: MemberData, cfg: RunConfig) -> Train:
     cross-entropy: these models serve the member's own images, whose class frequencies
     ``train.loss=balanced_softmax`` would train out of them."""
 
-    def run(model: nn.Module, seed: int, epochs: int, lr: float) -> float:
-        own = replace(cfg.train, local_epochs=epochs, lr=lr, loss="cross_entropy")
+    def run(model: nn.Module, seed: int, epochs: int, lr: float, part: nn.Module | None) -> float:
+        own = replace(cfg.train, local_epochs=epochs, lr=lr, loss=CROSS_ENTROPY)
         recipe = replace(cfg, train=own)
-        return train_locally(model, data, recipe, seed).loss
+        return train_locally(model, data, recipe, seed, trained_part=part).loss
 
     return run
 
@@ -79,7 +86,7 @@ def train_baseline(
     model = model_for(cfg)
     scores: list[RoundScore] = []
     for server_round in range(1, rounds + 1):
-        loss = fit(model, cfg.seed + server_round, cfg.train.local_epochs, cfg.train.lr)
+        loss = fit(model, cfg.seed + server_round, cfg.train.local_epochs, cfg.train.lr, None)
         result = score(model)
         if result is None:
             raise NoValidationImagesError("this member has no validation images to score on")
@@ -88,8 +95,29 @@ def train_baseline(
     return model, scores
 
 
-def personalize(model: nn.Module, cfg: RunConfig, fit: Train, seed: int) -> nn.Module:
-    """``model`` (a global one) fine-tuned in place on the member's training split for
-    ``train.personalize_epochs`` epochs at ``train.personalize_lr``."""
-    fit(model, seed, cfg.train.personalize_epochs, cfg.train.personalize_lr)
+def personalize(
+    model: nn.Module,
+    cfg: RunConfig,
+    fit: Train,
+    seed: int,
+    class_counts: Sequence[int],
+    floor: float | None,
+) -> nn.Module:
+    """``model`` (a global one) made the member's, in place. When its members trained with
+    balanced softmax (``floor``: that loss's floor, else None) it first takes on the
+    member's class mix, the frequencies ``class_counts`` of its training split
+    (:mod:`fractofl.client.personal.class_mix`); then ``train.personalize_epochs`` epochs
+    at ``train.personalize_lr`` fine-tune its classifier layer, or the whole network with
+    ``train.personalize_layers=all``."""
+    if floor is not None:
+        adopt_class_mix(model, class_counts, floor)
+    epochs = cfg.train.personalize_epochs
+    if epochs > 0:
+        layers = cfg.train.personalize_layers
+        if layers not in PERSONALIZE_LAYERS:
+            raise ValueError(
+                f"train.personalize_layers={layers!r}; valid: {', '.join(PERSONALIZE_LAYERS)}"
+            )
+        part = classifier_layer(model, len(class_counts)) if layers == "classifier" else None
+        fit(model, seed, epochs, cfg.train.personalize_lr, part)
     return model.eval()

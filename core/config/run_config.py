@@ -92,6 +92,7 @@ class TrainConfig:
     tiles_per_image: int = 4  # a physical-scale model's random training tiles per image
     personalize_epochs: int = 2  # `member personalize`: local fine-tuning of a global model
     personalize_lr: float = 0.01
+    personalize_layers: str = "classifier"  # or all; see fractofl.client.personal.class_mix
 
 
 @dataclass

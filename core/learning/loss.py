@@ -16,7 +16,9 @@ from collections.abc import Sequence
 
 import torch
 
-TRAINING_LOSSES = ("cross_entropy", "balanced_softmax")
+CROSS_ENTROPY = "cross_entropy"
+BALANCED_SOFTMAX = "balanced_softmax"
+TRAINING_LOSSES = (CROSS_ENTROPY, BALANCED_SOFTMAX)
 
 
 def logit_offset(loss: str, class_counts: Sequence[int], floor: float) -> torch.Tensor | None:
@@ -32,9 +34,9 @@ def logit_offset(loss: str, class_counts: Sequence[int], floor: float) -> torch.
     A tiny floor (1e-4) leaves a member that holds one class almost nothing to learn; a
     floor of 1 is plain cross-entropy.
     """
-    if loss == "cross_entropy":
+    if loss == CROSS_ENTROPY:
         return None
-    if loss != "balanced_softmax":
+    if loss != BALANCED_SOFTMAX:
         raise ValueError(f"train.loss={loss!r}; valid: {', '.join(TRAINING_LOSSES)}")
     if not 0 < floor <= 1:
         raise ValueError(f"train.balanced_softmax_floor={floor} must be above 0 and at most 1")

@@ -48,6 +48,7 @@ def train(
     proximal_mu: float = 0.0,
     precision: Precision = FULL_PRECISION,
     logit_offset: torch.Tensor | None = None,
+    trained_part: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with SGD for ``epochs`` passes over ``loader``.
 
@@ -56,14 +57,50 @@ def train(
     ``precision`` the forward pass runs under autocast; the weights stay float32. A
     ``logit_offset`` (one value per class, :func:`fractofl.core.learning.loss.logit_offset`)
     is added to the logits inside the loss only; the reported accuracy uses the logits.
+    With a ``trained_part`` (one of ``model``'s modules) only that part learns: the rest
+    runs in eval mode, its BatchNorm statistics included, and gets no gradients.
     """
     if epochs < 1:
         raise ValueError(f"train.local_epochs={epochs} must be at least 1")
-    model.to(device).train()
-    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
-    )
+    learning = model if trained_part is None else trained_part
+    model.to(device).train(trained_part is None)
+    learning.train()
+    own = {id(p) for p in learning.parameters()}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        return _epochs(
+            model,
+            learning,
+            loader,
+            epochs,
+            torch.optim.SGD(
+                learning.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+            ),
+            device,
+            proximal_mu,
+            precision,
+            logit_offset,
+        )
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _epochs(
+    model: nn.Module,
+    learning: nn.Module,
+    loader: Batches,
+    epochs: int,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    proximal_mu: float,
+    precision: Precision,
+    logit_offset: torch.Tensor | None,
+) -> TrainResult:
+    """:func:`train`'s loop; ``learning`` is the part of ``model`` that learns."""
+    anchor = [p.detach().clone() for p in learning.parameters()] if proximal_mu > 0 else []
     criterion = nn.CrossEntropyLoss()
     offset = None if logit_offset is None else logit_offset.to(device)
     scaler = precision.scaler(device)
@@ -83,7 +120,8 @@ def train(
             objective = loss
             if anchor:
                 drift = sum(
-                    torch.sum((p - a) ** 2) for p, a in zip(model.parameters(), anchor, strict=True)
+                    torch.sum((p - a) ** 2)
+                    for p, a in zip(learning.parameters(), anchor, strict=True)
                 )
                 objective = loss + 0.5 * proximal_mu * drift
             scaler.scale(objective).backward()

@@ -55,6 +55,10 @@ METADATA_FORMAT = 1
 # the validation images the global model never trained on.
 SPLIT_SEED_METRIC = "split_seed"
 VAL_FRACTION_METRIC = "val_fraction"
+# And, when its members trained with ``train.loss=balanced_softmax``, that loss's floor: its
+# logits then assume every class equally frequent, and a member's personalized copy takes
+# on the member's own class frequencies (fractofl.client.personal.class_mix).
+BALANCED_SOFTMAX_FLOOR_METRIC = "balanced_softmax_floor"
 _VERSION_DIR = re.compile(r"v(\d{6,})")
 PUBLISH_PREFIX = ".publish-"  # hidden staging folders of publishes (see retention.py)
 _PUBLISH_ATTEMPTS = 100

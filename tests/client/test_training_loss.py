@@ -51,7 +51,7 @@ def test_the_federations_loss_is_used_by_a_member_but_not_by_its_own_models(
     plain = _weights_after(lambda m: train_locally(m, data, plain_cfg, seed=5), plain_cfg)
     balanced = _weights_after(lambda m: train_locally(m, data, balanced_cfg, seed=5), plain_cfg)
     own = member_trainer(data, balanced_cfg)
-    own_model = _weights_after(lambda m: own(m, 5, 1, lr), plain_cfg)
+    own_model = _weights_after(lambda m: own(m, 5, 1, lr, None), plain_cfg)
     # Assert: a round's training follows train.loss; the member's own model, trained
     # under the balanced_softmax config, is exactly the cross-entropy one
     assert any(float(abs(plain[k] - balanced[k]).max()) > 1e-4 for k in plain if "weight" in k)

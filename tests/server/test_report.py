@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -235,6 +236,9 @@ def test_a_member_compares_its_local_only_global_and_personalized_models_on_its_
     for result in (baseline, personal, report):
         assert result.returncode == 0, result.stderr[-3000:]
     assert "round 2/2: train loss" in baseline.stdout  # the global version's budget
+    # a cross-entropy run's version keeps its class mix; its classifier is fine-tuned
+    assert "class mix: kept as it is" in personal.stdout
+    assert "fine-tuning classifier layer(s): 2 epoch(s)" in personal.stdout
     # the version says how members split their images, so the member splits them alike
     assert latest.metrics["split_seed"] == cfg.seed
     assert latest.metrics["val_fraction"] == pytest.approx(cfg.data.val_fraction)
@@ -271,6 +275,10 @@ def test_a_member_compares_its_local_only_global_and_personalized_models_on_its_
     global_model, _ = ModelRegistry(finished_run / "registry").load_verified(
         latest.name, load_public_key(finished_run / "keys" / "coordinator.pub")
     )
+    # ... the personalized model is the global one with a fine-tuned classifier layer
+    personal_state = private.load_verified(kept[1].name, own_key)[0].state_dict
+    moved = {k for k, v in global_model.state_dict.items() if not torch.equal(v, personal_state[k])}
+    assert moved == {"head.3.weight", "head.3.bias"}
     global_result = evaluate_locally(global_model.build_model(), data, cfg)
     assert global_result is not None
     gain = global_result.accuracy - scores["baseline"].accuracy
