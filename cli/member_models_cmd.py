@@ -68,7 +68,7 @@ def register_member_models(actions: argparse._SubParsersAction) -> None:  # type
     ).set_defaults(handler=_baseline)
     action(
         "personalize",
-        "fine-tune a global version on this member's images into a model it keeps",
+        "make a global version this member's own (its class mix, fine-tuned) and keep it",
         "Make the global version this member's: when it was trained with "
         "train.loss=balanced_softmax it takes on this member's class mix (the frequencies "
         "of its training images); then train.personalize_epochs epochs at "

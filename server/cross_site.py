@@ -1,6 +1,6 @@
 """Cross-site evaluation (``federation.cross_site``, off by default), after the last round.
 
-Each member fine-tunes the final global model on its own training images and sends the
+Each member personalizes the final global model on its own training images and sends the
 personalized model back with its own scores of it; then the global model and every
 personalized one go to every member, which scores each on its validation split. Models
 travel, images never do; but a member's own model carries information about its data,

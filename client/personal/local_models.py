@@ -1,6 +1,6 @@
 """A member's own models, trained on its own training split only: the local-only
 baseline (the federation's model and budget, without the federation) and the
-personalized model (a global version fine-tuned on the member's images)."""
+personalized model (a global version made the member's, :func:`personalize`)."""
 
 from __future__ import annotations
 
