@@ -37,6 +37,7 @@ def finished_run(easy_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
         *easy_overrides(easy_dataset, workdir / "runs"),
         "output.name=run",
         "federation.cross_site=true",
+        "train.loss=balanced_softmax",
         cwd=workdir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -236,8 +237,10 @@ def test_a_member_compares_its_local_only_global_and_personalized_models_on_its_
     for result in (baseline, personal, report):
         assert result.returncode == 0, result.stderr[-3000:]
     assert "round 2/2: train loss" in baseline.stdout  # the global version's budget
-    # a cross-entropy run's version keeps its class mix; its classifier is fine-tuned
-    assert "class mix: kept as it is" in personal.stdout
+    # the run trained with balanced softmax, which its version records: the personalized
+    # model takes on this member's class mix, and its classifier is fine-tuned
+    assert latest.metrics["balanced_softmax_floor"] == pytest.approx(0.01)
+    assert "class mix: this member's (" in personal.stdout
     assert "fine-tuning classifier layer(s): 2 epoch(s)" in personal.stdout
     # the version says how members split their images, so the member splits them alike
     assert latest.metrics["split_seed"] == cfg.seed
