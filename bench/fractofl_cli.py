@@ -105,7 +105,10 @@ def run_fractofl(
         f"output.root={output_root}",
         f"output.name={name}",
     ]
-    finished = run_logged(command, log_dir / f"{name}.log", bench_env(), timeout_s)
+    # Run in the work folder: a setting left at its relative default (registry, signing
+    # key) lands there, never in the source tree.
+    output_root.mkdir(parents=True, exist_ok=True)
+    finished = run_logged(command, log_dir / f"{name}.log", bench_env(), timeout_s, output_root)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     return RunFolderResult(finished, run_dir, read_metrics(run_dir / "metrics.csv"), summary)

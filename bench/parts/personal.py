@@ -108,8 +108,15 @@ def _data(plan: Plan, alpha: float, shift: float = 0.0) -> list[str]:
     ]
 
 
-def _registry(plan: Plan, name: str) -> str:
-    return f"registry.root={plan.work / 'personal' / 'registries' / name}"
+def _registry(plan: Plan, name: str) -> list[str]:
+    """Run ``name``'s registry and its signing key, inside the work folder."""
+    folder = plan.work / "personal" / "registries" / name
+    return [
+        f"registry.root={folder}",
+        f"registry.private_key={folder.with_name(name + '.key')}",
+        f"registry.public_key={folder.with_name(name + '.pub')}",
+        f"registry.trusted_public_key={folder.with_name(name + '.pub')}",
+    ]
 
 
 def _gap_table(plan: Plan, out: PartOutcome) -> dict[float, str]:
@@ -131,7 +138,7 @@ def _gap_table(plan: Plan, out: PartOutcome) -> dict[float, str]:
                     *_data(plan, alpha),
                     f"seed={seed}",
                     *gap_run.overrides,
-                    _registry(plan, name),
+                    *_registry(plan, name),
                 ]
                 run = run_fractofl(
                     gap_run.subcommand,
@@ -215,7 +222,7 @@ def _gains_table(
             *_data(plan, alpha),
             f"seed={seed}",
             *recipe,
-            _registry(plan, name),
+            *_registry(plan, name),
         ]
         out.run_step(
             f"member gains, alpha {alpha}",
@@ -303,7 +310,7 @@ def _shift_table(plan: Plan, out: PartOutcome) -> None:
             *_data(plan, sizes.alphas[0], sizes.shift),
             f"seed={sizes.seeds[0]}",
             *extra,
-            _registry(plan, name),
+            *_registry(plan, name),
         ]
         run = run_fractofl(
             "simulate", overrides, plan.runs_dir, name, plan.logs_dir, plan.timeout_s
