@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision import models as tv_models
 
 from fractofl.core.images.preprocessing import Preprocessing
 
@@ -113,9 +112,16 @@ def _small_cnn(
     )
 
 
-def _resnet(depth: int) -> Callable[..., nn.Module]:
-    constructor = {18: tv_models.resnet18, 34: tv_models.resnet34, 50: tv_models.resnet50}[depth]
+def _torchvision_models() -> Any:
+    """``torchvision.models``, imported when a torchvision network is first built: importing
+    torchvision imports ``torch._dynamo`` (about 1.3 s per process here), which every
+    member, coordinator and command process would otherwise pay for the default small CNN."""
+    from torchvision import models
 
+    return models
+
+
+def _resnet(depth: int) -> Callable[..., nn.Module]:
     def build(
         num_classes: int,
         in_channels: int,
@@ -124,6 +130,7 @@ def _resnet(depth: int) -> Callable[..., nn.Module]:
         norm_groups: int = 32,
     ) -> nn.Module:
         """``small_input`` swaps the 7x7/2 stem and max-pool for a 3x3/1 stem (images < 96 px)."""
+        constructor = getattr(_torchvision_models(), f"resnet{depth}")
         model = constructor(
             weights=None, num_classes=num_classes, norm_layer=norm_layer(norm, norm_groups)
         )
@@ -144,7 +151,7 @@ def _mobilenet_v3_small(
     norm: str = "batch",
     norm_groups: int = 8,
 ) -> nn.Module:
-    model = tv_models.mobilenet_v3_small(
+    model = _torchvision_models().mobilenet_v3_small(
         weights=None,
         num_classes=num_classes,
         dropout=dropout,
@@ -266,6 +273,7 @@ def load_pretrained(model: nn.Module, name: str, source: str) -> list[str]:
 
 
 def _download_imagenet_state(name: str) -> dict[str, torch.Tensor]:
+    tv_models = _torchvision_models()
     getter = getattr(tv_models, name, None)
     if getter is None:
         raise UnknownModelError(f"model {name!r} has no torchvision ImageNet weights")

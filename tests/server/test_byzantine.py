@@ -1,93 +1,165 @@
 """One Byzantine member among five, on Flower's Simulation Engine: the update guard
-refuses what it must, and robust aggregation survives what the guard lets through."""
+refuses what it must, streamed and gathered aggregation screen and average alike, and
+robust aggregation survives what the guard lets through.
+
+Every run is a real ``fractofl simulate`` (Ray starts, members train), so the runs are
+shared between the tests that can read the same one."""
 
 from __future__ import annotations
 
 import csv
 import re
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import FIVE_MEMBERS_PER_CLASS, easy_overrides, run_fractofl
 
 pytestmark = pytest.mark.slow
 
 NO_NORM_TEST = "updates.max_norm_multiple=1e9"
+SIGN_FLIP = ("federation.attackers=1", "federation.attack=sign_flip")
 ROUNDS = 5
 
 
-def _run(data: Path, out: Path, *overrides: str) -> list[dict[str, str]]:
+@dataclass(frozen=True)
+class Run:
+    """A finished simulation: its run folder and what it printed."""
+
+    folder: Path
+    result: subprocess.CompletedProcess[str]
+
+    def metrics(self) -> list[dict[str, str]]:
+        with open(self.folder / "metrics.csv", newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    def updates(self) -> list[dict[str, str]]:
+        with open(self.folder / "updates.csv", newline="") as handle:
+            return list(csv.DictReader(handle))
+
+
+def _run(data: Path, runs: Path, name: str, *overrides: str) -> Run:
     result = run_fractofl(
         "simulate",
-        *easy_overrides(data, out, members=5, per_class=FIVE_MEMBERS_PER_CLASS),
+        *easy_overrides(data, runs, members=5, per_class=FIVE_MEMBERS_PER_CLASS),
         "federation.min_train_members=4",
         f"federation.rounds={ROUNDS}",
+        f"output.name={name}",
         *overrides,
         cwd=data.parent,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    with open(run_dir / "metrics.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
+    return Run(runs / name, result)
 
 
-def _updates(out: Path) -> list[dict[str, str]]:
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    with open(run_dir / "updates.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _accuracy(rows: list[dict[str, str]]) -> float:
+def _final(rows: list[dict[str, str]]) -> float:
     return float(rows[-1]["test_accuracy"])
 
 
+def _late(rows: list[dict[str, str]]) -> float:
+    """Mean test accuracy of the last two rounds (damps round-to-round noise on this set)."""
+    return sum(float(r["test_accuracy"]) for r in rows[-2:]) / 2
+
+
 @pytest.fixture(scope="module")
-def clean_accuracy(easy_dataset_5: Path, tmp_path_factory: pytest.TempPathFactory) -> float:
-    rows = _run(easy_dataset_5, tmp_path_factory.mktemp("clean") / "runs")
-    assert all(r["refused_updates"] == "0" for r in rows[1:])
-    return _accuracy(rows)
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("byzantine") / "runs"
 
 
-@pytest.mark.parametrize(
-    ("attack", "reason"),
-    [
-        ("sign_flip", "above 5 x the median"),
-        ("noise", "above 5 x the median"),
-        ("nan", "NaN"),
-    ],
-)
-def test_guard_refuses_the_attacker_every_round(
-    attack: str, reason: str, easy_dataset_5: Path, tmp_path: Path, clean_accuracy: float
-) -> None:
-    # Execute: member 0 attacks in every round.
-    out = tmp_path / "runs"
-    rows = _run(easy_dataset_5, out, "federation.attackers=1", f"federation.attack={attack}")
-    # Assert: one refusal per round, always the same node, with the reason; accuracy holds.
+@pytest.fixture(scope="module")
+def clean(easy_dataset_5: Path, runs: Path) -> Run:
+    """FedAvg with no attacker: the reference for the attacked runs."""
+    run = _run(easy_dataset_5, runs, "clean")
+    assert all(r["refused_updates"] == "0" for r in run.metrics()[1:])
+    return run
+
+
+@pytest.fixture(scope="module")
+def sign_flip_streamed(easy_dataset_5: Path, runs: Path) -> Run:
+    """Member 0 sends its update flipped and scaled 10x every round; the replies are
+    streamed through a spill folder of the test's choosing."""
+    spill = runs.parent / "spill-here"
+    run = _run(
+        easy_dataset_5,
+        runs,
+        "sign-flip-streamed",
+        *SIGN_FLIP,
+        "updates.aggregation=streamed",
+        f"updates.spill_dir={spill}",
+    )
+    assert f"streaming aggregation, updates kept in {spill}" in run.result.stderr
+    assert not spill.exists()  # the spill is gone after the run
+    return run
+
+
+def _assert_refused_every_round(run: Run, reason: str, clean: Run) -> None:
+    """One refusal per round, always the same node, with the reason; accuracy holds."""
+    rows = run.metrics()
     assert [r["refused_updates"] for r in rows[1:]] == ["1"] * ROUNDS
     assert [r["members_answered"] for r in rows[1:]] == ["4"] * ROUNDS
-    refused = [u for u in _updates(out) if u["accepted"] == "0"]
+    refused = [u for u in run.updates() if u["accepted"] == "0"]
     assert len(refused) == ROUNDS and len({u["node_id"] for u in refused}) == 1
     assert all(re.search(reason, u["reason"]) for u in refused)
     # Refusing the attacker also loses its (non-IID) data, hence some slack.
-    assert _accuracy(rows) >= max(0.5, clean_accuracy - 0.2)
+    assert _final(rows) >= max(0.5, _final(clean.metrics()) - 0.2)
+
+
+def test_guard_refuses_a_sign_flipping_attacker_every_round(
+    sign_flip_streamed: Run, clean: Run
+) -> None:
+    # Execute (the fixture): member 0 sends -10 x its update in every round.
+    # Assert: the norm test (5 x the round's median) refuses it each time.
+    _assert_refused_every_round(sign_flip_streamed, "above 5 x the median", clean)
+
+
+def test_guard_refuses_a_nan_update_every_round(
+    easy_dataset_5: Path, runs: Path, clean: Run
+) -> None:
+    # Execute: member 0 sends NaN in its first tensor in every round.
+    run = _run(easy_dataset_5, runs, "nan", "federation.attackers=1", "federation.attack=nan")
+    # Assert
+    _assert_refused_every_round(run, "NaN", clean)
+
+
+def _verdicts(run: Run) -> list[tuple[str, ...]]:
+    """Each round's verdicts in ``updates.csv``, without node ids (they differ per run)."""
+    return sorted(
+        tuple(value for key, value in row.items() if key not in {"node_id", "member"})
+        for row in run.updates()
+    )
+
+
+def test_a_streamed_run_equals_the_gathered_run_to_the_bit(
+    easy_dataset_5: Path, runs: Path, sign_flip_streamed: Run
+) -> None:
+    # Execute: the streamed run's config, its replies gathered in memory instead.
+    gathered = _run(
+        easy_dataset_5, runs, "sign-flip-gathered", *SIGN_FLIP, "updates.aggregation=gathered"
+    )
+    # Assert: the same verdicts (the attacker refused in each round) and the same final
+    # model, bit for bit, after every round's aggregation fed the next round's training.
+    assert "the round's updates are gathered in memory" in gathered.result.stderr
+    verdicts = _verdicts(sign_flip_streamed)
+    assert verdicts == _verdicts(gathered)
+    assert sum("above 5 x the median" in "".join(row) for row in verdicts) == ROUNDS
+    final = torch.load(sign_flip_streamed.folder / "model.pt", weights_only=True)["state_dict"]
+    expected = torch.load(gathered.folder / "model.pt", weights_only=True)["state_dict"]
+    assert final.keys() == expected.keys()
+    assert all(torch.equal(final[key], expected[key]) for key in final)
 
 
 def test_robust_aggregation_survives_what_the_norm_test_would_have_caught(
-    easy_dataset_5: Path, tmp_path: Path
+    easy_dataset_5: Path, runs: Path, clean: Run
 ) -> None:
     # Prepare: norm test off, so the sign-flipped x10 update reaches the strategy.
-    attack = ("federation.attackers=1", "federation.attack=sign_flip", NO_NORM_TEST)
     # Execute
-    median_clean = _run(easy_dataset_5, tmp_path / "a" / "runs", "strategy=fedmedian")
-    median = _run(easy_dataset_5, tmp_path / "b" / "runs", "strategy=fedmedian", *attack)
-    plain = _run(easy_dataset_5, tmp_path / "c" / "runs", *attack)
-    # Assert: nothing refused; the median stays near its clean run (mean of the last two
-    # rounds, to damp round-to-round noise on this small set); FedAvg collapses.
-    assert all(r["refused_updates"] == "0" for r in median[1:] + plain[1:])
-    assert _late(median) >= _late(median_clean) - 0.2
-    assert _late(median) >= _late(plain) + 0.2
-
-
-def _late(rows: list[dict[str, str]]) -> float:
-    return sum(float(r["test_accuracy"]) for r in rows[-2:]) / 2
+    median = _run(easy_dataset_5, runs, "median", "strategy=fedmedian", *SIGN_FLIP, NO_NORM_TEST)
+    plain = _run(easy_dataset_5, runs, "fedavg-unguarded", *SIGN_FLIP, NO_NORM_TEST)
+    # Assert: nothing refused; the median stays near the clean run; FedAvg collapses.
+    median_rows, plain_rows = median.metrics(), plain.metrics()
+    assert all(r["refused_updates"] == "0" for r in median_rows[1:] + plain_rows[1:])
+    assert _late(median_rows) >= _late(clean.metrics()) - 0.2
+    assert _late(median_rows) >= _late(plain_rows) + 0.2
