@@ -17,9 +17,8 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 # One math thread per process: xdist runs a worker per core, and each worker's torch and
 # the processes its tests start (members, coordinators) would otherwise start a thread per
-# core each and spin-wait for the cores the others hold (measured on 2 cores: four of the
-# slowest files in 326 s, with this in 275 s). Set before torch is imported; a value the
-# caller set wins.
+# core each, more threads than cores (measured on 2 cores: four of the slowest files in
+# 326 s, with this in 275 s). Set before torch is imported; a value the caller set wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from fractofl.core.config.taxonomy import DEFAULT_CLASSES
