@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,23 @@ def test_arguments_left_out_count_as_the_builders_defaults() -> None:
         "small_cnn", {"width": 16, "norm": "batch", "norm_groups": 8, "dropout": 0.2}
     )
     assert effective_arguments("small_cnn", {})["norm"] == "batch"
+
+
+def test_torchvision_is_imported_only_when_a_torchvision_network_is_built() -> None:
+    # A fresh process: the member's and coordinator's apps with the default small CNN must
+    # not pay torchvision's import (it imports torch._dynamo, 1.3 s per process here);
+    # building a ResNet then imports it.
+    probe = (
+        "import sys\n"
+        "import fractofl.client.app, fractofl.server.app\n"
+        "from fractofl.core.model.architectures import build_model\n"
+        "build_model('small_cnn', num_classes=4, width=8)\n"
+        "print('torchvision' in sys.modules)\n"
+        "build_model('resnet18', num_classes=4)\n"
+        "print('torchvision' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["False", "True"]
