@@ -25,7 +25,6 @@ from omegaconf.errors import OmegaConfBaseException
 from fractofl.cli.ray_cluster import RayClusterError, check_ray_address
 from fractofl.client.attacks import ATTACKS
 from fractofl.client.faults import FAULTS, fault_rounds
-from fractofl.client.personal.class_mix import PERSONALIZE_LAYERS
 from fractofl.client.supernode_main import PollSettingError, check_poll_s, check_task_poll_s
 from fractofl.core.config.run_config import (
     DATA_SOURCES,
@@ -37,9 +36,12 @@ from fractofl.core.config.run_config import (
 from fractofl.core.config.taxonomy import validate_classes
 from fractofl.core.images.partition import PARTITIONS
 from fractofl.core.images.scale_policy import UNKNOWN_SCALE_POLICIES
-from fractofl.core.learning.loss import TRAINING_LOSSES
-from fractofl.core.learning.precision import MIXED_PRECISION
 from fractofl.core.learning.schedule import LR_SCHEDULES
+from fractofl.core.learning.train_choices import (
+    MIXED_PRECISION,
+    PERSONALIZE_LAYERS,
+    TRAINING_LOSSES,
+)
 from fractofl.core.synth.style import SynthStyle
 from fractofl.core.wire.compression import CompressionSpec
 from fractofl.server.heap import MAX_RETAIN_MB

@@ -32,69 +32,53 @@ from fractofl.core.config.run_config import RunConfig
 log = logging.getLogger("fractofl")
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Problems the user can fix from the message alone (printed without a traceback).
-    Imported when an error happens, not at start: several of their modules import torch
-    or Flower, which a command like ``member add`` never needs."""
-    from fractofl.cli.profile import ProfileError
-    from fractofl.cli.ray_cluster import RayClusterError
-    from fractofl.client.personal.local_models import NoValidationImagesError
-    from fractofl.client.personal.same_model import ModelMismatchError
-    from fractofl.client.policy import PolicyError
-    from fractofl.client.supernode import MemberSetupError
-    from fractofl.core.files.whole_folder import CannotWriteError
-    from fractofl.core.images.labelled import NoUsableImagesError
-    from fractofl.core.images.member_folders import MemberFoldersError
-    from fractofl.core.images.partition import PartitionError
-    from fractofl.core.model.checkpoint import CheckpointError
-    from fractofl.core.processes.flower_executables import FlowerToolError
-    from fractofl.core.synth.dataset import (
-        ForeignFolderError,
-        SynthSettingsError,
-        UnknownSynthClassError,
-    )
-    from fractofl.core.trust.app_bundle import BundleError
-    from fractofl.core.trust.pki import PkiError
-    from fractofl.core.trust.registry import RegistryError
-    from fractofl.core.trust.signing import SigningKeyError
-    from fractofl.server.errors import NotEnoughMembersError, RoundStateError, RunFolderError
-    from fractofl.server.superlink import DeploymentError
-    from fractofl.strategies.aggregation_mode import AggregationSettingsError
-    from fractofl.strategies.privacy import PrivacyBudgetExhaustedError, PrivacySettingsError
-    from fractofl.strategies.secure_aggregation import SecureAggregationSettingsError
-    from fractofl.strategies.spill import SpillSpaceError
+# Problems the user can fix from the message alone (printed without a traceback), as
+# "module:class": several of those modules import torch or Flower, which a command like
+# ``member add`` never needs; an exception of one of these classes means its module is
+# already imported, so ``is_user_error`` looks only among the modules already loaded.
+USER_ERRORS = (
+    "fractofl.core.images.partition:PartitionError",
+    "fractofl.core.synth.dataset:ForeignFolderError",
+    "fractofl.core.synth.dataset:UnknownSynthClassError",
+    "fractofl.core.synth.dataset:SynthSettingsError",
+    "fractofl.core.files.whole_folder:CannotWriteError",
+    "fractofl.core.images.member_folders:MemberFoldersError",
+    "fractofl.cli.profile:ProfileError",
+    "fractofl.core.images.labelled:NoUsableImagesError",
+    "fractofl.server.errors:RunFolderError",
+    "fractofl.server.errors:RoundStateError",
+    "fractofl.core.trust.signing:SigningKeyError",
+    "fractofl.core.trust.registry:RegistryError",  # and ModelVerificationError, its subclass
+    "fractofl.core.model.checkpoint:CheckpointError",
+    "fractofl.server.errors:NotEnoughMembersError",
+    "fractofl.core.trust.pki:PkiError",
+    "fractofl.server.superlink:DeploymentError",
+    "fractofl.client.supernode:MemberSetupError",
+    "fractofl.client.policy:PolicyError",
+    "fractofl.core.processes.flower_executables:FlowerToolError",
+    "fractofl.cli.ray_cluster:RayClusterError",
+    "fractofl.strategies.privacy:PrivacySettingsError",
+    "fractofl.strategies.privacy:PrivacyBudgetExhaustedError",
+    "fractofl.strategies.secure_aggregation:SecureAggregationSettingsError",
+    "fractofl.strategies.aggregation_mode:AggregationSettingsError",
+    "fractofl.strategies.spill:SpillSpaceError",
+    "fractofl.core.trust.app_bundle:BundleError",
+    "fractofl.client.personal.same_model:ModelMismatchError",
+    "fractofl.client.personal.local_models:NoValidationImagesError",
+)
 
-    return (
-        PartitionError,
-        ForeignFolderError,
-        UnknownSynthClassError,
-        SynthSettingsError,
-        CannotWriteError,
-        MemberFoldersError,
-        ProfileError,
-        NoUsableImagesError,
-        FileExistsError,
-        RunFolderError,
-        RoundStateError,
-        SigningKeyError,
-        RegistryError,  # and ModelVerificationError, its subclass
-        CheckpointError,
-        NotEnoughMembersError,
-        PkiError,
-        DeploymentError,
-        MemberSetupError,
-        PolicyError,
-        FlowerToolError,
-        RayClusterError,
-        PrivacySettingsError,
-        PrivacyBudgetExhaustedError,
-        SecureAggregationSettingsError,
-        AggregationSettingsError,
-        SpillSpaceError,
-        BundleError,
-        ModelMismatchError,
-        NoValidationImagesError,
-    )
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of :data:`USER_ERRORS` (or ``FileExistsError``), importing
+    nothing."""
+    if isinstance(exc, FileExistsError):
+        return True
+    for path in USER_ERRORS:
+        module_name, class_name = path.split(":")
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(exc, getattr(module, class_name)):
+            return True
+    return False
 
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -118,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fractofl: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
-        if not isinstance(exc, user_errors()):
+        if not is_user_error(exc):
             raise
         print(f"fractofl: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -12,7 +12,7 @@ from flwr.app import ArrayRecord
 
 from fractofl.core.config.run_config import RunConfig, check_retention, config_digest
 from fractofl.core.learning.calibration import Calibration
-from fractofl.core.learning.loss import BALANCED_SOFTMAX
+from fractofl.core.learning.train_choices import BALANCED_SOFTMAX
 from fractofl.core.model.factory import checkpoint_for
 from fractofl.core.trust.registry import (
     BALANCED_SOFTMAX_FLOOR_METRIC,

@@ -26,8 +26,6 @@ from fractofl.core.config.run_config import TrainConfig
 from fractofl.core.learning.loss import BALANCED_SOFTMAX, logit_offset
 from fractofl.core.trust.registry import BALANCED_SOFTMAX_FLOOR_METRIC, VersionMetadata
 
-PERSONALIZE_LAYERS = ("classifier", "all")  # train.personalize_layers
-
 
 class NoClassifierBiasError(ValueError):
     """The network has no final linear layer with a bias to hold a class mix."""

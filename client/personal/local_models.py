@@ -11,14 +11,10 @@ from dataclasses import dataclass, replace
 from torch import nn
 
 from fractofl.client.member import train_locally
-from fractofl.client.personal.class_mix import (
-    PERSONALIZE_LAYERS,
-    adopt_class_mix,
-    classifier_layer,
-)
+from fractofl.client.personal.class_mix import adopt_class_mix, classifier_layer
 from fractofl.core.config.run_config import RunConfig
-from fractofl.core.learning.loss import CROSS_ENTROPY
 from fractofl.core.learning.member_data import MemberData
+from fractofl.core.learning.train_choices import CLASSIFIER_LAYER, CROSS_ENTROPY, PERSONALIZE_LAYERS
 from fractofl.core.learning.training import EvalResult
 from fractofl.core.model.factory import model_for
 
@@ -118,6 +114,6 @@ def personalize(
             raise ValueError(
                 f"train.personalize_layers={layers!r}; valid: {', '.join(PERSONALIZE_LAYERS)}"
             )
-        part = classifier_layer(model, len(class_counts)) if layers == "classifier" else None
+        part = classifier_layer(model, len(class_counts)) if layers == CLASSIFIER_LAYER else None
         fit(model, seed, epochs, cfg.train.personalize_lr, part)
     return model.eval()

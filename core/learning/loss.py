@@ -16,9 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-CROSS_ENTROPY = "cross_entropy"
-BALANCED_SOFTMAX = "balanced_softmax"
-TRAINING_LOSSES = (CROSS_ENTROPY, BALANCED_SOFTMAX)
+from fractofl.core.learning.train_choices import BALANCED_SOFTMAX, CROSS_ENTROPY, TRAINING_LOSSES
 
 
 def logit_offset(loss: str, class_counts: Sequence[int], floor: float) -> torch.Tensor | None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-MIXED_PRECISION = ("auto", "off", "float16", "bfloat16")
+from fractofl.core.learning.train_choices import MIXED_PRECISION
+
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
