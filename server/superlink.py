@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,22 +80,15 @@ class CoordinatorFiles:
             )
 
 
-STORE_FILE = "file"  # state in SQLite, messages in flight in memory (server/superlink_main.py)
-STORE_FILE_AND_MESSAGES = "file_and_messages"  # Flower's own: both in SQLite
-STORE_MEMORY = "memory"  # Flower's in-memory store: plain-text test federations only
-SUPERLINK_STORES = (STORE_FILE, STORE_FILE_AND_MESSAGES, STORE_MEMORY)
-
-
 def superlink_database(cfg: DeploymentConfig, files: CoordinatorFiles, insecure: bool) -> str:
     """Flower's ``--database`` for ``deployment.superlink_store``; DeploymentError for a
     value it does not know, or for ``memory`` with members' registrations to keep."""
-    if cfg.superlink_store not in SUPERLINK_STORES:
-        raise DeploymentError(
-            f"deployment.superlink_store={cfg.superlink_store!r}: choose "
-            + ", ".join(SUPERLINK_STORES)
-        )
-    if cfg.superlink_store != STORE_MEMORY:
+    if cfg.superlink_store == "file":
         return str(files.database)
+    if cfg.superlink_store != "memory":
+        raise DeploymentError(
+            f"deployment.superlink_store={cfg.superlink_store!r}: choose file or memory"
+        )
     if not insecure:
         raise DeploymentError(
             "deployment.superlink_store=memory would lose the members' registrations when the "
@@ -109,22 +101,15 @@ def superlink_database(cfg: DeploymentConfig, files: CoordinatorFiles, insecure:
 def superlink_command(cfg: DeploymentConfig, files: CoordinatorFiles, insecure: bool) -> list[str]:
     """``flower-superlink`` for ``deployment.superlink_host:superlink_port``: TLS and
     SuperNode authentication, or neither with ``insecure`` (Flower refuses
-    authentication without TLS). With ``deployment.superlink_store=file`` it runs through
-    :mod:`fractofl.server.superlink_main`, which keeps the messages in flight in memory."""
-    database = superlink_database(cfg, files, insecure)
-    superlink = (
-        [sys.executable, "-m", "fractofl.server.superlink_main", "--"]
-        if cfg.superlink_store == STORE_FILE
-        else [flower_tool("flower-superlink")]
-    )
+    authentication without TLS)."""
     command = [
-        *superlink,
+        flower_tool("flower-superlink"),
         "--host",
         cfg.superlink_host,
         "--port",
         str(cfg.superlink_port),
         "--database",
-        database,
+        superlink_database(cfg, files, insecure),
         "--disable-runtime-dependency-installation",
     ]
     if insecure:

@@ -71,18 +71,18 @@ DEPLOYMENTS = {
     ),
     "tls": ("(4) as (3), TLS + authentication", True, (), (), ()),
     "secagg": ("(5) as (4) + SecAgg+", True, ("privacy.secure_aggregation=true",), (), ()),
-    "file_and_messages": (
-        "(3) as (2), the messages in flight in the SQLite file too (Flower's own store)",
-        False,
-        (),
-        (),
-        ("deployment.superlink_store=file_and_messages",),
-    ),
     "memory": (
-        "(4) as (2), all in Flower's in-memory store",
+        "(3) as (2), Flower's in-memory store",
         False,
         (),
         (),
+        ("deployment.superlink_store=memory",),
+    ),
+    "memory_flower_poll": (
+        "(4) as (3), with Flower's own waits (SuperNode 3 s, SuperExec 1 s)",
+        False,
+        (),
+        FLOWER_WAITS,
         ("deployment.superlink_store=memory",),
     ),
 }

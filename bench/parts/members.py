@@ -257,25 +257,21 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
     measured: list[Measured] = [
         simulation(setting, out),
         deployment(setting, out, "plain"),
-        deployment(setting, out, "file_and_messages"),
         deployment(setting, out, "memory"),
+        deployment(setting, out, "memory_flower_poll"),
     ]
-    measured[1].label = "(2) deployment, plain text, warm members, default store"
+    measured[1].label = "(2) deployment, plain text, warm members"
     out.tables.append(
         f"Member-sized work: {members} members with {4 * sizes.round_per_class} micrographs "
         f"of {width} x {height} each, ResNet-18 on {sizes.tile}-px tiles at "
         f"{sizes.pixel_size_um} um per pixel (4 tiles per image, 1 local epoch), "
         f"{sizes.round_rounds} rounds; {SIMULATION} against the Deployment Engine with warm "
-        "members (plain text), all on this machine. (2) is the default store "
-        "(`deployment.superlink_store=file`): the SuperLink's state (registrations, runs) in "
-        "its SQLite file, the arrays of messages in flight in memory; (3) writes those to the "
-        "file too, as Flower's own SuperLink does with a database "
-        "(`deployment.superlink_store=file_and_messages`, fractofl's default until "
-        "2026-12-06); (4) keeps everything in Flower's in-memory store "
+        "members (plain text), all on this machine; (3) keeps Flower's state and messages "
+        "in its in-memory store instead of the SuperLink's SQLite file "
         "(`deployment.superlink_store=memory`, plain-text federations only). Members' "
         "SuperNodes ask for instructions every 0.5 s when idle (`deployment.member_poll_s`) "
         "and their SuperExecs ask for a ClientApp every 0.1 s "
-        "(`deployment.member_task_poll_s`). "
+        "(`deployment.member_task_poll_s`), except in (4), which keeps Flower's 3 s and 1 s. "
         "Round 1 "
         "includes each member's first preparation of its images in every row (each row "
         "starts with an empty cache); rounds 2-N leave it out:\n\n" + table(measured)
