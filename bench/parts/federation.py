@@ -27,10 +27,11 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from cpu_roles import OTHER, ROLES, CpuByRole
 from deployment import (
     Processes,
     RecordingProxy,
@@ -128,6 +129,8 @@ class Measured:
     status: str
     run_dir: Path | None = None
     steady_seconds_per_round: float = math.nan
+    cpu_by_role: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of each kind of process over the whole run (start-up included)."""
     """Rounds 2 to N only: round 1 also pays for first imports and image preparation."""
 
 
@@ -156,14 +159,14 @@ class Setting:
         ]
 
 
-def _measured(label: str, run_dir: Path, traffic: float | None) -> Measured:
+def _measured(label: str, run_dir: Path, traffic: float | None, cpu: dict[str, float]) -> Measured:
     """The figures of a run that exited 0."""
     per_round = seconds_per_round(run_dir)
     if per_round is None:
         return Measured(label, math.nan, traffic, f"FAILED: no rounds in {run_dir}/metrics.csv")
     steady = seconds_per_round(run_dir, start_round=1)
     steady_s = math.nan if steady is None else steady
-    return Measured(label, per_round, traffic, "ok", run_dir, steady_s)
+    return Measured(label, per_round, traffic, "ok", run_dir, steady_s, cpu)
 
 
 def model_difference(first: Path | None, second: Path | None) -> float | None:
@@ -182,8 +185,12 @@ def simulation(setting: Setting, out: PartOutcome) -> Measured:
     label = SIMULATION
     command = fractofl("simulate", *setting.run_overrides("simulation"))
     log = setting.work / "logs" / "simulation.log"
-    out.run_step(label, command, log, setting.plan.timeout_s, cwd=setting.work)
-    return _measured(label, setting.work / "runs" / "simulation", None)
+    sampler = CpuByRole().start()
+    try:
+        out.run_step(label, command, log, setting.plan.timeout_s, cwd=setting.work)
+    finally:
+        cpu = sampler.stop()
+    return _measured(label, setting.work / "runs" / "simulation", None, cpu)
 
 
 def deployment(setting: Setting, out: PartOutcome, name: str) -> Measured:
@@ -205,6 +212,7 @@ def deployment(setting: Setting, out: PartOutcome, name: str) -> Measured:
     ]
     insecure = [] if tls else ["--insecure"]
     running = Processes()
+    sampler = CpuByRole().start()
     try:
         up = fractofl("coordinator", "up", *insecure, *deployment_args, *up_settings)
         running.start(up, work / "logs" / f"{name}-superlink.log", work)
@@ -242,8 +250,9 @@ def deployment(setting: Setting, out: PartOutcome, name: str) -> Measured:
             out.run_step(f"{name}: coordinator run", command, log, timeout_s, cwd=work)
             traffic = len(proxy.sent) + proxy.received_bytes
     finally:
+        cpu = sampler.stop()
         running.stop_all()
-    return _measured(label, work / "runs" / name, traffic / setting.rounds)
+    return _measured(label, work / "runs" / name, traffic / setting.rounds, cpu)
 
 
 def table(measured: list[Measured]) -> str:
@@ -270,6 +279,31 @@ def table(measured: list[Measured]) -> str:
     return markdown_grid([*headers, "Final weights vs (1), max abs diff", "Status"], rows)
 
 
+def cpu_table(measured: list[Measured], rounds: int) -> str:
+    """CPU seconds per round of each kind of process, over the whole run (start-up
+    included), and all of them together."""
+    roles = [role for role, _ in ROLES if any(role in m.cpu_by_role for m in measured)]
+    roles += [OTHER] if any(OTHER in m.cpu_by_role for m in measured) else []
+    rows = [
+        [
+            m.label,
+            *(f"{m.cpu_by_role.get(role, 0.0) / rounds:.1f}" for role in roles),
+            f"{sum(m.cpu_by_role.values()) / rounds:.1f}",
+        ]
+        for m in measured
+        if m.cpu_by_role
+    ]
+    return markdown_grid(["Configuration", *roles, "all"], rows)
+
+
+CPU_NOTE = (
+    "CPU seconds per round of each kind of process the run started (user + system, whole "
+    "run including start-up, divided by the rounds; `bench/cpu_roles.py`, sampled every "
+    "0.5 s from the benchmark's descendants; a warm member includes the ClientApps it "
+    "forked; the benchmark's own process, with the byte-counting proxy, is left out)."
+)
+
+
 def run_federation(plan: Plan, shared: dict[str, object]) -> PartOutcome:
     """The simulation, then each deployment, on the same work; one table."""
     out = PartOutcome()
@@ -294,6 +328,7 @@ def run_federation(plan: Plan, shared: dict[str, object]) -> PartOutcome:
         "input, 1 local epoch) on the default synthetic set split across the members; all "
         "processes on one machine.\n\n" + table(measured)
     )
+    out.tables.append(CPU_NOTE + "\n\n" + cpu_table(measured, sizes.rounds))
     out.notes.append(NOTE)
     out.data = {
         m.label: {"seconds_per_round": m.seconds_per_round, "bytes": m.bytes_per_member_round}

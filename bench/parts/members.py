@@ -227,7 +227,16 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
     """The federation part's simulation and warm deployment on member-sized work."""
     from deployment import prepare_pki
 
-    from parts.federation import SIMULATION, Measured, Setting, deployment, simulation, table
+    from parts.federation import (
+        CPU_NOTE,
+        SIMULATION,
+        Measured,
+        Setting,
+        cpu_table,
+        deployment,
+        simulation,
+        table,
+    )
 
     sizes = plan.members
     members = sizes.round_members
@@ -276,6 +285,7 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
         "includes each member's first preparation of its images in every row (each row "
         "starts with an empty cache); rounds 2-N leave it out:\n\n" + table(measured)
     )
+    out.tables.append(CPU_NOTE + "\n\n" + cpu_table(measured, sizes.round_rounds))
     out.data["rounds"] = {m.label: m.seconds_per_round for m in measured}
 
 
