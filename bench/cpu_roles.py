@@ -83,20 +83,24 @@ class CpuByRole:
                 tree = psutil.Process(pid).children(recursive=True)
             except psutil.Error:
                 continue
-            warm = {p.pid for p in tree if self._role(p) == WARM_MEMBER}
+            known = {}
             for process in tree:
+                try:
+                    key = (process.pid, process.create_time())
+                except psutil.Error:
+                    continue
+                known[process] = self.seen.setdefault(key, _Seen(self._role(process)))
+            warm = {p.pid for p, seen in known.items() if seen.role == WARM_MEMBER}
+            for process, seen in known.items():
                 try:
                     if process.ppid() in warm:
                         continue  # a forked ClientApp: counted through its warm member
                     times = process.cpu_times()
-                    key = (process.pid, process.create_time())
-                    role = self.seen[key].role if key in self.seen else self._role(process)
                 except psutil.Error:
                     continue
-                cpu = times.user + times.system
-                if role == WARM_MEMBER:
-                    cpu += times.children_user + times.children_system
-                self.seen.setdefault(key, _Seen(role)).cpu_s = cpu
+                seen.cpu_s = times.user + times.system
+                if seen.role == WARM_MEMBER:
+                    seen.cpu_s += times.children_user + times.children_system
 
     @staticmethod
     def _role(process: psutil.Process) -> str:

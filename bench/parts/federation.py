@@ -129,9 +129,9 @@ class Measured:
     status: str
     run_dir: Path | None = None
     steady_seconds_per_round: float = math.nan
+    """Rounds 2 to N only: round 1 also pays for first imports and image preparation."""
     cpu_by_role: dict[str, float] = field(default_factory=dict)
     """CPU seconds of each kind of process over the whole run (start-up included)."""
-    """Rounds 2 to N only: round 1 also pays for first imports and image preparation."""
 
 
 @dataclass(frozen=True)
@@ -279,9 +279,17 @@ def table(measured: list[Measured]) -> str:
     return markdown_grid([*headers, "Final weights vs (1), max abs diff", "Status"], rows)
 
 
+CPU_NOTE = (
+    "CPU seconds per round of each kind of process the run started (user + system, whole "
+    "run including start-up, divided by the rounds; `bench/cpu_roles.py`, sampled every "
+    "0.5 s from the benchmark's descendants; a warm member includes the ClientApps it "
+    "forked; the benchmark's own process, with the byte-counting proxy, is left out)."
+)
+
+
 def cpu_table(measured: list[Measured], rounds: int) -> str:
     """CPU seconds per round of each kind of process, over the whole run (start-up
-    included), and all of them together."""
+    included), and all of them together, after :data:`CPU_NOTE`."""
     roles = [role for role, _ in ROLES if any(role in m.cpu_by_role for m in measured)]
     roles += [OTHER] if any(OTHER in m.cpu_by_role for m in measured) else []
     rows = [
@@ -293,15 +301,7 @@ def cpu_table(measured: list[Measured], rounds: int) -> str:
         for m in measured
         if m.cpu_by_role
     ]
-    return markdown_grid(["Configuration", *roles, "all"], rows)
-
-
-CPU_NOTE = (
-    "CPU seconds per round of each kind of process the run started (user + system, whole "
-    "run including start-up, divided by the rounds; `bench/cpu_roles.py`, sampled every "
-    "0.5 s from the benchmark's descendants; a warm member includes the ClientApps it "
-    "forked; the benchmark's own process, with the byte-counting proxy, is left out)."
-)
+    return CPU_NOTE + "\n\n" + markdown_grid(["Configuration", *roles, "all"], rows)
 
 
 def run_federation(plan: Plan, shared: dict[str, object]) -> PartOutcome:
@@ -328,7 +328,7 @@ def run_federation(plan: Plan, shared: dict[str, object]) -> PartOutcome:
         "input, 1 local epoch) on the default synthetic set split across the members; all "
         "processes on one machine.\n\n" + table(measured)
     )
-    out.tables.append(CPU_NOTE + "\n\n" + cpu_table(measured, sizes.rounds))
+    out.tables.append(cpu_table(measured, sizes.rounds))
     out.notes.append(NOTE)
     out.data = {
         m.label: {"seconds_per_round": m.seconds_per_round, "bytes": m.bytes_per_member_round}

@@ -228,7 +228,6 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
     from deployment import prepare_pki
 
     from parts.federation import (
-        CPU_NOTE,
         SIMULATION,
         Measured,
         Setting,
@@ -285,7 +284,7 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
         "includes each member's first preparation of its images in every row (each row "
         "starts with an empty cache); rounds 2-N leave it out:\n\n" + table(measured)
     )
-    out.tables.append(CPU_NOTE + "\n\n" + cpu_table(measured, sizes.round_rounds))
+    out.tables.append(cpu_table(measured, sizes.round_rounds))
     out.data["rounds"] = {m.label: m.seconds_per_round for m in measured}
 
 

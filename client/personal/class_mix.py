@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from fractofl.core.config.run_config import TrainConfig
-from fractofl.core.learning.loss import BALANCED_SOFTMAX, logit_offset
+from fractofl.core.learning.loss import logit_offset
+from fractofl.core.learning.train_choices import BALANCED_SOFTMAX
 from fractofl.core.trust.registry import BALANCED_SOFTMAX_FLOOR_METRIC, VersionMetadata
 
 
