@@ -33,6 +33,7 @@ from fractofl.client.member import (
     weight_delta,
 )
 from fractofl.client.node_config import PARTITION_KEY
+from fractofl.client.packed_messages import packed_messages_mod
 from fractofl.client.personal.class_mix import run_floor
 from fractofl.client.personal.local_models import member_trainer, personalize
 from fractofl.client.policy import policy_mod
@@ -63,11 +64,12 @@ from fractofl.core.wire.update_protocol import (
     spec_from_config,
 )
 
-# The audit mod wraps everything else, so it records exactly what leaves (refusals too);
-# the member's policy comes next, before any of the instruction is acted on.
+# Packed arrays are read back first and packed again last (they are the same arrays); the
+# audit mod wraps everything else, so it records exactly what leaves, array by array
+# (refusals too); the member's policy comes next, before any of the instruction is acted on.
 log = logging.getLogger("fractofl")
 
-app = ClientApp(mods=[audit_mod, policy_mod])
+app = ClientApp(mods=[packed_messages_mod, audit_mod, policy_mod])
 # Flower routes "<category>.<action>" to the function registered for that action.
 PERSONALIZE_ACTION = PERSONALIZE_MESSAGE.split(".")[1]
 CROSS_SITE_ACTION = CROSS_SITE_MESSAGE.split(".")[1]

@@ -1,8 +1,11 @@
 """The member's audit log: every instruction its node received and every reply it sent.
 
 A Flower mod around the whole ClientApp (outside secure aggregation's own mod, so it sees
-exactly what leaves). A real member's SuperNode names the log in its node config
-(``audit-log``, set by ``fractofl member join`` to ``deployment.member_dir/audit.log``);
+exactly what leaves; only :mod:`~fractofl.client.packed_messages` is outside it, which
+changes how the arrays travel, not what: packed, they are these arrays' bytes, one after
+the other, behind a header of their names, dtypes and shapes). A real member's SuperNode
+names the log in its node config (``audit-log``, set by ``fractofl member join`` to
+``deployment.member_dir/audit.log``);
 a simulated member has none and is not logged. Each entry records the run, the round, the
 kind of message, a digest of the instruction's configuration, and for what left: every
 array's record, name, shape, dtype, byte count and SHA-256, the metrics' names and values,

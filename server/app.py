@@ -7,6 +7,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fractofl.core.config.run_config import from_flat
 from fractofl.server.coordinator import run_federated
+from fractofl.server.packed_grid import PackedGrid
 
 app = ServerApp()
 
@@ -14,4 +15,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Entry point Flower calls in simulation and in deployment alike."""
-    run_federated(grid, from_flat(context.run_config), run_id=str(context.run_id))
+    cfg = from_flat(context.run_config)
+    if cfg.updates.pack_arrays:
+        grid = PackedGrid(grid)
+    run_federated(grid, cfg, run_id=str(context.run_id))

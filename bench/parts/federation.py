@@ -60,6 +60,7 @@ WORK = [
 SIMULATION = "(1) simulation"
 # `member join` settings that keep the waits of Flower's own SuperNode and SuperExec
 FLOWER_WAITS = ("deployment.member_poll_s=3", "deployment.member_task_poll_s=1")
+UNPACKED = "updates.pack_arrays=false"  # the run override that sends arrays one by one
 DEPLOYMENTS = {
     "cold": ("(2) deployment, plain text, cold ClientApps (--cold)", False, (), ("--cold",), ()),
     "plain": ("(3) as (2) with the warm member", False, (), (), ()),
@@ -79,11 +80,18 @@ DEPLOYMENTS = {
         (),
         ("deployment.superlink_store=memory",),
     ),
-    "memory_flower_poll": (
-        "(4) as (3), with Flower's own waits (SuperNode 3 s, SuperExec 1 s)",
+    "plain_unpacked": (
+        "(2') as (2), every array an object of its own (`updates.pack_arrays=false`)",
         False,
+        (UNPACKED,),
         (),
-        FLOWER_WAITS,
+        (),
+    ),
+    "memory_unpacked": (
+        "(3') as (3), every array an object of its own",
+        False,
+        (UNPACKED,),
+        (),
         ("deployment.superlink_store=memory",),
     ),
 }

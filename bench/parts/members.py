@@ -265,8 +265,9 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
     measured: list[Measured] = [
         simulation(setting, out),
         deployment(setting, out, "plain"),
+        deployment(setting, out, "plain_unpacked"),
         deployment(setting, out, "memory"),
-        deployment(setting, out, "memory_flower_poll"),
+        deployment(setting, out, "memory_unpacked"),
     ]
     measured[1].label = "(2) deployment, plain text, warm members"
     out.tables.append(
@@ -276,10 +277,13 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
         f"{sizes.round_rounds} rounds; {SIMULATION} against the Deployment Engine with warm "
         "members (plain text), all on this machine; (3) keeps Flower's state and messages "
         "in its in-memory store instead of the SuperLink's SQLite file "
-        "(`deployment.superlink_store=memory`, plain-text federations only). Members' "
+        "(`deployment.superlink_store=memory`, plain-text federations only). Every "
+        "message's arrays travel packed into one (`updates.pack_arrays`, the default), "
+        "except in (2') and (3'), where each array is an object of Flower's of its own "
+        "(a request each). Members' "
         "SuperNodes ask for instructions every 0.5 s when idle (`deployment.member_poll_s`) "
         "and their SuperExecs ask for a ClientApp every 0.1 s "
-        "(`deployment.member_task_poll_s`), except in (4), which keeps Flower's 3 s and 1 s. "
+        "(`deployment.member_task_poll_s`). "
         "Round 1 "
         "includes each member's first preparation of its images in every row (each row "
         "starts with an empty cache); rounds 2-N leave it out:\n\n" + table(measured)

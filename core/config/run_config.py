@@ -132,6 +132,8 @@ class UpdatesConfig:
     aggregation: str = "auto"
     spill_dir: str = ""
     spill_min_free_mb: int = 1024
+    pack_arrays: bool = True
+    """Every message's arrays travel packed into one (:mod:`fractofl.core.wire.packing`)."""
 
 
 @dataclass
@@ -430,15 +432,17 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 
 
 UNHASHED_GROUPS = ("output.", "registry.", "serving.", "deployment.")
-# Where simulated members run and how the coordinator holds a round's updates, not what
-# is trained: a run on a Ray cluster, or streamed, has the digest of the same run on one
-# machine, gathered, and can be resumed on another cluster or with the other setting.
+# Where simulated members run, how the coordinator holds a round's updates and how the
+# arrays travel, not what is trained: a run on a Ray cluster, or streamed, or packed, has
+# the digest of the same run on one machine, gathered, unpacked, and can be resumed on
+# another cluster or with the other setting.
 UNHASHED_KEYS = (
     "federation.ray_address",
     "federation.ray_connect_timeout_s",
     "updates.aggregation",
     "updates.spill_dir",
     "updates.spill_min_free_mb",
+    "updates.pack_arrays",
 )
 
 

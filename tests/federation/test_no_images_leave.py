@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fractofl.core.wire.packing import MAGIC
 from tests.federation.conftest import SMALL_RUN, member_images
 from tests.federation.image_traces import find_image_traces, image_representations
 from tests.federation.processes import Processes, fractofl, free_ports
@@ -87,6 +88,7 @@ def test_nothing_a_member_sends_contains_its_images(member_data: Path, tmp_path:
     assert len(images) > 20
     assert sent.count(b"POST /v1/fleet/") > 10
     assert b"train-loss" in sent and b"num-examples" in sent
+    assert MAGIC in sent  # the update left packed (updates.pack_arrays), searched as such
     # ...and no file content, no pixels and no float pixels of any of the member's images
     assert find_image_traces(sent, images) == []
     # The search finds what it looks for: one image's float pixels mixed into the capture
