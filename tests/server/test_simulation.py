@@ -7,11 +7,15 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from flwr.app import Array
 
+from fractofl.core.model.architectures import build_model
 from fractofl.core.model.checkpoint import load_checkpoint
 from fractofl.core.synth.dataset import MANIFEST
+from fractofl.core.wire.compression import CompressionSpec, encode_update
 from tests.conftest import easy_overrides, run_fractofl
 
 pytestmark = pytest.mark.slow
@@ -37,14 +41,24 @@ def _only_run(root: Path) -> Path:
     return runs[0]
 
 
-def test_federated_simulation_writes_a_complete_run_folder(
+def test_federated_simulation_writes_a_complete_run_folder_and_int8_updates_cost_their_payload(
     easy_dataset: Path, tmp_path: Path
 ) -> None:
-    # Prepare
+    # Prepare: the exact bytes an int8 update of this model takes on the wire. (One run
+    # for both: compressed updates change only what members send; every other simulated
+    # run in the suite sends float32.)
+    spec = CompressionSpec("int8")
+    state = build_model("small_cnn", num_classes=4, width=16).state_dict()
+    zeros = {k: np.zeros(tuple(v.shape), dtype=v.numpy().dtype) for k, v in state.items()}
+    expected = sum(len(Array(np.asarray(a)).data) for a in encode_update(zeros, spec).values())
+    float32 = sum(len(Array(np.asarray(a)).data) for a in zeros.values())
     manifest_before = (easy_dataset / MANIFEST).read_text()
     # Execute
     result = run_fractofl(
-        "simulate", *easy_overrides(easy_dataset, tmp_path / "runs"), cwd=tmp_path
+        "simulate",
+        *easy_overrides(easy_dataset, tmp_path / "runs"),
+        "updates.compression=int8",
+        cwd=tmp_path,
     )
     # Assert: it ran, reused the data, and showed progress round by round.
     assert result.returncode == 0, result.stderr[-3000:]
@@ -60,6 +74,10 @@ def test_federated_simulation_writes_a_complete_run_folder(
     assert [r["members_answered"] for r in rows[1:]] == ["2", "2"]
     assert all(r["config_mismatches"] == "0" for r in rows)  # members saw the run's config
     assert all(float(r["mean_train_loss"]) > 0 for r in rows[1:])
+    # every member sent exactly the int8 payload, about a quarter of float32
+    assert [float(r["bytes_per_member"]) for r in rows[1:]] == [expected, expected]
+    assert expected < 0.3 * float32
+    assert all(r["refused_updates"] == "0" for r in rows[1:])
     final = float(rows[-1]["test_accuracy"])
     assert final >= 0.5, f"easy data, chance is 0.25, got {final}"
     assert float(rows[-1]["test_macro_f1"]) > 0.4
@@ -88,34 +106,3 @@ def test_centralized_baseline_on_the_same_data(easy_dataset: Path, tmp_path: Pat
     assert [r["round"] for r in rows] == ["0", "1", "2"]
     assert float(rows[-1]["test_accuracy"]) >= 0.5
     assert json.loads((run_dir / "summary.json").read_text())["kind"] == "centralized"
-
-
-def test_compressed_updates_cost_what_their_payload_says(
-    easy_dataset: Path, tmp_path: Path
-) -> None:
-    # Prepare: the exact bytes an int8 update of this model takes on the wire.
-    import numpy as np
-    from flwr.app import Array
-
-    from fractofl.core.model.architectures import build_model
-    from fractofl.core.wire.compression import CompressionSpec, encode_update
-
-    spec = CompressionSpec("int8")
-    state = build_model("small_cnn", num_classes=4, width=16).state_dict()
-    zeros = {k: np.zeros(tuple(v.shape), dtype=v.numpy().dtype) for k, v in state.items()}
-    expected = sum(len(Array(np.asarray(a)).data) for a in encode_update(zeros, spec).values())
-    float32 = sum(len(Array(np.asarray(a)).data) for a in zeros.values())
-    # Execute
-    result = run_fractofl(
-        "simulate",
-        *easy_overrides(easy_dataset, tmp_path / "runs"),
-        "updates.compression=int8",
-        cwd=tmp_path,
-    )
-    # Assert: every member sent exactly that, about a quarter of float32, and it trained.
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = _rows(_only_run(tmp_path / "runs"))
-    assert [float(r["bytes_per_member"]) for r in rows[1:]] == [expected, expected]
-    assert expected < 0.3 * float32
-    assert all(r["refused_updates"] == "0" for r in rows[1:])
-    assert float(rows[-1]["test_accuracy"]) >= 0.5
