@@ -27,6 +27,12 @@ BALANCED = "fedavg, cosine lr, balanced softmax"
 TINY_FLOOR = 1e-4  # the floor balanced softmax had before train.balanced_softmax_floor
 BALANCED_TINY_FLOOR = f"{BALANCED}, floor {TINY_FLOOR:g}"
 COSINE_SCHEDULE = "train.lr_schedule=cosine"
+ONE_EPOCH = "1 epoch x twice the rounds"
+CENTRAL_COSINE_ONE_EPOCH = f"{CENTRAL_COSINE}, {ONE_EPOCH}"
+BALANCED_ONE_EPOCH = f"{BALANCED}, {ONE_EPOCH}"
+BUDGET_EPOCHS = 2
+"""conf/train's ``local_epochs``: a row with ``local_epochs`` set runs ``rounds x
+BUDGET_EPOCHS / local_epochs`` rounds, so every row trains as many epochs in all."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class _Run:
     subcommand: str
     overrides: tuple[str, ...]
     reference: str | None
+    local_epochs: int = BUDGET_EPOCHS
 
 
 GAP_RUNS = (
@@ -64,8 +71,26 @@ GAP_RUNS = (
         (COSINE_SCHEDULE, "train.loss=balanced_softmax"),
         CENTRAL_COSINE,
     ),
+    # Fewer local steps between averagings, the same epochs in all: less client drift
+    _Run(
+        CENTRAL_COSINE_ONE_EPOCH,
+        "centralized-cosine-1epoch",
+        "centralized",
+        (COSINE_SCHEDULE,),
+        None,
+        local_epochs=1,
+    ),
+    _Run(
+        BALANCED_ONE_EPOCH,
+        "fedavg-cosine-balanced-1epoch",
+        "simulate",
+        (COSINE_SCHEDULE, "train.loss=balanced_softmax"),
+        CENTRAL_COSINE_ONE_EPOCH,
+        local_epochs=1,
+    ),
 )
-GAINS_FROM = GAP_RUNS[-1]  # the gains table reads this recipe's first seed's final version
+GAINS_FROM = next(run for run in GAP_RUNS if run.label == BALANCED)
+"""The gains table reads this recipe's first seed's final version."""
 GOALS = {0.5: 0.98, 0.1: 0.95}  # issue #18: federated / centralized accuracy, mean of seeds
 
 
@@ -93,7 +118,9 @@ def _spread(values: Sequence[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def _data(plan: Plan, alpha: float, shift: float = 0.0) -> list[str]:
+def _data(
+    plan: Plan, alpha: float, shift: float = 0.0, local_epochs: int = BUDGET_EPOCHS
+) -> list[str]:
     sizes = plan.personal
     name = f"members{sizes.members}-alpha{str(alpha).replace('.', '')}"
     if shift:
@@ -103,7 +130,8 @@ def _data(plan: Plan, alpha: float, shift: float = 0.0) -> list[str]:
         f"federation.members={sizes.members}",
         f"data.alpha={alpha}",
         f"data.synth.instrument_shift={shift}",
-        f"federation.rounds={sizes.rounds}",
+        f"federation.rounds={sizes.rounds * BUDGET_EPOCHS // local_epochs}",
+        f"train.local_epochs={local_epochs}",
         *sizes.data_overrides,
     ]
 
@@ -135,7 +163,7 @@ def _gap_table(plan: Plan, out: PartOutcome) -> dict[float, str]:
             for gap_run in GAP_RUNS:
                 name = f"personal-a{alpha}-s{seed}-{gap_run.name}"
                 overrides = [
-                    *_data(plan, alpha),
+                    *_data(plan, alpha, local_epochs=gap_run.local_epochs),
                     f"seed={seed}",
                     *gap_run.overrides,
                     *_registry(plan, name),
