@@ -47,14 +47,16 @@ def with_records(
 def packed_all(messages: Iterable[Message]) -> list[Message]:
     """``messages`` with their records of arrays packed; messages that share their content
     (a strategy sends every member the same) share its packed copy too."""
-    copies: dict[int, RecordDict] = {}
+    # by id, with the original kept alive: a freed original's id could be a new object's
+    copies: dict[int, tuple[RecordDict, RecordDict]] = {}
     out = []
     for message in messages:
         if message.has_content():
             content = message.content
             if id(content) not in copies:
-                copies[id(content)] = with_records(content, packed_records(content.array_records))
-            message.content = copies[id(content)]
+                packed = with_records(content, packed_records(content.array_records))
+                copies[id(content)] = (content, packed)
+            message.content = copies[id(content)][1]
         out.append(message)
     return out
 

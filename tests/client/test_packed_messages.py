@@ -133,3 +133,19 @@ def test_a_damaged_packed_reply_becomes_an_error_reply_from_its_member() -> None
     assert read.metadata.src_node_id == 3
     assert read.metadata.reply_to_message_id == reply.metadata.reply_to_message_id
     assert np.isfinite(read.metadata.created_at)
+
+
+def test_messages_made_one_by_one_with_their_own_content_each_keep_their_own() -> None:
+    # Packed copies are shared by content (by id): messages with contents of their own,
+    # made one by one, must each still carry their own arrays.
+    def instructions():  # type: ignore[no-untyped-def]
+        for node in range(1, 6):
+            arrays = {"a": Array(np.full(3, node, np.float32)), "b": Array(np.zeros(2))}
+            yield Message(RecordDict({"arrays": ArrayRecord(arrays)}), node, "train")
+
+    # Execute
+    sent = packed_all(instructions())
+    # Assert
+    for node, message in enumerate(sent, start=1):
+        back = unpacked(_sent(message)).content.array_records["arrays"]
+        assert back["a"].numpy().tolist() == [node] * 3
