@@ -49,9 +49,11 @@ def test_a_warm_members_forked_clientapp_counts_once_through_it() -> None:
         for process in running:
             process.communicate(timeout=60)
     # Assert: each role's CPU (its interpreter's start-up included), the forked child's
-    # inside its warm member and not beside it
-    assert 0.4 <= cpu["SuperLink"] <= 0.8, cpu
-    assert 0.9 <= cpu[WARM_MEMBER] <= 1.4, cpu
+    # inside its warm member and not beside it. The kernel counts CPU in 10 ms ticks, so
+    # each process may read up to a tick under what it burnt (0.9 was read as 0.8999...).
+    tick = 0.01
+    assert 0.4 - 2 * tick <= cpu["SuperLink"] <= 0.8, cpu
+    assert 0.9 - 2 * 2 * tick <= cpu[WARM_MEMBER] <= 1.4, cpu  # itself and its child
     assert set(cpu) == {"SuperLink", WARM_MEMBER}
 
 
