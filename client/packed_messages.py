@@ -14,11 +14,13 @@ from collections.abc import Mapping
 from flwr.app import Array, ArrayRecord, Context, Error, Message, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 
-from fractofl.core.wire.packing import PackedArray, PackingError, packed_records, unpacked_records
-
-DAMAGED_INSTRUCTION_CODE = 422
-"""The error code of a reply to an instruction whose packed arrays cannot be read back
-(Flower's own codes are small integers)."""
+from fractofl.core.wire.packing import (
+    DAMAGED_CODE,
+    PackedArray,
+    PackingError,
+    packed_records,
+    unpacked_records,
+)
 
 
 def _replace(content: RecordDict, records: Mapping[str, Mapping[str, PackedArray]]) -> None:
@@ -39,7 +41,7 @@ def packed_messages_mod(msg: Message, context: Context, call_next: ClientAppCall
         unpacked = unpacked_records(msg.content.array_records)
     except PackingError as exc:
         reason = f"the instruction's packed arrays are damaged ({exc}); nothing was run"
-        return Message(Error(code=DAMAGED_INSTRUCTION_CODE, reason=reason), reply_to=msg)
+        return Message(Error(code=DAMAGED_CODE, reason=reason), reply_to=msg)
     if not unpacked:
         return call_next(msg, context)
     _replace(msg.content, unpacked)

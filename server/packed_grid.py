@@ -18,12 +18,15 @@ from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from fractofl.core.wire.packing import PackedArray, PackingError, packed_records, unpacked_records
+from fractofl.core.wire.packing import (
+    DAMAGED_CODE,
+    PackedArray,
+    PackingError,
+    packed_records,
+    unpacked_records,
+)
 
 DAMAGED_REPLY = "packed reply damaged"
-DAMAGED_REPLY_CODE = 422
-"""The error code of a reply whose packed arrays cannot be read back (Flower's own codes
-are small integers)."""
 
 
 def with_records(
@@ -70,7 +73,7 @@ def unpacked(reply: Message) -> Message:
         reply.content = with_records(reply.content, unpacked_records(reply.content.array_records))
     except PackingError as exc:
         reason = f"{DAMAGED_REPLY}: {exc}"
-        return make_message(reply.metadata, error=Error(code=DAMAGED_REPLY_CODE, reason=reason))
+        return make_message(reply.metadata, error=Error(code=DAMAGED_CODE, reason=reason))
     return reply
 
 

@@ -30,6 +30,9 @@ PACKED_STYPE = "fractofl.packed.v1"
 PACKED_NAME = "packed"
 """The one array a packed record holds."""
 PACKED_DTYPE = "bytes"
+DAMAGED_CODE = 422
+"""The error code of a reply that stands for packed arrays that could not be read back,
+on either side (Flower's own codes are small integers)."""
 _LENGTH_BYTES = 8
 
 

@@ -11,10 +11,10 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
 from flwr.supercore.task_identity import TaskIdentity
 
-from fractofl.client.packed_messages import DAMAGED_INSTRUCTION_CODE, packed_messages_mod
+from fractofl.client.packed_messages import packed_messages_mod
 from fractofl.core.model.architectures import build_model
-from fractofl.core.wire.packing import PACKED_NAME, PackedArray, is_packed, pack
-from fractofl.server.packed_grid import DAMAGED_REPLY_CODE, packed_all, unpacked
+from fractofl.core.wire.packing import DAMAGED_CODE, PACKED_NAME, PackedArray, is_packed, pack
+from fractofl.server.packed_grid import packed_all, unpacked
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +118,7 @@ def test_a_damaged_packed_instruction_is_answered_with_an_error_and_nothing_runs
     )
     reply = packed_messages_mod(instruction, _context(), _doubling_handler(seen))
     assert seen == []
-    assert reply.has_error() and reply.error.code == DAMAGED_INSTRUCTION_CODE
+    assert reply.has_error() and reply.error.code == DAMAGED_CODE
     assert "packed arrays are damaged" in reply.error.reason and "truncated" in reply.error.reason
 
 
@@ -128,7 +128,7 @@ def test_a_damaged_packed_reply_becomes_an_error_reply_from_its_member() -> None
     # Execute
     read = unpacked(reply)
     # Assert: the round goes on without it, and the log says why
-    assert read.has_error() and read.error.code == DAMAGED_REPLY_CODE
+    assert read.has_error() and read.error.code == DAMAGED_CODE
     assert "packed reply damaged" in read.error.reason and "truncated" in read.error.reason
     assert read.metadata.src_node_id == 3
     assert read.metadata.reply_to_message_id == reply.metadata.reply_to_message_id
