@@ -58,11 +58,10 @@ def first_step() -> None:
 
 
 def _warm(repeats: int) -> list[float]:
-    """Children forked from this process after the warm member's imports."""
-    import torch  # noqa: F401
-    from flwr.supernode.runtime import run_clientapp  # noqa: F401
+    """Children forked from this process after the warm member's own warm-up."""
+    from fractofl.client.warm_member import warm_up
 
-    from fractofl.client import app  # noqa: F401
+    warm_up()
 
     times = []
     for _ in range(repeats):

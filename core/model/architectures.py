@@ -112,10 +112,11 @@ def _small_cnn(
     )
 
 
-def _torchvision_models() -> Any:
+def torchvision_models() -> Any:
     """``torchvision.models``, imported when a torchvision network is first built: importing
     torchvision imports ``torch._dynamo`` (about 1.3 s per process here), which every
-    member, coordinator and command process would otherwise pay for the default small CNN."""
+    member, coordinator and command process would otherwise pay for the default small CNN.
+    The warm member calls it once so that its forked ClientApps do not."""
     from torchvision import models
 
     return models
@@ -130,7 +131,7 @@ def _resnet(depth: int) -> Callable[..., nn.Module]:
         norm_groups: int = 32,
     ) -> nn.Module:
         """``small_input`` swaps the 7x7/2 stem and max-pool for a 3x3/1 stem (images < 96 px)."""
-        constructor = getattr(_torchvision_models(), f"resnet{depth}")
+        constructor = getattr(torchvision_models(), f"resnet{depth}")
         model = constructor(
             weights=None, num_classes=num_classes, norm_layer=norm_layer(norm, norm_groups)
         )
@@ -151,7 +152,7 @@ def _mobilenet_v3_small(
     norm: str = "batch",
     norm_groups: int = 8,
 ) -> nn.Module:
-    model = _torchvision_models().mobilenet_v3_small(
+    model = torchvision_models().mobilenet_v3_small(
         weights=None,
         num_classes=num_classes,
         dropout=dropout,
@@ -273,7 +274,7 @@ def load_pretrained(model: nn.Module, name: str, source: str) -> list[str]:
 
 
 def _download_imagenet_state(name: str) -> dict[str, torch.Tensor]:
-    tv_models = _torchvision_models()
+    tv_models = torchvision_models()
     getter = getattr(tv_models, name, None)
     if getter is None:
         raise UnknownModelError(f"model {name!r} has no torchvision ImageNet weights")

@@ -155,3 +155,31 @@ def test_a_warm_member_that_dies_mid_instruction_leaves_the_instruction_to_finis
     assert waiting.returncode == 75
     assert "the warm member stopped while this instruction ran (its process ran on" in stderr
     assert "restart `fractofl member join`" in stderr
+
+
+def test_a_resnet_clientapp_forked_from_the_warm_member_imports_no_torchvision() -> None:
+    # A fresh process that warms up as the warm member does: building a ResNet (what each
+    # forked ClientApp of a ResNet run does) then imports no torchvision and no
+    # torch._dynamo module of its own (1.3 s of CPU per instruction otherwise).
+    probe = (
+        "import sys\n"
+        "from fractofl.client.warm_member import warm_up\n"
+        "warm_up()\n"
+        "before = set(sys.modules)\n"
+        "from fractofl.core.model.architectures import build_model\n"
+        "build_model('resnet18', num_classes=4)\n"
+        "print(' '.join(sorted(set(sys.modules) - before)) or '-')\n"
+        "print('torchvision' in before)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported, had_torchvision = result.stdout.split("\n")[:2]
+    assert had_torchvision == "True"
+    heavy = [m for m in imported.split() if m.startswith(("torchvision", "torch._dynamo"))]
+    assert heavy == []
