@@ -103,10 +103,12 @@ def train_locally(
     seed: int,
     proximal_mu: float = 0.0,
     trained_part: nn.Module | None = None,
+    gradient_correction: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Run the configured local epochs on the member's training split (``proximal_mu``:
     FedProx's term, sent by the coordinator; ``trained_part``: the only part of ``model``
-    that learns, see :func:`fractofl.core.learning.training.train`)."""
+    that learns; ``gradient_correction``: SCAFFOLD's, see
+    :func:`fractofl.core.learning.training.train`)."""
     torch.set_num_threads(max(1, cfg.train.threads))
     torch.manual_seed(seed)
     samples = data.train.for_training(cfg.train.tiles_per_image)
@@ -129,6 +131,7 @@ def train_locally(
         precision=precision_for(cfg.train.mixed_precision, device),
         logit_offset=offset,
         trained_part=trained_part,
+        gradient_correction=gradient_correction,
     )
 
 
@@ -153,9 +156,13 @@ def weight_delta(
 
 
 def evaluate_locally(model: nn.Module, data: MemberData, cfg: RunConfig) -> EvalResult | None:
-    """Evaluate on the member's validation split (None when it has none)."""
+    """Evaluate on the member's validation split (None when it has none), with
+    ``train.threads`` torch threads as in training: a deployed member's ClientApp is a
+    process of its own, and torch's default (every core) beside the other members' on the
+    same cores burns CPU waiting."""
     if len(data.val) == 0:
         return None
+    torch.set_num_threads(max(1, cfg.train.threads))
     loader = make_loader(data.val, cfg.train.batch_size, False, None, cfg.seed)
     return evaluate(model, loader, len(cfg.data.classes), resolve_device(cfg.train.device))
 
