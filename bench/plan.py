@@ -13,6 +13,7 @@ PROGRAMS_DIR = BENCH_DIR / "programs"
 ALL_STRATEGIES: tuple[str, ...] = (
     "fedavg",
     "fedprox",
+    "scaffold",
     "fedadam",
     "fedyogi",
     "fedadagrad",
