@@ -13,7 +13,6 @@ PROGRAMS_DIR = BENCH_DIR / "programs"
 ALL_STRATEGIES: tuple[str, ...] = (
     "fedavg",
     "fedprox",
-    "scaffold",
     "fedadam",
     "fedyogi",
     "fedadagrad",

@@ -36,7 +36,6 @@ from fractofl.core.config.run_config import (
 from fractofl.core.config.taxonomy import validate_classes
 from fractofl.core.images.partition import PARTITIONS
 from fractofl.core.images.scale_policy import UNKNOWN_SCALE_POLICIES
-from fractofl.core.learning.control_variates import SCAFFOLD
 from fractofl.core.learning.schedule import LR_SCHEDULES
 from fractofl.core.learning.train_choices import (
     MIXED_PRECISION,
@@ -159,12 +158,6 @@ def _check_settings(cfg: RunConfig) -> None:
         streams_updates(cfg)
     except AggregationSettingsError as exc:
         raise ConfigError(str(exc)) from None
-    if cfg.strategy.name == SCAFFOLD and cfg.strategy.local_batchnorm:
-        raise ConfigError(
-            "strategy=scaffold with strategy.local_batchnorm=true: SCAFFOLD's control variates "
-            "follow the global model's move, which local BatchNorm layers leave out; turn "
-            "one off"
-        )
     if cfg.federation.cross_site and (cfg.privacy.dp or cfg.privacy.secure_aggregation):
         raise ConfigError(
             "federation.cross_site sends each member's personalized model to the coordinator "

@@ -37,7 +37,6 @@ from fractofl.client.packed_messages import packed_messages_mod
 from fractofl.client.personal.class_mix import run_floor
 from fractofl.client.personal.local_models import member_trainer, personalize
 from fractofl.client.policy import policy_mod
-from fractofl.client.scaffold import as_tensors, gradient_correction, keep_controls
 from fractofl.client.secure_reply import (
     is_secure_instruction,
     read_instruction,
@@ -45,7 +44,6 @@ from fractofl.client.secure_reply import (
     secure_reply,
 )
 from fractofl.core.config.run_config import RunConfig, config_digest, from_flat
-from fractofl.core.learning.control_variates import SCAFFOLD, sgd_step_sum
 from fractofl.core.learning.member_data import MemberData, load_member_data
 from fractofl.core.model.architectures import batchnorm_keys
 from fractofl.core.model.factory import model_for
@@ -61,10 +59,7 @@ from fractofl.core.wire.update_protocol import (
     METRICS_KEY,
     PERSONALIZE_MESSAGE,
     PROXIMAL_MU_KEY,
-    SCAFFOLD_CORRECTED_KEY,
-    SCAFFOLD_WEIGHT_KEY,
     SERVER_ROUND_KEY,
-    STEP_SUM_KEY,
     UNIT_WEIGHT_KEY,
     spec_from_config,
 )
@@ -162,31 +157,15 @@ def _local_update(
     scheduled = config.get(LEARNING_RATE_KEY)
     if isinstance(scheduled, int | float):  # the coordinator's train.lr_schedule
         cfg = replace(cfg, train=replace(cfg.train, lr=float(scheduled)))
-    scaffold = cfg.strategy.name == SCAFFOLD
-    applied = gradient_correction(context.state, start, config, server_round) if scaffold else None
-    result = train_locally(
-        model,
-        data,
-        cfg,
-        seed=seed,
-        proximal_mu=mu,
-        gradient_correction=None if applied is None else as_tensors(applied),
-    )
+    result = train_locally(model, data, cfg, seed=seed, proximal_mu=mu)
     delta = weight_delta(state_as_numpy(model), start)
+    delta = _simulated_attack(delta, cfg, context, seed, model)
     values: dict[str, int | float] = {
         EXAMPLES_KEY: len(data.train),
         "train-loss": result.loss,
         "train-accuracy": result.accuracy,
         "config-crc": _digest_metric(cfg),
     }
-    if scaffold:
-        step_sum = sgd_step_sum(cfg.train.lr, cfg.train.momentum, result.steps)
-        parameters = [name for name, _ in model.named_parameters()]
-        keep_controls(context.state, start, delta, parameters, step_sum, applied, server_round)
-        values[STEP_SUM_KEY] = step_sum
-        values[SCAFFOLD_WEIGHT_KEY] = len(data.train) / step_sum
-        values[SCAFFOLD_CORRECTED_KEY] = int(applied is not None)
-    delta = _simulated_attack(delta, cfg, context, seed, model)
     clipping_norm = config.get(CLIPPING_NORM_KEY)
     if isinstance(clipping_norm, int | float):  # differential privacy: bound our influence
         clip_update(delta, float(clipping_norm))

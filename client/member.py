@@ -103,12 +103,10 @@ def train_locally(
     seed: int,
     proximal_mu: float = 0.0,
     trained_part: nn.Module | None = None,
-    gradient_correction: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Run the configured local epochs on the member's training split (``proximal_mu``:
     FedProx's term, sent by the coordinator; ``trained_part``: the only part of ``model``
-    that learns; ``gradient_correction``: SCAFFOLD's, see
-    :func:`fractofl.core.learning.training.train`)."""
+    that learns, see :func:`fractofl.core.learning.training.train`)."""
     torch.set_num_threads(max(1, cfg.train.threads))
     torch.manual_seed(seed)
     samples = data.train.for_training(cfg.train.tiles_per_image)
@@ -131,7 +129,6 @@ def train_locally(
         precision=precision_for(cfg.train.mixed_precision, device),
         logit_offset=offset,
         trained_part=trained_part,
-        gradient_correction=gradient_correction,
     )
 
 

@@ -13,15 +13,7 @@ from __future__ import annotations
 
 from fractofl.core.config.run_config import RunConfig
 
-MEAN_STRATEGIES = (
-    "fedavg",
-    "fedprox",
-    "scaffold",
-    "fedadam",
-    "fedyogi",
-    "fedadagrad",
-    "fedavgm",
-)
+MEAN_STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm")
 """Strategies that need only the weighted mean of the updates."""
 AGGREGATION_MODES = ("auto", "streamed", "gathered")
 

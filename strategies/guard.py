@@ -29,7 +29,6 @@ from fractofl.core.wire.update_protocol import EXAMPLES_KEY, spec_to_config
 from fractofl.strategies.mean import RunningMean, update_shares
 from fractofl.strategies.npy_arrays import array_of, array_view
 from fractofl.strategies.replies import reply_senders
-from fractofl.strategies.scaffold import Scaffold
 from fractofl.strategies.spill import SpilledUpdate, UpdateSpill
 from fractofl.strategies.validation import (
     measure_update,
@@ -59,7 +58,7 @@ class UpdateVerdict:
 ScreenListener = Callable[[int, list[UpdateVerdict]], None]
 
 # Strategies whose aggregate is exactly the weighted mean of the member weights.
-PLAIN_MEANS = (FedAvg, FedProx, Scaffold)
+PLAIN_MEANS = (FedAvg, FedProx)
 # Strategies that take an optimiser step on the server from that mean.
 ServerOptimiser = FedOpt | FedAvgM
 

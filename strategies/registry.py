@@ -27,7 +27,6 @@ from fractofl.strategies.fedtrimmedavg import build_fedtrimmedavg
 from fractofl.strategies.guard import ScreenListener, UpdateGuard
 from fractofl.strategies.krum import build_krum
 from fractofl.strategies.multikrum import build_multikrum
-from fractofl.strategies.scaffold import build_scaffold
 
 __all__ = [
     "STRATEGY_REGISTRY",
@@ -51,7 +50,6 @@ STRATEGY_REGISTRY: dict[str, StrategyFactory] = {
     "fedavg": build_fedavg,
     "fedavgm": build_fedavgm,
     "fedprox": build_fedprox,
-    "scaffold": build_scaffold,
     "fedadam": build_fedadam,
     "fedyogi": build_fedyogi,
     "fedadagrad": build_fedadagrad,

@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from fractofl.core.config.run_config import PrivacyConfig, RunConfig
 from fractofl.strategies.aggregation_mode import MEAN_STRATEGIES
 
-SECAGG_STRATEGIES = tuple(name for name in MEAN_STRATEGIES if name != "scaffold")
-"""Strategies that need only the examples-weighted mean of the updates (SCAFFOLD weighs
-them by examples per step sum)."""
+SECAGG_STRATEGIES = MEAN_STRATEGIES
+"""Strategies that need only the weighted mean of the updates."""
 MODULUS_RANGE = 2**32
 """Flower's largest modulus: masked sums are computed modulo this."""
 
@@ -30,12 +29,6 @@ class SecureAggregationSettingsError(ValueError):
 def check_secagg_settings(cfg: RunConfig) -> None:
     """Refuse what SecAgg+ cannot do, naming the setting at fault and what to change."""
     privacy, strategy = cfg.privacy, cfg.strategy.name
-    if strategy == "scaffold":
-        raise SecureAggregationSettingsError(
-            "privacy.secure_aggregation=true sums updates weighted by examples, but "
-            "strategy='scaffold' weighs each by its member's examples per step sum; choose "
-            f"one of {', '.join(SECAGG_STRATEGIES)} or set privacy.secure_aggregation=false"
-        )
     if strategy not in SECAGG_STRATEGIES:
         raise SecureAggregationSettingsError(
             f"privacy.secure_aggregation=true hides individual updates, but strategy="

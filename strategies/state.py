@@ -2,8 +2,7 @@
 
 Of the strategies in the registry only the server optimisers carry state from round to
 round: the first and second moments ``m_t`` and ``v_t`` of FedAdam, FedYogi and FedAdagrad
-(Flower's ``FedOpt``), FedAvgM's momentum buffer (``momentum``, by array name), and
-SCAFFOLD's last mean step sum (``step_sum``, one number).
+(Flower's ``FedOpt``), and FedAvgM's momentum buffer (``momentum``, by array name).
 ``current_arrays`` is reset from the global model in every ``configure_train`` and the
 update guard's reference likewise, so neither is saved.
 """
@@ -16,13 +15,11 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 
 from fractofl.strategies.fedavgm import FedAvgMFromGlobal
 from fractofl.strategies.guard import UpdateGuard
-from fractofl.strategies.scaffold import Scaffold
 
 StrategyState = dict[str, dict[str, np.ndarray]]
 
 MOMENTS = ("m_t", "v_t")
 MOMENTUM = "momentum"
-STEP_SUM = "step_sum"
 
 
 def _inner(strategy: Strategy) -> Strategy:
@@ -33,8 +30,6 @@ def _kept(inner: Strategy) -> tuple[str, ...]:
     """The names of the state ``inner`` carries between rounds."""
     if isinstance(inner, FedAvgMFromGlobal):
         return (MOMENTUM,)
-    if isinstance(inner, Scaffold):
-        return (STEP_SUM,)
     if isinstance(inner, FedOpt):
         return MOMENTS
     return ()
@@ -46,9 +41,6 @@ def strategy_state(strategy: Strategy) -> StrategyState:
     if isinstance(inner, FedAvgMFromGlobal):
         momentum = inner.momentum_by_name()
         return {MOMENTUM: momentum} if momentum else {}
-    if isinstance(inner, Scaffold):
-        step_sum = inner.step_sum
-        return {} if step_sum is None else {STEP_SUM: {STEP_SUM: np.array(step_sum)}}
     if not isinstance(inner, FedOpt):
         return {}
     state: StrategyState = {}
@@ -79,9 +71,6 @@ def restore_strategy_state(strategy: Strategy, state: StrategyState) -> None:
     if isinstance(inner, FedAvgMFromGlobal):
         if MOMENTUM in state:  # absent with server_momentum=0, which keeps none
             inner.restore_momentum(state[MOMENTUM])
-        return
-    if isinstance(inner, Scaffold):
-        inner.step_sum = float(state[STEP_SUM][STEP_SUM]) if STEP_SUM in state else None
         return
     for name in MOMENTS:
         setattr(inner, name, dict(state[name]) if name in state else None)

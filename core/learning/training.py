@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,8 +24,6 @@ class TrainResult:
     loss: float
     accuracy: float
     examples: int
-    steps: int = 0
-    """Optimiser steps taken over all local epochs."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,6 @@ def train(
     precision: Precision = FULL_PRECISION,
     logit_offset: torch.Tensor | None = None,
     trained_part: nn.Module | None = None,
-    gradient_correction: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with SGD for ``epochs`` passes over ``loader``.
 
@@ -62,8 +59,6 @@ def train(
     is added to the logits inside the loss only; the reported accuracy uses the logits.
     With a ``trained_part`` (one of ``model``'s modules) only that part learns: the rest
     runs in eval mode, its BatchNorm statistics included, and gets no gradients.
-    A ``gradient_correction`` (by parameter name, SCAFFOLD's ``c - c_i``) is added to those
-    parameters' gradients at every step.
     """
     if epochs < 1:
         raise ValueError(f"train.local_epochs={epochs} must be at least 1")
@@ -74,11 +69,6 @@ def train(
     frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
     for p in frozen:
         p.requires_grad_(False)
-    corrected = [
-        (p, gradient_correction[name].to(device))
-        for name, p in model.named_parameters()
-        if gradient_correction is not None and name in gradient_correction and id(p) in own
-    ]
     try:
         return _epochs(
             model,
@@ -92,7 +82,6 @@ def train(
             proximal_mu,
             precision,
             logit_offset,
-            corrected,
         )
     finally:
         for p in frozen:
@@ -109,14 +98,13 @@ def _epochs(
     proximal_mu: float,
     precision: Precision,
     logit_offset: torch.Tensor | None,
-    corrected: list[tuple[nn.Parameter, torch.Tensor]],
 ) -> TrainResult:
     """:func:`train`'s loop; ``learning`` is the part of ``model`` that learns."""
     anchor = [p.detach().clone() for p in learning.parameters()] if proximal_mu > 0 else []
     criterion = nn.CrossEntropyLoss()
     offset = None if logit_offset is None else logit_offset.to(device)
     scaler = precision.scaler(device)
-    loss_sum, correct, seen, steps = 0.0, 0, 0, 0
+    loss_sum, correct, seen = 0.0, 0, 0
     for _ in range(epochs):
         # Kept on the device and read once per epoch: a .item() per step would make the
         # CPU wait for the GPU at every step.
@@ -136,19 +124,16 @@ def _epochs(
                     for p, a in zip(learning.parameters(), anchor, strict=True)
                 )
                 objective = loss + 0.5 * proximal_mu * drift
-            if corrected:  # the gradient of sum(p * c) is c: added as the step is taken
-                objective = objective + sum(torch.sum(p * c) for p, c in corrected)
             scaler.scale(objective).backward()
             scaler.step(optimizer)
             scaler.update()
-            steps += 1
             epoch_loss += loss.detach().double() * labels.shape[0]
             epoch_correct += (logits.detach().argmax(dim=1) == labels).sum()
             seen += int(labels.shape[0])
         loss_sum, correct = float(epoch_loss.item()), int(epoch_correct.item())
     if seen == 0:
         raise ValueError("the training loader yielded no examples")
-    return TrainResult(loss=loss_sum / seen, accuracy=correct / seen, examples=seen, steps=steps)
+    return TrainResult(loss=loss_sum / seen, accuracy=correct / seen, examples=seen)
 
 
 @torch.no_grad()

@@ -19,11 +19,6 @@ COMPRESSION_MODE_KEY = "compression-mode"
 COMPRESSION_TOPK_KEY = "compression-topk"
 LEARNING_RATE_KEY = "learning-rate"  # the round's rate under train.lr_schedule
 PROXIMAL_MU_KEY = "proximal-mu"  # set by Flower's FedProx
-# SCAFFOLD: a member's step sum and the weight of its update (examples / step sum) in its
-# reply's metrics; the round's mean step sum under those weights in the next train config
-STEP_SUM_KEY = "scaffold-step-sum"
-SCAFFOLD_WEIGHT_KEY = "scaffold-weight"
-SCAFFOLD_CORRECTED_KEY = "scaffold-corrected"  # 1: the member's gradients were corrected
 CLIPPING_NORM_KEY = "clipping_norm"  # set under differential privacy (Flower's key)
 UNIT_WEIGHT_KEY = "dp-unit-weight"
 # Cross-site evaluation (federation.cross_site): a member personalizes the final global

@@ -12,11 +12,6 @@ from omegaconf import OmegaConf
 from fractofl.cli.config import ConfigError, compose_config, load_run_config, to_run_config
 from fractofl.cli.simulation import flower_app_config
 from fractofl.core.config.run_config import RunConfig, from_flat, to_flat
-from fractofl.strategies.privacy import PrivacySettingsError, check_dp_settings
-from fractofl.strategies.secure_aggregation import (
-    SecureAggregationSettingsError,
-    check_secagg_settings,
-)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,20 +95,6 @@ def test_cross_site_evaluation_is_refused_where_members_models_must_stay_hidden(
     for privacy in ("privacy.dp=true", "privacy.secure_aggregation=true"):
         with pytest.raises(ConfigError, match=r"federation.cross_site sends each member's"):
             load_run_config(["federation.cross_site=true", privacy])
-
-
-def test_scaffold_is_refused_with_what_it_cannot_work_with() -> None:
-    # Local BatchNorm layers leave the global move that SCAFFOLD's controls follow; DP's
-    # and SecAgg+'s own checks name the strategies they accept.
-    with pytest.raises(ConfigError, match=r"strategy=scaffold with strategy.local_batchnorm"):
-        load_run_config(["strategy=scaffold", "strategy.local_batchnorm=true"])
-    with pytest.raises(PrivacySettingsError, match="scaffold"):
-        check_dp_settings(load_run_config(["strategy=scaffold", "privacy.dp=true"]))
-    with pytest.raises(SecureAggregationSettingsError, match="scaffold"):
-        check_secagg_settings(
-            load_run_config(["strategy=scaffold", "privacy.secure_aggregation=true"])
-        )
-    assert load_run_config(["strategy=scaffold"]).strategy.name == "scaffold"
 
 
 def test_every_hydra_key_reaches_the_apps(tmp_path: Path) -> None:

@@ -22,7 +22,6 @@ from flwr.serverapp.strategy import (
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fractofl.core.wire.compression import CompressionSpec, encode_update
-from fractofl.core.wire.update_protocol import SCAFFOLD_WEIGHT_KEY, STEP_SUM_KEY
 from fractofl.strategies.registry import (
     STRATEGY_REGISTRY,
     CommonStrategyArgs,
@@ -30,27 +29,16 @@ from fractofl.strategies.registry import (
     build_strategy,
     strategy_arguments,
 )
-from fractofl.strategies.state import restore_strategy_state, strategy_state
 from tests.strategies.flower_grid import grid_with_nodes
 
 MEMBERS = 5
 EXAMPLES = [10, 20, 30, 40, 50]
-STEP_SUMS = [0.5, 2.0, 1.5, 3.0, 4.0]  # SCAFFOLD's: what a unit gradient moved each member
-
 
 # Flower's class and the arguments our config gives it by default.
-class FedAvgPerStepSum(FedAvg):
-    """SCAFFOLD's aggregate: FedAvg over examples per unit of step sum (a member metric)."""
-
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(weighted_by_key=SCAFFOLD_WEIGHT_KEY, **kwargs)  # type: ignore[arg-type]
-
-
 FLOWER_EQUIVALENT: dict[str, tuple[type[Strategy], dict[str, float]]] = {
     "fedavg": (FedAvg, {}),
     "fedavgm": (FedAvgM, {"server_learning_rate": 1.0, "server_momentum": 0.5}),
     "fedprox": (FedProx, {"proximal_mu": 0.001}),
-    "scaffold": (FedAvgPerStepSum, {}),
     "fedadam": (FedAdam, {"eta": 0.01, "eta_l": 0.05, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}),
     "fedyogi": (FedYogi, {"eta": 0.01, "eta_l": 0.05, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}),
     "fedadagrad": (FedAdagrad, {"eta": 0.01, "eta_l": 0.05, "tau": 1e-3}),
@@ -105,20 +93,12 @@ def replies(instructions: list[Message], payloads: list[dict[str, np.ndarray]]) 
             content=RecordDict(
                 {
                     "arrays": ArrayRecord({k: Array(np.asarray(v)) for k, v in payload.items()}),
-                    "metrics": MetricRecord(
-                        {
-                            "num-examples": examples,
-                            SCAFFOLD_WEIGHT_KEY: examples / step_sum,
-                            STEP_SUM_KEY: step_sum,
-                        }
-                    ),
+                    "metrics": MetricRecord({"num-examples": examples}),
                 }
             ),
             reply_to=instruction,
         )
-        for instruction, payload, examples, step_sum in zip(
-            by_node, payloads, EXAMPLES, STEP_SUMS, strict=True
-        )
+        for instruction, payload, examples in zip(by_node, payloads, EXAMPLES, strict=True)
     ]
 
 
@@ -234,43 +214,3 @@ def test_unknown_strategy_and_argument_list_the_valid_ones() -> None:
     with pytest.raises(UnknownStrategyError, match="it takes: beta"):
         build_strategy("fedtrimmedavg", common_args(), {"gamma": 1}, CompressionSpec(), 5.0)
     assert strategy_arguments("multikrum") == ["num_malicious_nodes", "num_nodes_to_select"]
-
-
-def test_scaffold_sends_the_mean_step_sum_of_the_last_round_and_resumes_with_it() -> None:
-    # Prepare
-    strategy = build_strategy("scaffold", common_args(), {}, CompressionSpec("none"), 100.0)
-    deltas = [encode_update(d, CompressionSpec("none")) for d in member_deltas()]
-    # Execute: round 1 (no step sum known yet), then round 2
-    after_one, first = run_round(strategy, deltas, 1)
-    _, second = run_round(strategy, deltas, 2, after_one)
-    # Assert: the mean under the n_i / S_i weights is the examples-weighted harmonic mean
-    harmonic = sum(EXAMPLES) / sum(n / s for n, s in zip(EXAMPLES, STEP_SUMS, strict=True))
-    assert all(STEP_SUM_KEY not in m.content["config"] for m in first)
-    assert [m.content["config"][STEP_SUM_KEY] for m in second] == [pytest.approx(harmonic)] * 5
-    state = strategy_state(strategy)
-    resumed = build_strategy("scaffold", common_args(), {}, CompressionSpec("none"), 100.0)
-    restore_strategy_state(resumed, state)
-    _, third = run_round(resumed, deltas, 3, after_one)
-    assert [m.content["config"][STEP_SUM_KEY] for m in third] == [pytest.approx(harmonic)] * 5
-
-
-def test_scaffold_weighs_evaluation_by_examples() -> None:
-    # Prepare: evaluation replies carry examples and accuracy, no step sum
-    strategy = build_strategy("scaffold", common_args(), {}, CompressionSpec("none"), 100.0)
-    grid, _ = grid_with_nodes(MEMBERS)
-    record = ArrayRecord({k: Array(v) for k, v in global_model().items()})
-    instructions = list(strategy.configure_evaluate(1, record, ConfigRecord(), grid))
-    accuracy = [0.1, 0.2, 0.3, 0.4, 0.5]
-    scored = [
-        Message(
-            RecordDict({"metrics": MetricRecord({"num-examples": n, "val-accuracy": a})}),
-            reply_to=msg,
-        )
-        for msg, n, a in zip(instructions, EXAMPLES, accuracy, strict=True)
-    ]
-    # Execute
-    metrics = strategy.aggregate_evaluate(1, scored)
-    # Assert
-    assert metrics is not None
-    expected = sum(n * a for n, a in zip(EXAMPLES, accuracy, strict=True)) / sum(EXAMPLES)
-    assert metrics["val-accuracy"] == pytest.approx(expected)
