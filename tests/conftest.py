@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -10,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -21,9 +23,13 @@ os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 # 326 s, with this in 275 s). Set before torch is imported; a value the caller set wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from fractofl.core.config.run_config import RunConfig
 from fractofl.core.config.taxonomy import DEFAULT_CLASSES
 from fractofl.core.synth.dataset import SynthSpec, generate_dataset
 from fractofl.core.synth.style import SynthStyle
+
+if TYPE_CHECKING:
+    from fractofl.core.learning.member_data import MemberData
 
 # Easy settings: no blending, little noise, small images. Models learn these quickly,
 # so a short run must beat chance (25 %) by a clear margin.
@@ -113,6 +119,19 @@ def easy_overrides(
         "train.local_epochs=3",
         "train.batch_size=16",
     ]
+
+
+def easy_member_zero(easy_dataset: Path, **train: Any) -> tuple[RunConfig, MemberData]:
+    """The run config (32-px images, ``train`` settings changed) and member 0's data of the
+    easy set, loaded as its ClientApp loads them."""
+    from fractofl.core.learning.member_data import load_member_data
+    from fractofl.core.synth.dataset import member_dir
+
+    cfg = RunConfig()
+    cfg.data.root = str(easy_dataset)
+    cfg.model.image_size = 32
+    cfg.train = dataclasses.replace(cfg.train, **train)
+    return cfg, load_member_data(member_dir(easy_dataset, 0), cfg, easy_dataset / "cache")
 
 
 @pytest.fixture(scope="session")

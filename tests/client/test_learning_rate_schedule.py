@@ -16,15 +16,14 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from fractofl.client.app import _local_update
 from fractofl.client.member import state_as_numpy
 from fractofl.core.config.run_config import RunConfig, TrainConfig
-from fractofl.core.learning.member_data import load_member_data
 from fractofl.core.learning.schedule import round_lr
 from fractofl.core.model.factory import model_for
-from fractofl.core.synth.dataset import member_dir
 from fractofl.core.wire.compression import CompressionSpec
 from fractofl.core.wire.update_protocol import LEARNING_RATE_KEY
 from fractofl.server.coordinator import scheduled_lr
 from fractofl.server.rounds import Participation, RoundPolicy, _train_attempt
 from fractofl.strategies.registry import CommonStrategyArgs, build_strategy
+from tests.conftest import easy_member_zero
 from tests.strategies.flower_grid import grid_with_nodes
 
 
@@ -71,11 +70,7 @@ def test_each_rounds_instruction_carries_the_scheduled_rate() -> None:
 
 def test_a_member_trains_with_the_rate_the_round_sends(easy_dataset: Path) -> None:
     # Prepare: member 0's images and the same global model twice
-    cfg = RunConfig()
-    cfg.data.root = str(easy_dataset)
-    cfg.model.image_size = 32
-    cfg.train = replace(cfg.train, local_epochs=1)
-    data = load_member_data(member_dir(easy_dataset, 0), cfg, easy_dataset / "cache")
+    cfg, data = easy_member_zero(easy_dataset, local_epochs=1)
     context = Context(1, 1, {}, RecordDict(), {})
     moved = {}
     # Execute
