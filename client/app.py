@@ -52,6 +52,7 @@ from fractofl.core.wire.member_evaluation import evaluation_metrics
 from fractofl.core.wire.update_protocol import (
     ARRAYS_KEY,
     CLIPPING_NORM_KEY,
+    CONFIG_CRC_KEY,
     CONFIG_KEY,
     CROSS_SITE_MESSAGE,
     EXAMPLES_KEY,
@@ -154,6 +155,7 @@ def _local_update(
     seed = _member_seed(cfg, data, server_round)
     start = state_as_numpy(model)
     mu = float(cast(float, config.get(PROXIMAL_MU_KEY, 0.0)))
+    run_crc = _digest_metric(cfg)  # the run's configuration, before this round's rate
     scheduled = config.get(LEARNING_RATE_KEY)
     if isinstance(scheduled, int | float):  # the coordinator's train.lr_schedule
         cfg = replace(cfg, train=replace(cfg.train, lr=float(scheduled)))
@@ -164,7 +166,7 @@ def _local_update(
         EXAMPLES_KEY: len(data.train),
         "train-loss": result.loss,
         "train-accuracy": result.accuracy,
-        "config-crc": _digest_metric(cfg),
+        CONFIG_CRC_KEY: run_crc,
     }
     clipping_norm = config.get(CLIPPING_NORM_KEY)
     if isinstance(clipping_norm, int | float):  # differential privacy: bound our influence

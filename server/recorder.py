@@ -25,13 +25,13 @@ from fractofl.core.wire.member_evaluation import (
     PER_CLASS_KEYS,
     VAL_ACCURACY_KEY,
 )
+from fractofl.core.wire.update_protocol import CONFIG_CRC_KEY
 from fractofl.server.rounds import Participation
 from fractofl.strategies.guard import UpdateVerdict
 from fractofl.strategies.privacy import PrivacySpent
 
 log = logging.getLogger("fractofl")
 
-CONFIG_CRC_KEY = "config-crc"
 MEMBER_MIN_ACCURACY = "member_min_val_accuracy"
 
 

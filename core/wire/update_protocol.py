@@ -21,6 +21,7 @@ LEARNING_RATE_KEY = "learning-rate"  # the round's rate under train.lr_schedule
 PROXIMAL_MU_KEY = "proximal-mu"  # set by Flower's FedProx
 CLIPPING_NORM_KEY = "clipping_norm"  # set under differential privacy (Flower's key)
 UNIT_WEIGHT_KEY = "dp-unit-weight"
+CONFIG_CRC_KEY = "config-crc"  # CRC-32 of the run configuration a member trained with
 # Cross-site evaluation (federation.cross_site): a member personalizes the final global
 # model and sends it; then every model is scored on every member's validation split.
 PERSONALIZE_MESSAGE = "train.personalize"

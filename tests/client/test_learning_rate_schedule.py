@@ -4,6 +4,7 @@ instruction carries, and what a member trains with."""
 from __future__ import annotations
 
 import itertools
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,11 +16,11 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fractofl.client.app import _local_update
 from fractofl.client.member import state_as_numpy
-from fractofl.core.config.run_config import RunConfig, TrainConfig
+from fractofl.core.config.run_config import RunConfig, TrainConfig, config_digest
 from fractofl.core.learning.schedule import round_lr
 from fractofl.core.model.factory import model_for
 from fractofl.core.wire.compression import CompressionSpec
-from fractofl.core.wire.update_protocol import LEARNING_RATE_KEY
+from fractofl.core.wire.update_protocol import CONFIG_CRC_KEY, LEARNING_RATE_KEY
 from fractofl.server.coordinator import scheduled_lr
 from fractofl.server.rounds import Participation, RoundPolicy, _train_attempt
 from fractofl.strategies.registry import CommonStrategyArgs, build_strategy
@@ -72,14 +73,18 @@ def test_a_member_trains_with_the_rate_the_round_sends(easy_dataset: Path) -> No
     # Prepare: member 0's images and the same global model twice
     cfg, data = easy_member_zero(easy_dataset, local_epochs=1)
     context = Context(1, 1, {}, RecordDict(), {})
-    moved = {}
+    moved, crcs = {}, set()
     # Execute
     for lr in (0.0, 0.05):
         model = model_for(cfg)
         start = state_as_numpy(model)
         config = ConfigRecord({"server-round": 1, LEARNING_RATE_KEY: lr})
-        delta, _ = _local_update(cfg, data, model, config, context)
+        delta, metrics = _local_update(cfg, data, model, config, context)
         moved[lr] = max(float(np.abs(delta[k]).max()) for k in start if "weight" in k)
+        crcs.add(metrics[CONFIG_CRC_KEY])
     # Assert: sent rate 0, no weight moves (train.lr is 0.05): the member uses the rate sent
     assert moved[0.0] == 0.0
     assert moved[0.05] > 0.0
+    # and reports the run's configuration, not one with the round's rate in it: the
+    # coordinator counts a member whose CRC differs as trained with another configuration
+    assert crcs == {zlib.crc32(config_digest(cfg).encode())}
