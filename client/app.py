@@ -9,7 +9,15 @@ from dataclasses import replace
 from typing import cast
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from torch import nn
 
@@ -74,6 +82,7 @@ app = ClientApp(mods=[packed_messages_mod, audit_mod, policy_mod])
 # Flower routes "<category>.<action>" to the function registered for that action.
 PERSONALIZE_ACTION = PERSONALIZE_MESSAGE.split(".")[1]
 CROSS_SITE_ACTION = CROSS_SITE_MESSAGE.split(".")[1]
+WARNED_KEY = "fractofl.warned"  # the run Context's record of the last warning said
 
 
 def _run_config(context: Context) -> RunConfig:
@@ -187,6 +196,18 @@ def evaluate(msg: Message, context: Context) -> Message:
     return _scores_reply(msg, context, cfg, data, model)
 
 
+def warn_once_per_run(context: Context, warning: str) -> None:
+    """Log ``warning`` unless this member already logged it in this run. The run's
+    Context (Flower keeps it per run and node, across the per-message processes of a
+    deployment) remembers the last one, so a warning that holds every round is said once,
+    and a changed one (the member's folder changed) is said again."""
+    said = context.state.config_records.get(WARNED_KEY)
+    if said is not None and said.get("text") == warning:
+        return
+    log.warning("%s", warning)
+    context.state.config_records[WARNED_KEY] = ConfigRecord({"text": warning})
+
+
 def _scores_reply(
     msg: Message, context: Context, cfg: RunConfig, data: MemberData, model: nn.Module
 ) -> Message:
@@ -194,7 +215,7 @@ def _scores_reply(
     result = evaluate_locally(model, data, cfg)
     gaps = validation_gaps(data, cfg.data.classes)
     if gaps is not None:
-        log.warning("%s", gaps)
+        warn_once_per_run(context, gaps)
     partition = context.node_config.get(PARTITION_KEY)  # a simulated member names it
     values = evaluation_metrics(
         None if result is None else member_evaluation(result),

@@ -337,6 +337,11 @@ def test_three_members_train_two_rounds_over_tls(
         (server_round, f"org{index}") for server_round in "12" for index in range(MEMBERS)
     ]
     assert all(0 <= float(row["val_accuracy"]) <= 1 for row in evaluations)
+    # ... and a warning that holds every round (one member's validation split lacks a
+    # class) is said once in the run, not once a round: the run's Context, which Flower
+    # keeps between the per-message ClientApps, remembers it (the module's first run)
+    said = [log.read_text().count("validation image(s) hold no") for log in federation.member_logs]
+    assert sorted(said) == [0] * (MEMBERS - 1) + [1]
 
 
 def test_an_unregistered_member_is_refused(
