@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import cast
@@ -51,7 +50,7 @@ from fractofl.client.secure_reply import (
     secure_aggregation_mod,
     secure_reply,
 )
-from fractofl.core.config.run_config import RunConfig, config_digest, from_flat
+from fractofl.core.config.run_config import RunConfig, config_crc, from_flat
 from fractofl.core.learning.member_data import MemberData, load_member_data
 from fractofl.core.model.architectures import batchnorm_keys
 from fractofl.core.model.factory import model_for
@@ -87,12 +86,6 @@ WARNED_KEY = "fractofl.warned"  # the run Context's record of the last warning s
 
 def _run_config(context: Context) -> RunConfig:
     return from_flat(context.run_config)
-
-
-def _digest_metric(cfg: RunConfig) -> int:
-    # MetricRecord holds numbers only: send the config digest as a CRC so the
-    # coordinator can check that every member trains with the run's configuration.
-    return zlib.crc32(config_digest(cfg).encode())
 
 
 def _member_seed(cfg: RunConfig, data: MemberData, server_round: int) -> int:
@@ -164,7 +157,7 @@ def _local_update(
     seed = _member_seed(cfg, data, server_round)
     start = state_as_numpy(model)
     mu = float(cast(float, config.get(PROXIMAL_MU_KEY, 0.0)))
-    run_crc = _digest_metric(cfg)  # the run's configuration, before this round's rate
+    run_crc = config_crc(cfg)  # the run's configuration, before this round's rate
     scheduled = config.get(LEARNING_RATE_KEY)
     if isinstance(scheduled, int | float):  # the coordinator's train.lr_schedule
         cfg = replace(cfg, train=replace(cfg.train, lr=float(scheduled)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fractofl.core.config.run_config import RunConfig, config_digest
+from fractofl.core.config.run_config import RunConfig, config_crc, config_digest
 from fractofl.core.learning.device import seed_everything
 from fractofl.core.learning.schedule import round_lr
 from fractofl.core.learning.training import EvalResult
@@ -235,7 +234,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
     recorder = RoundRecorder(
         evaluate_global=evaluator.evaluate_arrays,
         on_round=on_round,
-        expected_config_crc=zlib.crc32(config_digest(cfg).encode()),
+        expected_config_crc=config_crc(cfg),
         rows=state.rows if state else None,
     )
     buffers = frozenset(name for name, _ in model.named_buffers())

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import typing
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -457,3 +458,9 @@ def config_digest(config: RunConfig) -> str:
     }
     payload = json.dumps(flat, sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()[:12]
+
+
+def config_crc(config: RunConfig) -> int:
+    """:func:`config_digest` as a CRC-32: a Flower MetricRecord holds numbers only, so
+    members report it in this form and the coordinator compares it with its own."""
+    return zlib.crc32(config_digest(config).encode())

@@ -4,7 +4,6 @@ instruction carries, and what a member trains with."""
 from __future__ import annotations
 
 import itertools
-import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fractofl.client.app import _local_update
 from fractofl.client.member import state_as_numpy
-from fractofl.core.config.run_config import RunConfig, TrainConfig, config_digest
+from fractofl.core.config.run_config import RunConfig, TrainConfig, config_crc
 from fractofl.core.learning.schedule import round_lr
 from fractofl.core.model.factory import model_for
 from fractofl.core.wire.compression import CompressionSpec
@@ -87,4 +86,4 @@ def test_a_member_trains_with_the_rate_the_round_sends(easy_dataset: Path) -> No
     assert moved[0.05] > 0.0
     # and reports the run's configuration, not one with the round's rate in it: the
     # coordinator counts a member whose CRC differs as trained with another configuration
-    assert crcs == {zlib.crc32(config_digest(cfg).encode())}
+    assert crcs == {config_crc(cfg)}
