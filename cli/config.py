@@ -22,7 +22,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fractofl.cli.ray_cluster import RayClusterError, check_ray_address
+from fractofl.cli.ray_cluster import LOCAL, RayClusterError, check_ray_address
 from fractofl.client.attacks import ATTACKS
 from fractofl.client.faults import FAULTS, fault_rounds
 from fractofl.client.supernode_main import PollSettingError, check_poll_s, check_task_poll_s
@@ -239,6 +239,20 @@ def _check_ray_settings(cfg: RunConfig) -> None:
             f"federation.member_cpus={fed.member_cpus:g} must be > 0 and "
             f"federation.member_gpus={fed.member_gpus:g} >= 0 (cores and GPU share per member)"
         )
+    if (
+        isinstance(fed.local_cpus, bool)
+        or not isinstance(fed.local_cpus, int)
+        or fed.local_cpus < 0
+    ):
+        raise ConfigError(
+            f"federation.local_cpus={fed.local_cpus!r} must be a whole number >= 0 (cores a "
+            "local Ray instance may use; 0: all of this machine's)"
+        )
+    if 0 < fed.local_cpus < fed.member_cpus:
+        raise ConfigError(
+            f"federation.local_cpus={fed.local_cpus} holds no member: each needs "
+            f"federation.member_cpus={fed.member_cpus:g}; raise local_cpus or lower member_cpus"
+        )
     if fed.ray_connect_timeout_s <= 0:
         raise ConfigError(
             f"federation.ray_connect_timeout_s={fed.ray_connect_timeout_s:g} must be > 0 "
@@ -246,9 +260,15 @@ def _check_ray_settings(cfg: RunConfig) -> None:
         )
     if fed.ray_address.strip():
         try:
-            check_ray_address(fed.ray_address)
+            address = check_ray_address(fed.ray_address)
         except RayClusterError as exc:
             raise ConfigError(str(exc)) from None
+        if fed.local_cpus and address != LOCAL:
+            raise ConfigError(
+                f"federation.local_cpus={fed.local_cpus} is for a local Ray instance, but "
+                f"federation.ray_address={fed.ray_address!r} names a cluster, whose nodes give "
+                "their cores with `ray start --num-cpus`: set local_cpus=0"
+            )
 
 
 def _check_data_source(cfg: RunConfig) -> None:

@@ -268,12 +268,14 @@ def prepared_run(
     ``--cfg``."""
     from fractofl.cli.config import validate_run_config
     from fractofl.cli.datasets import ensure_synthetic_data, resolve_member_folders_of
+    from fractofl.server.errors import refuse_used_run_folder
 
     cfg, text = _load(args)
     if args.cfg:
         print(text)
         return None
     cfg = _with_absolute_paths(cfg, kind)
+    refuse_used_run_folder(Path(cfg.output.root) / cfg.output.name)  # before Ray or a SuperLink
     if generate_data and cfg.data.source == "folders":
         cfg = resolve_member_folders_of(cfg, _requested_members(args.overrides))
         validate_run_config(cfg)  # federation.members now follows the member folders

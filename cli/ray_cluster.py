@@ -287,6 +287,13 @@ def ray_session(cfg: RunConfig) -> Iterator[RayTarget]:
     if target.local:
         yield target
         return
+    if cfg.federation.local_cpus:
+        raise RayClusterError(
+            f"federation.local_cpus={cfg.federation.local_cpus} is for a local Ray instance, "
+            f"but the members would run on the Ray cluster at {target.address} "
+            f"({target.origin}), whose nodes give their cores with `ray start --num-cpus`: "
+            "set federation.local_cpus=0"
+        )
     import ray
 
     fed = cfg.federation

@@ -38,17 +38,23 @@ def backend_config(
     cfg: RunConfig, target: RayTarget
 ) -> dict[str, dict[str, float | int | bool | str]]:
     """Ray resources: CPU cores (and GPU share) per simulated member, on a local Ray
-    instance with this machine's cores (``address="local"``: never a cluster that
-    ``ray start`` or ``RAY_ADDRESS`` points at) or on the cluster at ``target``."""
+    instance with ``federation.local_cpus`` cores, by default all of this machine's
+    (``address="local"``: never a cluster that ``ray start`` or ``RAY_ADDRESS`` points at),
+    or on the cluster at ``target``."""
+    fed = cfg.federation
     init_args: dict[str, float | int | bool | str] = (
-        {"address": "local", "num_cpus": os.cpu_count() or 1, "include_dashboard": False}
+        {
+            "address": "local",
+            "num_cpus": fed.local_cpus or os.cpu_count() or 1,
+            "include_dashboard": False,
+        }
         if target.local
         else cluster_init_args(target)
     )
     return {
         "client_resources": {
-            "num_cpus": cfg.federation.member_cpus,
-            "num_gpus": cfg.federation.member_gpus,
+            "num_cpus": fed.member_cpus,
+            "num_gpus": fed.member_gpus,
         },
         "init_args": init_args,
     }

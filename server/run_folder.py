@@ -29,7 +29,7 @@ from fractofl.server.cross_site import (
     read_cross_site,
     write_cross_site,
 )
-from fractofl.server.errors import RunFolderError
+from fractofl.server.errors import RunFolderError, refuse_used_run_folder
 from fractofl.server.member_evaluation import (
     MEMBER_EVAL_FILE,
     append_member_evaluations,
@@ -78,10 +78,7 @@ class RunFolder:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         name = cfg.output.name or f"{kind}-{stamp}-{run_id}"
         path = Path(cfg.output.root) / name
-        if path.is_dir() and any(path.iterdir()):
-            raise FileExistsError(
-                f"run folder {path} already holds a run; choose another output.name"
-            )
+        refuse_used_run_folder(path)
         path.mkdir(parents=True, exist_ok=True)
         folder = cls(path, cfg, run_id, kind)
         (path / CONFIG_FILE).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))

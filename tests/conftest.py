@@ -116,6 +116,10 @@ def easy_overrides(
         "model.image_size=32",
         "model.args.width=16",
         "federation.rounds=2",
+        # One Ray worker for all simulated members: a second one would start its own
+        # Python, torch and copy of the members' data (about 8 CPU s a run) while the
+        # other xdist worker needs the core. Results do not depend on it (test_ray_cluster).
+        "federation.local_cpus=1",
         "train.local_epochs=3",
         "train.batch_size=16",
     ]

@@ -111,6 +111,7 @@ class FederationConfig:
     round_retries: int = 2
     member_cpus: float = 1.0
     member_gpus: float = 0.0
+    local_cpus: int = 0  # cores a local Ray instance may use; 0: all of this machine's
     ray_address: str = ""  # host:port, "local", or empty (see fractofl.cli.ray_cluster)
     ray_connect_timeout_s: float = 15.0
     attackers: int = 0
@@ -438,6 +439,7 @@ UNHASHED_GROUPS = ("output.", "registry.", "serving.", "deployment.")
 # the digest of the same run on one machine, gathered, unpacked, and can be resumed on
 # another cluster or with the other setting.
 UNHASHED_KEYS = (
+    "federation.local_cpus",
     "federation.ray_address",
     "federation.ray_connect_timeout_s",
     "updates.aggregation",

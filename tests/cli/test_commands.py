@@ -94,6 +94,29 @@ def test_impossible_split_and_foreign_folder_fail_without_traceback(tmp_path: Pa
     assert (foreign / "fatigue" / "part-17.png").read_bytes() == b"confidential"
 
 
+def test_a_run_folder_that_holds_a_run_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    # Prepare: output.name names the folder of an earlier run.
+    used = tmp_path / "runs" / "mine"
+    used.mkdir(parents=True)
+    (used / "metrics.csv").write_text("round\n0\n")
+    # Execute: a simulation and a centralized run into it, on a data set not made yet.
+    where = [f"data.root={tmp_path / 'data'}", f"output.root={tmp_path / 'runs'}"]
+    runs = [
+        run_fractofl(kind, *where, "output.name=mine", cwd=tmp_path)
+        for kind in ("simulate", "centralized")
+    ]
+    # Assert: refused before the data set is made or Ray starts; the folder is as it was.
+    for result in runs:
+        assert result.returncode == 1
+        assert f"run folder {used} already holds a run; choose another output.name" in (
+            result.stderr
+        )
+        assert "Traceback" not in result.stderr and "ray" not in result.stderr.lower()
+    assert not (tmp_path / "data").exists()
+    assert [p.name for p in used.iterdir()] == ["metrics.csv"]
+    assert (used / "metrics.csv").read_text() == "round\n0\n"
+
+
 def test_synth_micrographs_writes_member_folders_that_train_at_a_physical_scale(
     tmp_path: Path,
 ) -> None:

@@ -21,6 +21,7 @@ from fractofl.cli.ray_cluster import (
     check_ray_address,
     look_on_node,
     member_slots,
+    ray_session,
     ray_target,
 )
 from fractofl.cli.simulation import backend_config
@@ -111,6 +112,54 @@ def test_a_local_instance_never_joins_a_cluster_and_a_cluster_gets_no_cpu_count(
     assert cluster["init_args"]["address"] == "10.0.0.5:6379"
     assert "num_cpus" not in cluster["init_args"]
     assert local["client_resources"] == cluster["client_resources"]
+
+
+def test_local_cpus_caps_the_local_instance_and_leaves_the_digest_alone() -> None:
+    # Prepare
+    cfg = load_run_config(["federation.local_cpus=1"], training=False)
+    # Execute
+    local = backend_config(cfg, RayTarget(LOCAL))
+    # Assert: one core for the local instance (one member at a time); not what is trained.
+    assert local["init_args"]["num_cpus"] == 1
+    assert config_digest(cfg) == config_digest(load_run_config([], training=False))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["federation.local_cpus=-1"], r"federation\.local_cpus=-1 must be a whole number >= 0"),
+        (
+            ["federation.local_cpus=1", "federation.member_cpus=2"],
+            r"federation\.local_cpus=1 holds no member: each needs federation\.member_cpus=2",
+        ),
+        (
+            ["federation.local_cpus=2", "federation.ray_address=head.example:6379"],
+            r"federation\.local_cpus=2 is for a local Ray instance, but "
+            r"federation\.ray_address='head\.example:6379' names a cluster",
+        ),
+    ],
+)
+def test_the_configuration_check_refuses_bad_local_cpus(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_run_config(overrides, training=False)
+
+
+def test_local_cpus_with_a_cluster_from_ray_address_is_refused_before_connecting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prepare: Ray's own variable names a cluster (nothing listens there: never reached).
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
+    cfg = load_run_config(["federation.local_cpus=1"], training=False)
+    # Execute / Assert
+    with (
+        pytest.raises(
+            RayClusterError, match=r"federation\.local_cpus=1 is for a local Ray"
+        ) as raised,
+        ray_session(cfg),
+    ):
+        pass
+    assert "from the environment variable RAY_ADDRESS" in str(raised.value)
+    assert "set federation.local_cpus=0" in str(raised.value)
 
 
 def test_members_fit_node_by_node_as_flower_places_them() -> None:

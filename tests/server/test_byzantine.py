@@ -74,6 +74,9 @@ def clean(easy_dataset_5: Path, runs: Path) -> Run:
     """FedAvg with no attacker: the reference for the attacked runs."""
     run = _run(easy_dataset_5, runs, "clean")
     assert all(r["refused_updates"] == "0" for r in run.metrics()[1:])
+    # federation.local_cpus=1: the members' lines (their validation gaps) come from one
+    # Ray worker process
+    assert len(set(re.findall(r"ClientAppActor pid=(\d+)", run.result.stderr))) == 1
     return run
 
 
@@ -154,12 +157,13 @@ def test_a_streamed_run_equals_the_gathered_run_to_the_bit(
 def test_robust_aggregation_survives_what_the_norm_test_would_have_caught(
     easy_dataset_5: Path, runs: Path, clean: Run
 ) -> None:
-    # Prepare: norm test off, so the sign-flipped x10 update reaches the strategy.
+    # Prepare: norm test off, so the sign-flipped x10 update reaches the strategy (the
+    # guard tests above show it is 10 x the others' norm: averaged in, it would ruin the
+    # model).
     # Execute
     median = _run(easy_dataset_5, runs, "median", "strategy=fedmedian", *SIGN_FLIP, NO_NORM_TEST)
-    plain = _run(easy_dataset_5, runs, "fedavg-unguarded", *SIGN_FLIP, NO_NORM_TEST)
-    # Assert: nothing refused; the median stays near the clean run; FedAvg collapses.
-    median_rows, plain_rows = median.metrics(), plain.metrics()
-    assert all(r["refused_updates"] == "0" for r in median_rows[1:] + plain_rows[1:])
-    assert _late(median_rows) >= _late(clean.metrics()) - 0.2
-    assert _late(median_rows) >= _late(plain_rows) + 0.2
+    # Assert: nothing refused, the attacker's update was in every round; the median stays
+    # near the clean run.
+    rows = median.metrics()
+    assert all(r["refused_updates"] == "0" and r["members_answered"] == "5" for r in rows[1:])
+    assert _late(rows) >= _late(clean.metrics()) - 0.2

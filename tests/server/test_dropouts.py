@@ -96,6 +96,7 @@ def test_a_silent_member_is_a_straggler_and_the_round_goes_on(
             "federation.faulty_members=1",
             "federation.fault=hang",
             "federation.fault_rounds=2",
+            "federation.local_cpus=2",  # the others' Ray worker, beside the silent one's
             f"federation.round_timeout={timeout}",
         ),
         cwd=tmp_path,

@@ -166,7 +166,9 @@ def ray_cluster() -> Iterator[RayCluster]:
 
 
 def _overrides(data: Path, runs: Path, name: str) -> list[str]:
-    base = [o for o in easy_overrides(data, runs) if not o.startswith("train.local_epochs=")]
+    """The easy run, for a cluster (whose nodes give the cores: no ``local_cpus``)."""
+    unset = ("train.local_epochs=", "federation.local_cpus=")
+    base = [o for o in easy_overrides(data, runs) if not o.startswith(unset)]
     return [*base, "train.local_epochs=1", f"output.name={name}"]
 
 
@@ -220,9 +222,15 @@ def _rows_without_times(run_dir: Path) -> list[dict[str, str]]:
 def test_members_run_on_both_nodes_and_match_a_single_machine_run(
     ray_cluster: RayCluster, easy_dataset: Path, tmp_path: Path
 ) -> None:
-    # Prepare: the same run on a local Ray instance, as before.
+    # Prepare: the same run on a local Ray instance with one core (one Ray worker runs
+    # every member in turn).
     runs = tmp_path / "runs"
-    single = run_fractofl("simulate", *_overrides(easy_dataset, runs, "single"), cwd=tmp_path)
+    single = run_fractofl(
+        "simulate",
+        *_overrides(easy_dataset, runs, "single"),
+        "federation.local_cpus=1",
+        cwd=tmp_path,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
 
     # Execute: on the two-node cluster.
