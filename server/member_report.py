@@ -8,7 +8,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from fractofl.server.reporting import save_figure
+from fractofl.server.plots import save_figure
 
 MEMBER_PLOT = "member_accuracy.png"
 

@@ -42,8 +42,6 @@ from fractofl.server.reporting import (
     CONFUSION_PLOT,
     METRICS_FILE,
     format_summary,
-    plot_accuracy,
-    plot_confusion,
     write_metrics,
 )
 from fractofl.server.rounds import Participation
@@ -192,6 +190,8 @@ class RunFolder:
 
     def finish(self, model: nn.Module, rows: Sequence[RoundRow], last: EvalResult) -> Path:
         """Write the final checkpoint, the plots and a JSON summary; return the model path."""
+        from fractofl.server.plots import plot_accuracy, plot_confusion
+
         final = rows[-1]
         metrics = final.test_metrics()
         checkpoint = checkpoint_for(self.cfg, model.state_dict(), final.round, self.run_id, metrics)

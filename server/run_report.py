@@ -27,7 +27,8 @@ from fractofl.server.cross_site import CROSS_SITE_FILE, cross_site_table, read_c
 from fractofl.server.evaluation import CoordinatorEvaluator
 from fractofl.server.member_evaluation import MEMBER_EVAL_FILE, read_member_evaluations
 from fractofl.server.member_report import MEMBER_PLOT, member_table, plot_member_accuracy
-from fractofl.server.reporting import METRICS_FILE, plot_confusion, read_metrics, save_figure
+from fractofl.server.plots import plot_confusion, save_figure
+from fractofl.server.reporting import METRICS_FILE, read_metrics
 
 REPORT_FILE = "report.md"
 CURVES_PLOT = "metrics_per_round.png"
