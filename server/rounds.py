@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -211,12 +211,26 @@ def _evaluate_members(
     grid: Grid,
     server_round: int,
     arrays: ArrayRecord,
-    timeout_s: float,
+    policy: RoundPolicy,
+    stragglers: Sequence[int],
     on_evaluation: MemberEvaluations | None,
 ) -> None:
-    """Members' validation of the new global model; failures only reduce the average."""
-    messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
-    replies = send_and_receive(grid, list(messages), timeout_s)
+    """Members' validation of the new global model; failures only reduce the average.
+    The round's ``stragglers`` are not asked: a member whose training reply did not come
+    within the round timeout is most likely gone (a machine that died mid-round is still
+    listed until its heartbeat lapses), and asking it would make the round wait the
+    timeout a second time."""
+    messages = list(strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid))
+    late = set(stragglers)
+    asked = [m for m in messages if m.metadata.dst_node_id not in late]
+    if skipped := sorted({m.metadata.dst_node_id for m in messages} & late):
+        log.info(
+            "round %d: not asking %s to evaluate (no training reply within %.0f s)",
+            server_round,
+            ", ".join(policy.who(node) for node in skipped),
+            policy.timeout_s,
+        )
+    replies = send_and_receive(grid, asked, policy.timeout_s)
     if on_evaluation is not None:
         on_evaluation(server_round, replies)
     _shared_metrics_only(replies)
@@ -254,7 +268,13 @@ def run_rounds(
         else:
             arrays = aggregated
         _evaluate_members(
-            strategy, grid, server_round, arrays, policy.timeout_s, on_member_evaluation
+            strategy,
+            grid,
+            server_round,
+            arrays,
+            policy,
+            participation.stragglers,
+            on_member_evaluation,
         )
         evaluate_fn(server_round, arrays)
         on_round_end(server_round, arrays, participation)

@@ -115,6 +115,10 @@ def test_a_silent_member_is_a_straggler_and_the_round_goes_on(
     assert f"round 2: member node {late[0]['node_id']} did not answer within {timeout} s" in (
         result.stderr
     )
+    # ... and it was not asked to evaluate in that round (no second wait for it)
+    assert f"round 2: not asking node {late[0]['node_id']} to evaluate" in result.stderr
+    evaluated = [m for m in _csv(run_dir / "member_eval.csv") if m["round"] == "2"]
+    assert len(evaluated) == 2
 
 
 def test_too_few_members_ends_the_run_with_a_clear_message(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.app.error import Error
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
@@ -17,6 +18,7 @@ from fractofl.server.errors import NotEnoughMembersError
 from fractofl.server.rounds import (
     Participation,
     RoundPolicy,
+    _evaluate_members,
     _train,
     _train_attempt,
     plain_reason,
@@ -131,6 +133,40 @@ def test_a_round_that_cannot_go_on_records_each_attempt_and_the_reasons() -> Non
     assert message.count("CodeNotApprovedError: member code gate: no") == 3
     assert "<class" not in message
     assert plain_reason("member policy require_dp: no DP") == "member policy require_dp: no DP"
+
+
+def test_a_round_s_straggler_is_not_asked_to_evaluate(caplog: pytest.LogCaptureFixture) -> None:
+    # Prepare: a real in-memory Grid of 3 connected nodes; the second was late in training
+    # (as a machine that died mid-round, still listed until its heartbeat lapses)
+    grid, nodes = grid_with_nodes(3)
+    push = grid.push_messages
+
+    def push_from_the_superlink(messages: Iterable[Message]) -> Iterable[str]:
+        """As the ServerApp's own Grid does before a message reaches the link state."""
+        messages = list(messages)
+        for msg in messages:
+            msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+        return push(messages)
+
+    grid.push_messages = push_from_the_superlink  # type: ignore[method-assign]
+    common = CommonStrategyArgs(1.0, 1.0, 1, 1, 1, aggregate_metricrecords, aggregate_metricrecords)
+    strategy = build_strategy("fedavg", common, {}, CompressionSpec("none"), 5.0)
+    policy = RoundPolicy(
+        timeout_s=0.2, retries=0, min_train_members=1, min_available_members=1, names={}
+    )
+    arrays = ArrayRecord({k: Array(v) for k, v in WEIGHTS.items()})
+    caplog.set_level("INFO", logger="fractofl")
+    # Execute
+    _evaluate_members(strategy, grid, 3, arrays, policy, [nodes[1]], None)
+    # Assert: evaluation instructions went to the two others only, and the log says why
+    asked = sorted(msg.metadata.dst_node_id for msg in grid.state.message_ins_store.values())
+    assert asked == sorted([nodes[0], nodes[2]])
+    assert {msg.metadata.message_type for msg in grid.state.message_ins_store.values()} == {
+        "evaluate"
+    }
+    assert f"round 3: not asking node {nodes[1]} to evaluate (no training reply within 0 s)" in (
+        caplog.text
+    )
 
 
 def test_a_simulated_members_exception_is_read_out_of_rays_traceback() -> None:
