@@ -22,7 +22,12 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fractofl.cli.ray_cluster import LOCAL, RayClusterError, check_ray_address
+from fractofl.cli.ray_cluster import (
+    RayClusterError,
+    RayTarget,
+    check_ray_address,
+    refuse_local_cpus_on_a_cluster,
+)
 from fractofl.client.attacks import ATTACKS
 from fractofl.client.faults import FAULTS, fault_rounds
 from fractofl.client.supernode_main import PollSettingError, check_poll_s, check_task_poll_s
@@ -239,11 +244,7 @@ def _check_ray_settings(cfg: RunConfig) -> None:
             f"federation.member_cpus={fed.member_cpus:g} must be > 0 and "
             f"federation.member_gpus={fed.member_gpus:g} >= 0 (cores and GPU share per member)"
         )
-    if (
-        isinstance(fed.local_cpus, bool)
-        or not isinstance(fed.local_cpus, int)
-        or fed.local_cpus < 0
-    ):
+    if fed.local_cpus < 0:  # its type is the structured config's to enforce
         raise ConfigError(
             f"federation.local_cpus={fed.local_cpus!r} must be a whole number >= 0 (cores a "
             "local Ray instance may use; 0: all of this machine's)"
@@ -260,15 +261,10 @@ def _check_ray_settings(cfg: RunConfig) -> None:
         )
     if fed.ray_address.strip():
         try:
-            address = check_ray_address(fed.ray_address)
+            target = RayTarget(check_ray_address(fed.ray_address))
+            refuse_local_cpus_on_a_cluster(fed.local_cpus, target)
         except RayClusterError as exc:
             raise ConfigError(str(exc)) from None
-        if fed.local_cpus and address != LOCAL:
-            raise ConfigError(
-                f"federation.local_cpus={fed.local_cpus} is for a local Ray instance, but "
-                f"federation.ray_address={fed.ray_address!r} names a cluster, whose nodes give "
-                "their cores with `ray start --num-cpus`: set local_cpus=0"
-            )
 
 
 def _check_data_source(cfg: RunConfig) -> None:

@@ -85,6 +85,17 @@ def ray_target(cfg: RunConfig, environ: Mapping[str, str] = os.environ) -> RayTa
     return RayTarget(LOCAL, SETTING)
 
 
+def refuse_local_cpus_on_a_cluster(local_cpus: int, target: RayTarget) -> None:
+    """RayClusterError when ``federation.local_cpus`` is set but the members would run on
+    a cluster, whose nodes give their own cores."""
+    if local_cpus and not target.local:
+        raise RayClusterError(
+            f"federation.local_cpus={local_cpus} is for a local Ray instance, but the members "
+            f"would run on the Ray cluster at {target.address} ({target.origin}), whose nodes "
+            "give their cores with `ray start --num-cpus`: set federation.local_cpus=0"
+        )
+
+
 def check_ray_address(value: str, setting: str = SETTING) -> str:
     """``value`` as ``host:port`` (or ``local``); RayClusterError naming ``setting`` when it
     is neither."""
@@ -287,13 +298,7 @@ def ray_session(cfg: RunConfig) -> Iterator[RayTarget]:
     if target.local:
         yield target
         return
-    if cfg.federation.local_cpus:
-        raise RayClusterError(
-            f"federation.local_cpus={cfg.federation.local_cpus} is for a local Ray instance, "
-            f"but the members would run on the Ray cluster at {target.address} "
-            f"({target.origin}), whose nodes give their cores with `ray start --num-cpus`: "
-            "set federation.local_cpus=0"
-        )
+    refuse_local_cpus_on_a_cluster(cfg.federation.local_cpus, target)
     import ray
 
     fed = cfg.federation

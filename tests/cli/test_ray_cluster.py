@@ -134,8 +134,8 @@ def test_local_cpus_caps_the_local_instance_and_leaves_the_digest_alone() -> Non
         ),
         (
             ["federation.local_cpus=2", "federation.ray_address=head.example:6379"],
-            r"federation\.local_cpus=2 is for a local Ray instance, but "
-            r"federation\.ray_address='head\.example:6379' names a cluster",
+            r"federation\.local_cpus=2 is for a local Ray instance, but the members would "
+            r"run on the Ray cluster at head\.example:6379 \(from federation\.ray_address\)",
         ),
     ],
 )
