@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -11,10 +12,15 @@ from torch import nn
 from fractofl.core.config.run_config import RunConfig
 from fractofl.core.images.cached_images import load_cached_images
 from fractofl.core.images.labelled import make_loader
-from fractofl.core.learning.calibration import Calibration, calibrate, collect_scores
+from fractofl.core.learning.calibration import Calibration, calibrate
 from fractofl.core.learning.device import resolve_device
 from fractofl.core.learning.member_data import cache_root_for
-from fractofl.core.learning.training import EvalResult, evaluate
+from fractofl.core.learning.training import (
+    EvalResult,
+    ScoredExamples,
+    eval_result,
+    score_examples,
+)
 from fractofl.core.model.factory import preprocessing_for
 from fractofl.core.synth.dataset import holdout_dir
 
@@ -42,12 +48,25 @@ class CoordinatorEvaluator:
         self.device = resolve_device(cfg.train.device)
         self.seed = cfg.seed
         self.ood_coverage = cfg.registry.ood_coverage
+        self._last: tuple[str, ScoredExamples] | None = None
+        self.passes = 0
+        """Passes over the test set so far (one per distinct weights scored in a row)."""
+
+    def scored(self, state_dict: dict[str, torch.Tensor]) -> ScoredExamples:
+        """One pass of ``state_dict`` over the test set. The last pass is kept: a round's
+        evaluation and the calibration of the version it publishes score the same
+        weights, and the test set is read once per weights, not twice."""
+        digest = weights_digest(state_dict)
+        if self._last is None or self._last[0] != digest:
+            self.model.load_state_dict(state_dict)
+            loader = make_loader(self.data, self.batch_size, False, None, self.seed)
+            self._last = digest, score_examples(self.model, loader, self.device)
+            self.passes += 1
+        return self._last[1]
 
     def evaluate_state(self, state_dict: dict[str, torch.Tensor]) -> EvalResult:
-        """Load ``state_dict`` into the model and evaluate it."""
-        self.model.load_state_dict(state_dict)
-        loader = make_loader(self.data, self.batch_size, False, None, self.seed)
-        return evaluate(self.model, loader, self.num_classes, self.device)
+        """Loss, accuracy, macro-F1 and confusion matrix of ``state_dict``."""
+        return eval_result(self.scored(state_dict), self.num_classes)
 
     def evaluate_arrays(self, arrays: ArrayRecord) -> EvalResult:
         """Evaluate the weights a Flower strategy holds."""
@@ -56,7 +75,15 @@ class CoordinatorEvaluator:
     def calibration_of(self, state_dict: dict[str, torch.Tensor]) -> Calibration:
         """The temperature that calibrates ``state_dict``'s probabilities on the test set,
         and the calibration error before and after it."""
-        self.model.load_state_dict(state_dict)
-        loader = make_loader(self.data, self.batch_size, False, None, self.seed)
-        scores, labels = collect_scores(self.model, loader, self.device)
-        return calibrate(scores, labels, self.ood_coverage)
+        scored = self.scored(state_dict)
+        return calibrate(scored.scores, scored.labels, self.ood_coverage)
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of every tensor's name, dtype, shape and values: equal for equal weights."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

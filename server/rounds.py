@@ -11,10 +11,12 @@ id, and hands every completed round to a callback (checkpoint, registry, progres
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -237,6 +239,19 @@ def _evaluate_members(
     strategy.aggregate_evaluate(server_round, replies)
 
 
+@contextlib.contextmanager
+def _alongside(work: Callable[[ArrayRecord], object] | None, arrays: ArrayRecord) -> Iterator[None]:
+    """Run ``work(arrays)`` in a thread while the block runs; wait for it at the block's
+    end (its exception, if any, is raised there)."""
+    if work is None:
+        yield
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-ahead") as pool:
+        done = pool.submit(work, arrays)
+        yield
+        done.result()
+
+
 def run_rounds(
     strategy: Strategy,
     grid: Grid,
@@ -247,11 +262,15 @@ def run_rounds(
     on_participation: Callable[[Participation], None],
     on_round_end: RoundEnd,
     on_member_evaluation: MemberEvaluations | None = None,
+    score_ahead: Callable[[ArrayRecord], object] | None = None,
 ) -> ArrayRecord:
     """Run ``rounds`` (e.g. ``range(4, 11)`` to resume after round 3) from ``arrays``;
     return the final global arrays. ``evaluate_fn(0, arrays)`` runs first when the
     range starts at round 1, as in ``Strategy.start()``. ``on_member_evaluation`` gets
-    each round's evaluation replies as the members sent them."""
+    each round's evaluation replies as the members sent them. ``score_ahead(arrays)``,
+    when given, runs beside the members' evaluation of each round's model (the
+    coordinator scores its test set while it waits for them; ``evaluate_fn`` then finds
+    the scores ready)."""
     strategy.summary()
     if rounds.start == 1:
         evaluate_fn(0, arrays)
@@ -267,15 +286,16 @@ def run_rounds(
             )
         else:
             arrays = aggregated
-        _evaluate_members(
-            strategy,
-            grid,
-            server_round,
-            arrays,
-            policy,
-            participation.stragglers,
-            on_member_evaluation,
-        )
+        with _alongside(score_ahead, arrays):
+            _evaluate_members(
+                strategy,
+                grid,
+                server_round,
+                arrays,
+                policy,
+                participation.stragglers,
+                on_member_evaluation,
+            )
         evaluate_fn(server_round, arrays)
         on_round_end(server_round, arrays, participation)
     return arrays

@@ -13,39 +13,15 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from fractofl.core.images.tiles import tile_mean_log_probabilities
 
 ECE_BINS = 15  # equal-width confidence bins, as Guo et al. report ECE
 TEMPERATURE_RANGE = (0.05, 20.0)  # a fitted temperature is kept inside this range
 _FIT_STEPS = 100
 OOD_THRESHOLD_METRIC = "ood_energy_threshold"
-
-
-def image_scores(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """(B, classes) scores: logits, or the tiles' mean log-probabilities for (B, T, C, S, S)."""
-    if images.dim() == 5:
-        return tile_mean_log_probabilities(model, images)
-    return model(images).float()
-
-
-@torch.no_grad()
-def collect_scores(
-    model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every image's scores and label (on the CPU)."""
-    model.to(device).eval()
-    scores, labels = [], []
-    for images, targets in loader:
-        scores.append(image_scores(model, images.to(device)).cpu())
-        labels.append(targets.cpu())
-    return torch.cat(scores), torch.cat(labels)
 
 
 def calibrated(scores: torch.Tensor, temperature: float) -> torch.Tensor:

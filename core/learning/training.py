@@ -136,36 +136,62 @@ def _epochs(
     return TrainResult(loss=loss_sum / seen, accuracy=correct / seen, examples=seen)
 
 
+@dataclass(frozen=True)
+class ScoredExamples:
+    """One evaluation pass: every example's class scores and label (on the CPU) and the
+    summed loss. Evaluation and calibration both start from it, so one pass serves both."""
+
+    scores: torch.Tensor
+    labels: torch.Tensor
+    loss_sum: float
+
+
+def image_scores(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """(B, classes) scores: logits, or the tiles' mean log-probabilities for (B, T, C, S, S)."""
+    if images.dim() == 5:
+        return tile_mean_log_probabilities(model, images)
+    return model(images).float()
+
+
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, loader: Batches, num_classes: int, device: torch.device
-) -> EvalResult:
-    """Evaluate ``model`` on ``loader`` without changing it."""
+def score_examples(model: nn.Module, loader: Batches, device: torch.device) -> ScoredExamples:
+    """Score every example of ``loader`` without changing ``model``; an image given as
+    tiles is judged by their mean (its loss is that mean's negative log-likelihood)."""
     model.to(device).eval()
-    criterion = nn.CrossEntropyLoss(reduction="sum")
     loss_sum = 0.0
-    truths: list[np.ndarray] = []
-    predictions: list[np.ndarray] = []
-    for images, labels in loader:
-        images, labels = images.to(device), labels.to(device)
-        if images.dim() == 5:  # tiles of each image: judge the image by their mean
-            log_probabilities = tile_mean_log_probabilities(model, images)
-            loss_sum += float(F.nll_loss(log_probabilities, labels, reduction="sum").item())
-            predicted = log_probabilities.argmax(dim=1)
+    scores: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    for images, targets in loader:
+        images, targets = images.to(device), targets.to(device)
+        batch_scores = image_scores(model, images)
+        if images.dim() == 5:
+            loss = F.nll_loss(batch_scores, targets, reduction="sum")
         else:
-            logits = model(images)
-            loss_sum += float(criterion(logits, labels).item())
-            predicted = logits.argmax(dim=1)
-        truths.append(labels.cpu().numpy())
-        predictions.append(predicted.cpu().numpy())
-    if not truths:
+            loss = F.cross_entropy(batch_scores, targets, reduction="sum")
+        loss_sum += float(loss.item())
+        scores.append(batch_scores.cpu())
+        labels.append(targets.cpu())
+    if not labels:
         raise ValueError("the evaluation loader yielded no examples")
-    matrix = confusion_matrix(np.concatenate(truths), np.concatenate(predictions), num_classes)
+    return ScoredExamples(torch.cat(scores), torch.cat(labels), loss_sum)
+
+
+def eval_result(scored: ScoredExamples, num_classes: int) -> EvalResult:
+    """Loss, accuracy, macro-F1 and confusion matrix of a scoring pass."""
+    predicted = scored.scores.argmax(dim=1)
+    matrix = confusion_matrix(scored.labels.numpy(), predicted.numpy(), num_classes)
     examples = int(matrix.sum())
     return EvalResult(
-        loss=loss_sum / examples,
+        loss=scored.loss_sum / examples,
         accuracy=accuracy(matrix),
         macro_f1=macro_f1(matrix),
         confusion=matrix,
         examples=examples,
     )
+
+
+def evaluate(
+    model: nn.Module, loader: Batches, num_classes: int, device: torch.device
+) -> EvalResult:
+    """Evaluate ``model`` on ``loader`` without changing it."""
+    return eval_result(score_examples(model, loader, device), num_classes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -22,6 +24,7 @@ from fractofl.server.rounds import (
     _train,
     _train_attempt,
     plain_reason,
+    run_rounds,
 )
 from fractofl.strategies.registry import CommonStrategyArgs, build_strategy
 from fractofl.strategies.replies import reply_senders
@@ -135,20 +138,26 @@ def test_a_round_that_cannot_go_on_records_each_attempt_and_the_reasons() -> Non
     assert plain_reason("member policy require_dp: no DP") == "member policy require_dp: no DP"
 
 
-def test_a_round_s_straggler_is_not_asked_to_evaluate(caplog: pytest.LogCaptureFixture) -> None:
-    # Prepare: a real in-memory Grid of 3 connected nodes; the second was late in training
-    # (as a machine that died mid-round, still listed until its heartbeat lapses)
-    grid, nodes = grid_with_nodes(3)
+def _grid_pushing_as_the_superlink(nodes: int) -> tuple[Grid, list[int]]:
+    """A real in-memory Grid of ``nodes`` connected nodes whose pushed messages come from
+    the SuperLink's node, as the ServerApp's own Grid sends them to the link state."""
+    grid, node_ids = grid_with_nodes(nodes)
     push = grid.push_messages
 
     def push_from_the_superlink(messages: Iterable[Message]) -> Iterable[str]:
-        """As the ServerApp's own Grid does before a message reaches the link state."""
         messages = list(messages)
         for msg in messages:
             msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
         return push(messages)
 
     grid.push_messages = push_from_the_superlink  # type: ignore[method-assign]
+    return grid, node_ids
+
+
+def test_a_round_s_straggler_is_not_asked_to_evaluate(caplog: pytest.LogCaptureFixture) -> None:
+    # Prepare: a real in-memory Grid of 3 connected nodes; the second was late in training
+    # (as a machine that died mid-round, still listed until its heartbeat lapses)
+    grid, nodes = _grid_pushing_as_the_superlink(3)
     common = CommonStrategyArgs(1.0, 1.0, 1, 1, 1, aggregate_metricrecords, aggregate_metricrecords)
     strategy = build_strategy("fedavg", common, {}, CompressionSpec("none"), 5.0)
     policy = RoundPolicy(
@@ -183,3 +192,74 @@ def test_a_simulated_members_exception_is_read_out_of_rays_traceback() -> None:
     assert plain_reason(reason) == (
         "SimulatedMemberFault: simulated crash of member partition 0 in round 3"
     )
+
+
+def _two_rounds(grid: Grid, score_ahead: object, evaluate_fn: object) -> None:
+    """Two rounds of FedAvg on ``grid`` whose training replies come at once; evaluation
+    instructions go out and get no answer within 0.5 s."""
+    common = CommonStrategyArgs(1.0, 1.0, 1, 1, 1, aggregate_metricrecords, aggregate_metricrecords)
+    strategy = build_strategy("fedavg", common, {}, CompressionSpec("none"), 5.0)
+
+    def exchange(grid: Grid, messages: list[Message], timeout_s: float) -> list[Message]:
+        return [_answer(m) for m in _pushed(messages)]
+
+    policy = RoundPolicy(
+        timeout_s=0.5, retries=0, min_train_members=1, min_available_members=1, exchange=exchange
+    )
+    run_rounds(
+        strategy,
+        grid,
+        ArrayRecord({k: Array(v) for k, v in WEIGHTS.items()}),
+        range(1, 3),
+        policy,
+        evaluate_fn=evaluate_fn,  # type: ignore[arg-type]
+        on_participation=lambda seen: None,
+        on_round_end=lambda server_round, arrays, seen: None,
+        score_ahead=score_ahead,  # type: ignore[arg-type]
+    )
+
+
+def test_the_coordinator_scores_each_round_s_model_while_the_members_evaluate_it() -> None:
+    # Prepare: a real in-memory Grid of 2 nodes; scoring that waits until the round's
+    # evaluation instructions are out, and an evaluate_fn that notes when it runs
+    grid, _ = _grid_pushing_as_the_superlink(2)
+    events: list[tuple[str, int, str]] = []
+
+    def evaluation_instructions() -> int:
+        store = grid.state.message_ins_store.values()  # type: ignore[attr-defined]
+        return sum(msg.metadata.message_type == "evaluate" for msg in store)
+
+    def score_ahead(arrays: ArrayRecord) -> None:
+        asked_before = 2 * sum(e[0] == "scored" for e in events)
+        deadline = time.monotonic() + 10
+        while evaluation_instructions() <= asked_before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        events.append(("scored", evaluation_instructions(), threading.current_thread().name))
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> None:
+        events.append(("evaluated", server_round, threading.current_thread().name))
+
+    # Execute
+    _two_rounds(grid, score_ahead, evaluate_fn)
+    # Assert: round 0 is scored before any member is asked; in each round the scoring ran
+    # in a thread of its own while that round's 2 evaluation instructions were out, and
+    # it was done before the round's evaluate_fn
+    main = threading.current_thread().name
+    assert events[0] == ("evaluated", 0, main)
+    assert [e[:2] for e in events[1:]] == [
+        ("scored", 2),
+        ("evaluated", 1),
+        ("scored", 4),
+        ("evaluated", 2),
+    ]
+    assert all(e[2].startswith("score-ahead") for e in events if e[0] == "scored")
+    assert all(e[2] == main for e in events if e[0] == "evaluated")
+
+
+def test_a_failure_of_scoring_ahead_stops_the_round_loop() -> None:
+    def score_ahead(arrays: ArrayRecord) -> None:
+        raise OSError("coordinator test set unreadable")
+
+    grid, _ = _grid_pushing_as_the_superlink(2)
+    with pytest.raises(OSError, match="coordinator test set unreadable"):
+        _two_rounds(grid, score_ahead, lambda server_round, arrays: None)
