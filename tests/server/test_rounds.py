@@ -13,6 +13,7 @@ from flwr.app.error import Error
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fractofl.core.wire.compression import CompressionSpec, encode_update
@@ -31,6 +32,17 @@ from fractofl.strategies.replies import reply_senders
 from tests.strategies.flower_grid import grid_with_nodes
 
 WEIGHTS = {"w": np.zeros(4, dtype=np.float32)}
+
+
+def _fedavg() -> Strategy:
+    """FedAvg behind the update guard, every member asked, one enough."""
+    common = CommonStrategyArgs(1.0, 1.0, 1, 1, 1, aggregate_metricrecords, aggregate_metricrecords)
+    return build_strategy("fedavg", common, {}, CompressionSpec("none"), 5.0)
+
+
+def _global_arrays() -> ArrayRecord:
+    """The global model the coordinator sends: WEIGHTS."""
+    return ArrayRecord({k: Array(v) for k, v in WEIGHTS.items()})
 
 
 def _pushed(messages: Iterable[Message]) -> list[Message]:
@@ -76,8 +88,7 @@ def test_two_dead_members_in_one_round_fail_once_each_by_their_own_id() -> None:
     # Prepare: a real in-memory Grid of 3 nodes and FedAvg behind the guard; the exchange
     # delivers one member's update and Flower's error replies for the other two
     grid, _ = grid_with_nodes(3)
-    common = CommonStrategyArgs(1.0, 1.0, 1, 1, 1, aggregate_metricrecords, aggregate_metricrecords)
-    strategy = build_strategy("fedavg", common, {}, CompressionSpec("none"), 5.0)
+    strategy = _fedavg()
 
     def exchange(grid: Grid, messages: list[Message], timeout_s: float) -> list[Message]:
         sent = _pushed(messages)
@@ -87,7 +98,7 @@ def test_two_dead_members_in_one_round_fail_once_each_by_their_own_id() -> None:
         timeout_s=5, retries=0, min_train_members=1, min_available_members=1, exchange=exchange
     )
     seen = Participation(round=2)
-    arrays = ArrayRecord({k: Array(v) for k, v in WEIGHTS.items()})
+    arrays = _global_arrays()
     # Execute
     replies = _train_attempt(strategy, grid, 2, arrays, policy, seen)
     # Assert: every member counted once: one answered, two failed by their own ids
@@ -102,8 +113,7 @@ def test_a_round_that_cannot_go_on_records_each_attempt_and_the_reasons() -> Non
     # Prepare: every member refuses, as a ClientApp that raised does (Flower's reason
     # format), and a round that needs two
     grid, _ = grid_with_nodes(3)
-    common = CommonStrategyArgs(1.0, 1.0, 1, 1, 1, aggregate_metricrecords, aggregate_metricrecords)
-    strategy = build_strategy("fedavg", common, {}, CompressionSpec("none"), 5.0)
+    strategy = _fedavg()
     flower_reason = (
         "<class 'fractofl.client.code_gate.CodeNotApprovedError'>:<'member code gate: no'>"
     )
@@ -119,7 +129,7 @@ def test_a_round_that_cannot_go_on_records_each_attempt_and_the_reasons() -> Non
         exchange=exchange,
         names={},
     )
-    arrays = ArrayRecord({k: Array(v) for k, v in WEIGHTS.items()})
+    arrays = _global_arrays()
     recorded: list[Participation] = []
     # Execute
     with pytest.raises(NotEnoughMembersError) as stopped:
@@ -158,12 +168,11 @@ def test_a_round_s_straggler_is_not_asked_to_evaluate(caplog: pytest.LogCaptureF
     # Prepare: a real in-memory Grid of 3 connected nodes; the second was late in training
     # (as a machine that died mid-round, still listed until its heartbeat lapses)
     grid, nodes = _grid_pushing_as_the_superlink(3)
-    common = CommonStrategyArgs(1.0, 1.0, 1, 1, 1, aggregate_metricrecords, aggregate_metricrecords)
-    strategy = build_strategy("fedavg", common, {}, CompressionSpec("none"), 5.0)
+    strategy = _fedavg()
     policy = RoundPolicy(
         timeout_s=0.2, retries=0, min_train_members=1, min_available_members=1, names={}
     )
-    arrays = ArrayRecord({k: Array(v) for k, v in WEIGHTS.items()})
+    arrays = _global_arrays()
     caplog.set_level("INFO", logger="fractofl")
     # Execute
     _evaluate_members(strategy, grid, 3, arrays, policy, [nodes[1]], None)
@@ -197,8 +206,7 @@ def test_a_simulated_members_exception_is_read_out_of_rays_traceback() -> None:
 def _two_rounds(grid: Grid, score_ahead: object, evaluate_fn: object) -> None:
     """Two rounds of FedAvg on ``grid`` whose training replies come at once; evaluation
     instructions go out and get no answer within 0.5 s."""
-    common = CommonStrategyArgs(1.0, 1.0, 1, 1, 1, aggregate_metricrecords, aggregate_metricrecords)
-    strategy = build_strategy("fedavg", common, {}, CompressionSpec("none"), 5.0)
+    strategy = _fedavg()
 
     def exchange(grid: Grid, messages: list[Message], timeout_s: float) -> list[Message]:
         return [_answer(m) for m in _pushed(messages)]
@@ -209,7 +217,7 @@ def _two_rounds(grid: Grid, score_ahead: object, evaluate_fn: object) -> None:
     run_rounds(
         strategy,
         grid,
-        ArrayRecord({k: Array(v) for k, v in WEIGHTS.items()}),
+        _global_arrays(),
         range(1, 3),
         policy,
         evaluate_fn=evaluate_fn,  # type: ignore[arg-type]
