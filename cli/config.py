@@ -28,7 +28,7 @@ from fractofl.cli.ray_cluster import (
     check_ray_address,
     refuse_local_cpus_on_a_cluster,
 )
-from fractofl.client.attacks import ATTACKS
+from fractofl.client.attacks import attack_kinds
 from fractofl.client.faults import FAULTS, fault_rounds
 from fractofl.client.supernode_main import PollSettingError, check_poll_s, check_task_poll_s
 from fractofl.core.config.run_config import (
@@ -202,11 +202,15 @@ def _check_settings(cfg: RunConfig) -> None:
             f"{', '.join(PERSONALIZE_LAYERS)}"
         )
     fed = cfg.federation
-    if fed.attack not in ATTACKS or not 0 <= fed.attackers <= fed.members:
+    if not 0 <= fed.attackers <= fed.members:
         raise ConfigError(
-            f"federation.attack={fed.attack!r} with attackers={fed.attackers}: the attack "
-            f"must be one of {', '.join(ATTACKS)} and attackers between 0 and {fed.members}"
+            f"federation.attackers={fed.attackers}: must be between 0 and "
+            f"federation.members={fed.members}"
         )
+    try:
+        attack_kinds(fed.attack, fed.attackers)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if fed.fault not in FAULTS or not 0 <= fed.attackers + fed.faulty_members <= fed.members:
         raise ConfigError(
             f"federation.fault={fed.fault!r} with faulty_members={fed.faulty_members}: the "

@@ -20,7 +20,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 from torch import nn
 
-from fractofl.client.attacks import corrupt_update
+from fractofl.client.attacks import attack_kinds, corrupt_update
 from fractofl.client.audit import audit_mod
 from fractofl.client.faults import inject_fault
 from fractofl.client.local_batchnorm import (
@@ -110,9 +110,10 @@ def _simulated_attack(
     if partition is None or int(partition) >= cfg.federation.attackers:
         return delta
     fed = cfg.federation
+    attack = attack_kinds(fed.attack, fed.attackers)[int(partition)]
     statistics = frozenset(name for name, _ in model.named_buffers())
     rng = np.random.default_rng(seed)
-    return corrupt_update(delta, fed.attack, fed.attack_scale, rng, keep=statistics)
+    return corrupt_update(delta, attack, fed.attack_scale, rng, keep=statistics)
 
 
 @app.train(mods=[secure_aggregation_mod])

@@ -2,6 +2,8 @@
 
 Only a *simulated* member (one with a ``partition-id``) whose partition is below
 ``federation.attackers`` ever calls :func:`corrupt_update`; a real member never does.
+``federation.attack`` names one attack for all of them, or one per attacker in partition
+order (``sign_flip,nan``: partition 0 flips, partition 1 sends NaN).
 """
 
 from __future__ import annotations
@@ -9,6 +11,29 @@ from __future__ import annotations
 import numpy as np
 
 ATTACKS = ("none", "sign_flip", "noise", "nan")
+
+
+def attack_kinds(attack: str, attackers: int) -> tuple[str, ...]:
+    """Each attacker's attack, in partition order, from ``federation.attack``.
+
+    Raises ValueError naming the setting when a kind is unknown or a list's length is
+    not ``attackers``.
+    """
+    kinds = tuple(part.strip() for part in attack.split(","))
+    unknown = [kind for kind in kinds if kind not in ATTACKS]
+    if unknown:
+        raise ValueError(
+            f"federation.attack={attack!r}: unknown {', '.join(map(repr, unknown))}; valid: "
+            f"{', '.join(ATTACKS)}, or a comma-separated list with one per attacker"
+        )
+    if len(kinds) == 1:
+        return kinds * attackers
+    if len(kinds) != attackers:
+        raise ValueError(
+            f"federation.attack={attack!r} names {len(kinds)} attacks for "
+            f"federation.attackers={attackers}: give one attack for all, or one per attacker"
+        )
+    return kinds
 
 
 def corrupt_update(

@@ -66,6 +66,12 @@ def test_overrides_and_group_choice() -> None:
         ("updates.retain_freed_mb=64", r"updates.retain_freed_mb=64 must be between 0"),
         ("output.resume=true", r"output.resume=true needs output.name"),
         ("federation.fault=explode", r"the fault must be one of none, raise, hang"),
+        ("federation.attack=flood", r"federation.attack='flood': unknown 'flood'; valid: none"),
+        (
+            "federation.attack='sign_flip,nan'",
+            r"names 2 attacks for federation.attackers=0: give one attack for all, or one per",
+        ),
+        ("federation.attackers=5", r"federation.attackers=5: must be between 0 and .*=4"),
         ("federation.fault_rounds=two", r"comma-separated round numbers"),
         (
             "model.args.norm=layer",

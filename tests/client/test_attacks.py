@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fractofl.client.attacks import corrupt_update
+from fractofl.client.attacks import attack_kinds, corrupt_update
 
 
 def _delta() -> dict[str, np.ndarray]:
@@ -51,3 +51,13 @@ def test_sign_flip_and_nan_send_what_they_say() -> None:
 def test_an_unknown_attack_names_the_setting() -> None:
     with pytest.raises(ValueError, match=r"federation\.attack='flood'; valid: none, sign_flip"):
         corrupt_update(_delta(), "flood", 10.0, np.random.default_rng(1))
+
+
+def test_one_attack_is_every_attackers_and_a_list_gives_each_its_own() -> None:
+    assert attack_kinds("sign_flip", 3) == ("sign_flip",) * 3
+    assert attack_kinds("none", 0) == ()
+    assert attack_kinds("sign_flip, nan", 2) == ("sign_flip", "nan")
+    with pytest.raises(ValueError, match=r"names 3 attacks for federation.attackers=2"):
+        attack_kinds("sign_flip,nan,noise", 2)
+    with pytest.raises(ValueError, match=r"unknown 'flood'; valid: none, sign_flip, noise, nan"):
+        attack_kinds("sign_flip,flood", 2)

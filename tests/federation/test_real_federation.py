@@ -432,18 +432,45 @@ def test_a_private_run_reports_epsilon_after_every_round(
     assert f"differential privacy: epsilon {epsilons[-1]:.3f}" in result.stdout
 
 
-def test_a_member_requiring_secure_aggregation_refuses_a_plain_run(
+@pytest.fixture(scope="module")
+def two_members_out(
     federation: Federation, consortium: Consortium, member_data: Path
-) -> None:
-    # Execute: a plain 1-round run while the last member's policy requires secure
-    # aggregation (the secure-aggregation test above ran with the same policy: it joined)
+) -> subprocess.CompletedProcess[str]:
+    """A plain 1-round run that org0 carries alone: org1's warm process has died (its
+    SuperNode stays connected) and org2's policy requires secure aggregation (the
+    secure-aggregation test above ran with the same policy: org2 joined it)."""
+    warm = [
+        child
+        for child in psutil.Process(federation.member_groups[1].pid).children(recursive=True)
+        if "fractofl.client.warm_member" in " ".join(_cmdline(child))
+    ]
+    assert len(warm) == 1
+    warm[0].kill()
+    told = "fractofl: the warm member stopped (exit -9)"
+    wait_for(lambda: told in federation.member_logs[1].read_text(), 60, "member join saying so")
     with member_rules(consortium.members[-1], SECAGG_ONLY):
-        result = coordinator_run(federation, member_data, "policy-run", "federation.rounds=1")
-    # Assert: the round went on with the other two; the refusal, with the rule named, is
-    # that member's failure in the coordinator's records and in its own audit log
+        return coordinator_run(
+            federation,
+            member_data,
+            "two-out-run",
+            "federation.rounds=1",
+            "federation.min_train_members=1",
+            "federation.min_evaluate_members=1",
+        )
+
+
+def test_a_member_requiring_secure_aggregation_refuses_a_plain_run(
+    federation: Federation,
+    consortium: Consortium,
+    two_members_out: subprocess.CompletedProcess[str],
+) -> None:
+    # Execute (the fixture): a plain run while org2's policy requires secure aggregation
+    # Assert: the round went on without it; the refusal, with the rule named, is that
+    # member's failure in the coordinator's records and in its own audit log
+    result = two_members_out
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    run_dir = federation.workdir / "runs" / "policy-run"
-    assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["2"]
+    run_dir = federation.workdir / "runs" / "two-out-run"
+    assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["1"]
     org2 = member_lines(run_dir, "org2")
     assert {line["status"] for line in org2} == {"refused"}
     assert "member policy require_secure_aggregation" in org2[0]["detail"]
@@ -452,14 +479,47 @@ def test_a_member_requiring_secure_aggregation_refuses_a_plain_run(
         e["run_id"] for e in events if e["kind"] == "run-started" and e["run_dir"] == str(run_dir)
     )
     (round_1,) = [e for e in events if e["kind"] == "round" and e["run_id"] == run_id]
-    assert sorted(round_1["answered"]) == ["org0", "org1"]
-    assert list(round_1["refused"]) == ["org2"] and round_1["failed"] == {}
+    assert list(round_1["answered"]) == ["org0"]
+    assert list(round_1["refused"]) == ["org2"] and list(round_1["failed"]) == ["org1"]
     refusals = [
         entry.event
         for entry in read_log(consortium.members[-1] / "audit.log")
         if entry.event["kind"] == "sent" and "member policy" in str(entry.event.get("error"))
     ]
     assert refusals
+
+
+def test_a_member_whose_warm_process_died_answers_how_to_restart_it_and_after_it_the_next_round(
+    federation: Federation,
+    consortium: Consortium,
+    member_data: Path,
+    two_members_out: subprocess.CompletedProcess[str],
+) -> None:
+    # Execute (the fixture): a run while org1's warm process is down
+    # Assert: the round went on without it; its error reply names the cause and the
+    # command that restarts it
+    assert two_members_out.returncode == 0, two_members_out.stderr[-3000:]
+    run_dir = federation.workdir / "runs" / "two-out-run"
+    org1 = member_lines(run_dir, "org1")
+    assert {line["status"] for line in org1} == {"failed"}
+    assert "member's warm process unavailable: the warm member at" in org1[0]["detail"]
+    assert "restart `fractofl member join`" in org1[0]["detail"]
+    # Execute: the member does as told (Ctrl-C, then `member join` again)
+    os.killpg(federation.member_groups[1].pid, signal.SIGINT)
+    federation.member_groups[1].wait(timeout=60)
+    log = federation.workdir / "logs" / "member1-restarted.log"
+    federation.member_logs[1] = log
+    federation.member_groups[1] = join(federation, consortium, member_data, 1, log)
+    wait_for(lambda: "warm member ready" in log.read_text(), 120, "its warm member ready")
+    wait_until_online(federation, MEMBERS, "the member back online")
+    again = coordinator_run(federation, member_data, "warm-restarted-run", "federation.rounds=1")
+    # Assert: it answers the next round, from images it prepared before (nothing decoded)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    run_dir = federation.workdir / "runs" / "warm-restarted-run"
+    assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["3"]
+    assert {line["status"] for line in member_lines(run_dir, "org1")} == {"answered"}
+    prepared = [line for line in log.read_text().splitlines() if "image cache" in line]
+    assert prepared and all(" 0 decoded" in line for line in prepared), prepared
 
 
 def sidecar_app(federation: Federation, member_data: Path, name: str, marks: Path) -> Path:
@@ -542,48 +602,6 @@ def test_a_bundle_with_one_changed_line_is_refused_by_every_member_until_they_ap
     for member_dir in consortium.members:
         events = [entry.event for entry in read_log(member_dir / "audit.log")]
         assert any(e["kind"] == CODE_EVENT and e["code_digest"] == digest for e in events)
-
-
-def test_a_member_whose_warm_process_died_answers_how_to_restart_it_and_after_it_the_next_round(
-    federation: Federation, consortium: Consortium, member_data: Path
-) -> None:
-    # Prepare: the second member's warm process dies; its SuperNode stays connected
-    warm = [
-        child
-        for child in psutil.Process(federation.member_groups[1].pid).children(recursive=True)
-        if "fractofl.client.warm_member" in " ".join(_cmdline(child))
-    ]
-    assert len(warm) == 1
-    warm[0].kill()
-    told = "fractofl: the warm member stopped (exit -9)"
-    wait_for(lambda: told in federation.member_logs[1].read_text(), 60, "member join saying so")
-    # Execute
-    result = coordinator_run(federation, member_data, "warm-down-run", "federation.rounds=1")
-    # Assert: the round went on with the other two; that member's error reply names the
-    # cause and the command that restarts it
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    run_dir = federation.workdir / "runs" / "warm-down-run"
-    assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["2"]
-    org1 = member_lines(run_dir, "org1")
-    assert {line["status"] for line in org1} == {"failed"}
-    assert "member's warm process unavailable: the warm member at" in org1[0]["detail"]
-    assert "restart `fractofl member join`" in org1[0]["detail"]
-    # Execute: the member does as told (Ctrl-C, then `member join` again)
-    os.killpg(federation.member_groups[1].pid, signal.SIGINT)
-    federation.member_groups[1].wait(timeout=60)
-    log = federation.workdir / "logs" / "member1-restarted.log"
-    federation.member_logs[1] = log
-    federation.member_groups[1] = join(federation, consortium, member_data, 1, log)
-    wait_for(lambda: "warm member ready" in log.read_text(), 120, "its warm member ready")
-    wait_until_online(federation, MEMBERS, "the member back online")
-    again = coordinator_run(federation, member_data, "warm-restarted-run", "federation.rounds=1")
-    # Assert: it answers the next round, from images it prepared before (nothing decoded)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    run_dir = federation.workdir / "runs" / "warm-restarted-run"
-    assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["3"]
-    assert {line["status"] for line in member_lines(run_dir, "org1")} == {"answered"}
-    prepared = [line for line in log.read_text().splitlines() if "image cache" in line]
-    assert prepared and all(" 0 decoded" in line for line in prepared), prepared
 
 
 def test_members_killed_mid_round_are_counted_once_each_and_the_run_finishes(
