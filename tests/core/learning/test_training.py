@@ -27,9 +27,9 @@ def _drift(mu: float) -> float:
     start = [p.detach().clone() for p in model.parameters()]
     loader = make_loader(_separable(), 16, True, None, seed=0)
     train(model, loader, 3, 0.1, 0.0, 0.0, resolve_device("cpu"), proximal_mu=mu)
-    return float(
-        sum(torch.sum((p - s) ** 2) for p, s in zip(model.parameters(), start, strict=True))
-    )
+    with torch.no_grad():
+        moved = zip(model.parameters(), start, strict=True)
+        return float(sum(torch.sum((p - s) ** 2) for p, s in moved))
 
 
 def test_training_learns_a_separable_task() -> None:
