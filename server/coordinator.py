@@ -311,6 +311,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
                 on_round_end=on_round_end,
                 on_member_evaluation=folder.record_member_evaluations,
                 score_ahead=lambda arrays: evaluator.scored(arrays.to_torch_state_dict()),
+                on_timings=recorder.record_timings,
             )
         except NotEnoughMembersError as exc:
             done = recorder.rows[-1].round if recorder.rows else 0

@@ -26,7 +26,7 @@ from fractofl.core.wire.member_evaluation import (
     VAL_ACCURACY_KEY,
 )
 from fractofl.core.wire.update_protocol import CONFIG_CRC_KEY
-from fractofl.server.rounds import Participation
+from fractofl.server.rounds import Participation, RoundTimings
 from fractofl.strategies.guard import UpdateVerdict
 from fractofl.strategies.privacy import PrivacySpent
 
@@ -58,6 +58,13 @@ class RoundRow:
     dp_delta: float = math.nan
     member_min_val_accuracy: float = math.nan
     """The worst member's accuracy on its own validation split (members with one)."""
+    train_s: float = math.nan
+    """Wall seconds of the round's training exchange, every attempt (see RoundTimings)."""
+    aggregate_s: float = math.nan
+    member_eval_s: float = math.nan
+    coordinator_eval_s: float = math.nan
+    """Wall seconds the round waited on the coordinator's scoring of its test set beyond
+    the members' evaluation (it runs beside it), plus closing the row."""
 
     def test_metrics(self) -> dict[str, float]:
         """The metrics a checkpoint or a published version carries: the coordinator
@@ -76,6 +83,12 @@ class RoundRow:
     def columns() -> list[str]:
         """Column names, in file order."""
         return [f.name for f in fields(RoundRow)]
+
+    @staticmethod
+    def clock_columns() -> list[str]:
+        """The columns that are wall-clock times: they differ between two runs of the
+        same config, all else being equal."""
+        return ["elapsed_s", "train_s", "aggregate_s", "member_eval_s", "coordinator_eval_s"]
 
 
 def _worst_accuracy(records: list[RecordDict], weight_key: str) -> float:
@@ -113,6 +126,7 @@ class RoundRecorder:
         self._worst_member = math.nan
         self._verdicts: list[UpdateVerdict] = []
         self._participation: Participation | None = None
+        self._timings: RoundTimings | None = None
         self.last_eval: EvalResult | None = None
         self.contributors: list[int] = []
         """Node ids whose updates the last closed round aggregated."""
@@ -155,6 +169,10 @@ class RoundRecorder:
         """Keep who was asked, answered, failed and was late, for the round's row."""
         self._participation = participation
 
+    def record_timings(self, timings: RoundTimings) -> None:
+        """Keep how long the round's phases took, for the round's row."""
+        self._timings = timings
+
     def aggregate_evaluate_metrics(
         self, records: list[RecordDict], weight_key: str
     ) -> MetricRecord:
@@ -170,7 +188,9 @@ class RoundRecorder:
 
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         """Score the global model on the coordinator test set and close the round's row."""
+        scoring_started = time.monotonic()
         result = self._evaluate_global(arrays)
+        scoring_s = time.monotonic() - scoring_started
         row = RoundRow(
             round=server_round,
             members_answered=int(self._train.get("members", 0)) if server_round else 0,
@@ -197,13 +217,19 @@ class RoundRecorder:
             row.members_failed = len(seen.failed)
             row.stragglers = len(seen.stragglers)
             row.attempts = seen.attempts
+        row.coordinator_eval_s = scoring_s
+        if self._timings is not None and server_round:
+            timings = self._timings
+            row.train_s, row.aggregate_s = timings.train_s, timings.aggregate_s
+            row.member_eval_s = timings.member_eval_s
+            row.coordinator_eval_s += timings.coordinator_wait_s
         if self.privacy_spent is not None and server_round:
             spent = self.privacy_spent()
             row.dp_epsilon, row.dp_delta = spent.epsilon, spent.delta
         self.contributors = self._contributors() if server_round else []
         self._train, self._members_eval, self._verdicts = {}, {}, []
         self._worst_member = math.nan
-        self._participation = None
+        self._participation, self._timings = None, None
         self.rows.append(row)
         self.last_eval = result
         self._on_round(row, result)

@@ -90,6 +90,31 @@ class Participation:
 RoundEnd = Callable[[int, ArrayRecord, Participation], None]
 
 
+@dataclass
+class RoundTimings:
+    """Wall seconds of one round's phases on the coordinator, as the round loop saw them."""
+
+    train_s: float = 0.0
+    """Training instructions out until the last reply or the timeout, every attempt."""
+    aggregate_s: float = 0.0
+    """The strategy's aggregation of the training replies (with the update guard)."""
+    member_eval_s: float = 0.0
+    """Evaluation instructions out until the last reply or the timeout."""
+    coordinator_wait_s: float = 0.0
+    """After the members' evaluation, the wait for the coordinator's own scoring of the
+    model (``score_ahead``) where that was the slower of the two."""
+
+
+@contextlib.contextmanager
+def _phase(timings: RoundTimings, name: str) -> Iterator[None]:
+    """Set ``timings.<name>`` to the block's wall seconds."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        setattr(timings, name, time.monotonic() - started)
+
+
 def _wait_for_members(grid: Grid, needed: int, timeout_s: float) -> int:
     """Wait up to ``timeout_s`` for ``needed`` connected members; how many there are."""
     deadline = time.monotonic() + timeout_s
@@ -263,6 +288,7 @@ def run_rounds(
     on_round_end: RoundEnd,
     on_member_evaluation: MemberEvaluations | None = None,
     score_ahead: Callable[[ArrayRecord], object] | None = None,
+    on_timings: Callable[[RoundTimings], None] | None = None,
 ) -> ArrayRecord:
     """Run ``rounds`` (e.g. ``range(4, 11)`` to resume after round 3) from ``arrays``;
     return the final global arrays. ``evaluate_fn(0, arrays)`` runs first when the
@@ -270,16 +296,20 @@ def run_rounds(
     each round's evaluation replies as the members sent them. ``score_ahead(arrays)``,
     when given, runs beside the members' evaluation of each round's model (the
     coordinator scores its test set while it waits for them; ``evaluate_fn`` then finds
-    the scores ready)."""
+    the scores ready). ``on_timings`` gets each round's phase timings before
+    ``evaluate_fn`` runs."""
     strategy.summary()
     if rounds.start == 1:
         evaluate_fn(0, arrays)
     for server_round in rounds:
         log.info("[ROUND %d/%d]", server_round, rounds.stop - 1)
-        replies, participation = _train(
-            strategy, grid, server_round, arrays, policy, on_participation
-        )
-        aggregated, _ = strategy.aggregate_train(server_round, replies)
+        timings = RoundTimings()
+        with _phase(timings, "train_s"):
+            replies, participation = _train(
+                strategy, grid, server_round, arrays, policy, on_participation
+            )
+        with _phase(timings, "aggregate_s"):
+            aggregated, _ = strategy.aggregate_train(server_round, replies)
         if aggregated is None:
             log.warning(
                 "round %d: no update was accepted; the global model is unchanged", server_round
@@ -287,15 +317,20 @@ def run_rounds(
         else:
             arrays = aggregated
         with _alongside(score_ahead, arrays):
-            _evaluate_members(
-                strategy,
-                grid,
-                server_round,
-                arrays,
-                policy,
-                participation.stragglers,
-                on_member_evaluation,
-            )
+            with _phase(timings, "member_eval_s"):
+                _evaluate_members(
+                    strategy,
+                    grid,
+                    server_round,
+                    arrays,
+                    policy,
+                    participation.stragglers,
+                    on_member_evaluation,
+                )
+            members_done = time.monotonic()
+        timings.coordinator_wait_s = time.monotonic() - members_done
+        if on_timings is not None:
+            on_timings(timings)
         evaluate_fn(server_round, arrays)
         on_round_end(server_round, arrays, participation)
     return arrays

@@ -30,6 +30,7 @@ import pytest
 import torch
 
 from fractofl.cli.ray_cluster import STATUS_STARTUP_S, RayClusterError, RayTarget, probe_head
+from fractofl.server.recorder import RoundRow
 from tests.conftest import easy_overrides, run_fractofl
 
 pytestmark = pytest.mark.slow
@@ -215,7 +216,8 @@ def _simulate_watching_actors(
 def _rows_without_times(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "metrics.csv", newline="") as handle:
         return [
-            {k: v for k, v in row.items() if k != "elapsed_s"} for row in csv.DictReader(handle)
+            {k: v for k, v in row.items() if k not in RoundRow.clock_columns()}
+            for row in csv.DictReader(handle)
         ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from fractofl.core.config.run_config import RunConfig
 from fractofl.core.learning.training import EvalResult
 from fractofl.server.recorder import RoundRecorder, RoundRow
 from fractofl.server.reporting import read_metrics, write_metrics
+from fractofl.server.rounds import RoundTimings
 from fractofl.server.run_folder import RunFolder
 
 
@@ -48,6 +50,31 @@ def test_round_row_combines_member_and_coordinator_metrics() -> None:
     assert second.mean_train_loss == pytest.approx((10 * 1 + 30 * 2 + 20 * 4) / 60)
     assert second.config_mismatches == 1
     assert second.test_accuracy == 0.75
+
+
+def test_a_round_s_row_carries_its_phase_timings_and_the_coordinator_s_own_wait() -> None:
+    # Prepare: a coordinator evaluation that takes measurable time (its scoring)
+    rows_seen: list[RoundRow] = []
+
+    def slow_eval(_: ArrayRecord) -> EvalResult:
+        time.sleep(0.05)  # the scoring being timed
+        return _fixed_eval(0.5)
+
+    recorder = RoundRecorder(slow_eval, lambda row, _: rows_seen.append(row), 111)
+    # Execute: round 0 (no exchange), then round 1 with the round loop's timings
+    recorder.evaluate(0, ArrayRecord())
+    recorder.record_timings(RoundTimings(2.0, 0.25, 1.5, 0.75))
+    recorder.evaluate(1, ArrayRecord())
+    recorder.evaluate(2, ArrayRecord())  # a round whose timings never came
+    # Assert: round 0 has only the coordinator's scoring; round 1 the loop's phases and,
+    # as the coordinator's, its wait beyond the members plus its scoring
+    zero, one, two = rows_seen
+    assert all(math.isnan(v) for v in (zero.train_s, zero.aggregate_s, zero.member_eval_s))
+    assert zero.coordinator_eval_s >= 0.05
+    assert (one.train_s, one.aggregate_s, one.member_eval_s) == (2.0, 0.25, 1.5)
+    assert one.coordinator_eval_s >= 0.75 + 0.05
+    assert math.isnan(two.train_s) and two.coordinator_eval_s < 0.75
+    assert set(RoundRow.clock_columns()) <= set(RoundRow.columns())
 
 
 def test_metrics_file_round_trips(tmp_path: Path) -> None:

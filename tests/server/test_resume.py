@@ -23,6 +23,7 @@ import torch
 
 from fractofl.core.trust.registry import ModelRegistry
 from fractofl.core.trust.signing import load_public_key
+from fractofl.server.recorder import RoundRow
 from fractofl.server.round_state import STATE_FILE, load_round_state
 from tests.conftest import easy_overrides, run_fractofl
 
@@ -53,7 +54,7 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 def _without_times(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in rows]
+    return [{k: v for k, v in row.items() if k not in RoundRow.clock_columns()} for row in rows]
 
 
 def _kill_during_round(command: list[str], cwd: Path, run_dir: Path) -> int:

@@ -21,6 +21,7 @@ from fractofl.server.errors import NotEnoughMembersError
 from fractofl.server.rounds import (
     Participation,
     RoundPolicy,
+    RoundTimings,
     _evaluate_members,
     _train,
     _train_attempt,
@@ -203,7 +204,9 @@ def test_a_simulated_members_exception_is_read_out_of_rays_traceback() -> None:
     )
 
 
-def _two_rounds(grid: Grid, score_ahead: object, evaluate_fn: object) -> None:
+def _two_rounds(
+    grid: Grid, score_ahead: object, evaluate_fn: object, on_timings: object = None
+) -> None:
     """Two rounds of FedAvg on ``grid`` whose training replies come at once; evaluation
     instructions go out and get no answer within 0.5 s."""
     strategy = _fedavg()
@@ -224,6 +227,7 @@ def _two_rounds(grid: Grid, score_ahead: object, evaluate_fn: object) -> None:
         on_participation=lambda seen: None,
         on_round_end=lambda server_round, arrays, seen: None,
         score_ahead=score_ahead,  # type: ignore[arg-type]
+        on_timings=on_timings,  # type: ignore[arg-type]
     )
 
 
@@ -271,3 +275,29 @@ def test_a_failure_of_scoring_ahead_stops_the_round_loop() -> None:
     grid, _ = _grid_pushing_as_the_superlink(2)
     with pytest.raises(OSError, match="coordinator test set unreadable"):
         _two_rounds(grid, score_ahead, lambda server_round, arrays: None)
+
+
+def test_each_round_s_phases_are_timed_before_its_evaluation() -> None:
+    # Prepare: scoring that takes 0.8 s beside the members' evaluation, which waits out
+    # its 0.5 s timeout (nobody answers)
+    grid, _ = _grid_pushing_as_the_superlink(2)
+    events: list[object] = []
+
+    def score_ahead(arrays: ArrayRecord) -> None:
+        time.sleep(0.8)  # the work being timed, not a wait for something
+
+    # Execute
+    _two_rounds(
+        grid,
+        score_ahead,
+        lambda server_round, arrays: events.append(server_round),
+        on_timings=events.append,
+    )
+    # Assert: each round's timings came before its evaluate_fn; the members' evaluation
+    # took at least its timeout, and the round waited for the scoring beyond it
+    assert events[0] == 0 and events[2] == 1 and events[4] == 2
+    for timings in (events[1], events[3]):
+        assert isinstance(timings, RoundTimings)
+        assert timings.train_s >= 0 and timings.aggregate_s >= 0
+        assert timings.member_eval_s >= 0.5
+        assert timings.member_eval_s + timings.coordinator_wait_s >= 0.75

@@ -78,6 +78,12 @@ def test_federated_simulation_writes_a_complete_run_folder_and_int8_updates_cost
     assert [float(r["bytes_per_member"]) for r in rows[1:]] == [expected, expected]
     assert expected < 0.3 * float32
     assert all(r["refused_updates"] == "0" for r in rows[1:])
+    # where each round's time went: its exchanges, and the coordinator's scoring (round 0:
+    # only that)
+    assert rows[0]["train_s"] == "" and float(rows[0]["coordinator_eval_s"]) > 0
+    phases = ("train_s", "aggregate_s", "member_eval_s", "coordinator_eval_s")
+    assert all(float(r[p]) >= 0 for r in rows[1:] for p in phases)
+    assert all(float(r["train_s"]) > float(r["aggregate_s"]) for r in rows[1:])
     final = float(rows[-1]["test_accuracy"])
     assert final >= 0.5, f"easy data, chance is 0.25, got {final}"
     assert float(rows[-1]["test_macro_f1"]) > 0.4
