@@ -3,10 +3,14 @@ calibration is known."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from fractofl.core.learning.calibration import (
+    TEMPERATURE_RANGE,
     calibrate,
     calibrated,
     energy,
@@ -30,6 +34,35 @@ def test_the_fitted_temperature_is_the_one_the_labels_were_drawn_at() -> None:
     for truth in (0.5, 2.5):
         scores, labels = _sampled(truth)
         assert fit_temperature(scores, labels) == pytest.approx(truth, rel=0.1)
+
+
+def test_the_fitted_temperature_minimises_the_likelihood_within_the_range() -> None:
+    scores, labels = _sampled(1.7, images=500)
+
+    def nll(temperature: float) -> float:
+        return float(torch.nn.functional.cross_entropy(scores.double() / temperature, labels))
+
+    found = fit_temperature(scores, labels)
+    assert nll(found) <= min(nll(found * 0.99), nll(found * 1.01))
+    # scores that order every image right want the coldest temperature allowed
+    right = torch.nn.functional.one_hot(labels, 4).float() * 5.0
+    assert fit_temperature(right, labels) == pytest.approx(TEMPERATURE_RANGE[0], rel=1e-6)
+    assert fit_temperature(torch.full((4, 4), float("nan")), labels[:4]) == 1.0
+
+
+def test_fitting_a_temperature_does_not_import_torch_s_compiler() -> None:
+    # torch.optim's first step imports torch._dynamo (seconds); the coordinator, which
+    # fits a temperature every round and trains nothing, must not pay for it
+    code = (
+        "import sys, torch\n"
+        "from fractofl.core.learning.calibration import fit_temperature\n"
+        "fit_temperature(torch.randn(64, 4), torch.randint(0, 4, (64,)))\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout.strip() == "False"
 
 
 def test_over_confident_scores_have_a_large_error_that_scaling_removes() -> None:
