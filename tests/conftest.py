@@ -157,6 +157,16 @@ def easy_dataset_5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def fresh_python(code: str) -> list[str]:
+    """Run ``code`` in a fresh Python process of this environment; the lines it printed
+    (what a new member or coordinator process would have imported, for example)."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.split()
+
+
 @functools.cache
 def startup_seconds() -> float:
     """How long a fresh member process takes to import what it runs, measured now: tests

@@ -3,9 +3,6 @@ calibration is known."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -18,6 +15,7 @@ from fractofl.core.learning.calibration import (
     expected_calibration_error,
     fit_temperature,
 )
+from tests.conftest import fresh_python
 
 
 def _sampled(
@@ -59,10 +57,7 @@ def test_fitting_a_temperature_does_not_import_torch_s_compiler() -> None:
         "fit_temperature(torch.randn(64, 4), torch.randint(0, 4, (64,)))\n"
         "print('torch._dynamo' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
-    )
-    assert done.stdout.strip() == "False"
+    assert fresh_python(code) == ["False"]
 
 
 def test_over_confident_scores_have_a_large_error_that_scaling_removes() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from fractofl.core.model.architectures import (
     load_pretrained,
     model_arguments,
 )
+from tests.conftest import fresh_python
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
@@ -120,8 +119,4 @@ def test_torchvision_is_imported_only_when_a_torchvision_network_is_built() -> N
         "build_model('resnet18', num_classes=4)\n"
         "print('torchvision' in sys.modules)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["False", "True"]
+    assert fresh_python(probe) == ["False", "True"]
