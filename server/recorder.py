@@ -63,8 +63,9 @@ class RoundRow:
     aggregate_s: float = math.nan
     member_eval_s: float = math.nan
     coordinator_eval_s: float = math.nan
-    """Wall seconds the round waited on the coordinator's scoring of its test set beyond
-    the members' evaluation (it runs beside it), plus closing the row."""
+    """Wall seconds of the coordinator's own scoring of its test set that the round
+    waited for: beyond the members' evaluation (beside which it runs), and the
+    evaluation call itself."""
 
     def test_metrics(self) -> dict[str, float]:
         """The metrics a checkpoint or a published version carries: the coordinator
