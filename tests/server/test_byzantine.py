@@ -98,6 +98,13 @@ def attacked_streamed(easy_dataset_5: Path, runs: Path) -> Run:
     return run
 
 
+def _check_of(reason: str) -> str:
+    """Which of the guard's checks an ``updates.csv`` reason names."""
+    if "above 5 x the median" in reason:
+        return "norm"
+    return "NaN" if "NaN" in reason else reason
+
+
 def test_guard_refuses_a_sign_flipping_and_a_nan_attacker_every_round(
     attacked_streamed: Run, clean: Run
 ) -> None:
@@ -111,8 +118,7 @@ def test_guard_refuses_a_sign_flipping_and_a_nan_attacker_every_round(
     # round's median, taken over the updates that passed the per-update checks) and NaN
     checks: dict[str, set[str]] = {}
     for update in refused:
-        check = "norm" if "above 5 x the median" in update["reason"] else update["reason"]
-        checks.setdefault(update["node_id"], set()).add("NaN" if "NaN" in check else check)
+        checks.setdefault(update["node_id"], set()).add(_check_of(update["reason"]))
     assert len(refused) == 2 * ROUNDS
     assert sorted(map(sorted, checks.values())) == [["NaN"], ["norm"]], checks
     # ... and accuracy holds; refusing the attackers also loses their (non-IID) data,

@@ -63,17 +63,18 @@ def test_a_round_s_row_carries_its_phase_timings_and_the_coordinator_s_own_wait(
     recorder = RoundRecorder(slow_eval, lambda row, _: rows_seen.append(row), 111)
     # Execute: round 0 (no exchange), then round 1 with the round loop's timings
     recorder.evaluate(0, ArrayRecord())
-    recorder.record_timings(RoundTimings(2.0, 0.25, 1.5, 0.75))
+    recorder.record_timings(RoundTimings(2.0, 0.25, 1.5, 60.0))
     recorder.evaluate(1, ArrayRecord())
     recorder.evaluate(2, ArrayRecord())  # a round whose timings never came
     # Assert: round 0 has only the coordinator's scoring; round 1 the loop's phases and,
-    # as the coordinator's, its wait beyond the members plus its scoring
+    # as the coordinator's, its wait beyond the members plus its scoring; round 2 none of
+    # round 1's (a 60 s wait that a 0.05 s scoring cannot reach)
     zero, one, two = rows_seen
     assert all(math.isnan(v) for v in (zero.train_s, zero.aggregate_s, zero.member_eval_s))
     assert zero.coordinator_eval_s >= 0.05
     assert (one.train_s, one.aggregate_s, one.member_eval_s) == (2.0, 0.25, 1.5)
-    assert one.coordinator_eval_s >= 0.75 + 0.05
-    assert math.isnan(two.train_s) and two.coordinator_eval_s < 0.75
+    assert one.coordinator_eval_s >= 60.0 + 0.05
+    assert math.isnan(two.train_s) and two.coordinator_eval_s < 60.0
     assert set(RoundRow.clock_columns()) <= set(RoundRow.columns())
 
 
