@@ -14,8 +14,7 @@ setup: $(STAMP)  ## virtual environment with fractofl and its pinned dependencie
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	bash scripts/install-python.sh $(VENV)
 	touch $@
 
 nginx:  ## Debian's nginx: the coordinator's front (`fractofl coordinator up`) and its tests

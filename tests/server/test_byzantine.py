@@ -3,7 +3,8 @@ a sign-flipping and a NaN-sending member in every round, streamed and gathered a
 screen and average alike, and robust aggregation survives what the guard lets through.
 
 Every run is a real ``fractofl simulate`` (Ray starts, members train), so the runs are
-shared between the tests that can read the same one."""
+shared between the tests that can read the same one; the accuracy they must keep is a floor
+measured on a clean run of the same config, not a fourth simulation in every suite run."""
 
 from __future__ import annotations
 
@@ -63,20 +64,15 @@ def _late(rows: list[dict[str, str]]) -> float:
     return sum(float(r["test_accuracy"]) for r in rows[-2:]) / 2
 
 
+# What an attacked run must still reach: a clean FedAvg run of this config ends at about 0.67
+# (mean of the last two rounds, 2026-12); refusing or out-voting the attackers also loses
+# their (non-IID) data, hence the slack. Four classes: chance is 0.25.
+LATE_ACCURACY_FLOOR = 0.5
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("byzantine") / "runs"
-
-
-@pytest.fixture(scope="module")
-def clean(easy_dataset_5: Path, runs: Path) -> Run:
-    """FedAvg with no attacker: the reference for the attacked runs."""
-    run = _run(easy_dataset_5, runs, "clean")
-    assert all(r["refused_updates"] == "0" for r in run.metrics()[1:])
-    # federation.local_cpus=1: the members' lines (their validation gaps) come from one
-    # Ray worker process
-    assert len(set(re.findall(r"ClientAppActor pid=(\d+)", run.result.stderr))) == 1
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +91,8 @@ def attacked_streamed(easy_dataset_5: Path, runs: Path) -> Run:
     )
     assert f"streaming aggregation, updates kept in {spill}" in run.result.stderr
     assert not spill.exists()  # the spill is gone after the run
+    # federation.local_cpus=1: the members' lines come from one Ray worker process
+    assert len(set(re.findall(r"ClientAppActor pid=(\d+)", run.result.stderr))) == 1
     return run
 
 
@@ -106,12 +104,13 @@ def _check_of(reason: str) -> str:
 
 
 def test_guard_refuses_a_sign_flipping_and_a_nan_attacker_every_round(
-    attacked_streamed: Run, clean: Run
+    attacked_streamed: Run,
 ) -> None:
     # Execute (the fixture): in every round one member sends -10 x its update, another NaN.
     rows = attacked_streamed.metrics()
     refused = [u for u in attacked_streamed.updates() if u["accepted"] == "0"]
-    # Assert: two refusals a round, the others' three updates averaged
+    # Assert: two refusals a round, the others' three updates averaged (so no honest
+    # member's update was ever taken for an outlier, non-IID as they are)
     assert [r["refused_updates"] for r in rows[1:]] == ["2"] * ROUNDS
     assert [r["members_answered"] for r in rows[1:]] == ["3"] * ROUNDS
     # ... each attacker refused in every round by its own check: the norm test (5 x the
@@ -121,9 +120,8 @@ def test_guard_refuses_a_sign_flipping_and_a_nan_attacker_every_round(
         checks.setdefault(update["node_id"], set()).add(_check_of(update["reason"]))
     assert len(refused) == 2 * ROUNDS
     assert sorted(map(sorted, checks.values())) == [["NaN"], ["norm"]], checks
-    # ... and accuracy holds; refusing the attackers also loses their (non-IID) data,
-    # hence some slack
-    assert _late(rows) >= max(0.5, _late(clean.metrics()) - 0.2)
+    # ... and accuracy holds
+    assert _late(rows) >= LATE_ACCURACY_FLOOR
 
 
 def _verdicts(run: Run) -> list[tuple[str, ...]]:
@@ -159,15 +157,15 @@ def test_a_streamed_run_equals_the_gathered_run_to_the_bit(
 
 
 def test_robust_aggregation_survives_what_the_norm_test_would_have_caught(
-    easy_dataset_5: Path, runs: Path, clean: Run
+    easy_dataset_5: Path, runs: Path
 ) -> None:
     # Prepare: norm test off, so the sign-flipped x10 update reaches the strategy (the
     # guard tests above show it is 10 x the others' norm: averaged in, it would ruin the
     # model).
     # Execute
     median = _run(easy_dataset_5, runs, "median", "strategy=fedmedian", *SIGN_FLIP, NO_NORM_TEST)
-    # Assert: nothing refused, the attacker's update was in every round; the median stays
-    # near the clean run.
+    # Assert: nothing refused, the attacker's update was in every round; the median still
+    # learns what a clean run learns, within the slack
     rows = median.metrics()
     assert all(r["refused_updates"] == "0" and r["members_answered"] == "5" for r in rows[1:])
-    assert _late(rows) >= _late(clean.metrics()) - 0.2
+    assert _late(rows) >= LATE_ACCURACY_FLOOR
