@@ -20,6 +20,7 @@ from flwr.app import Context, RecordDict
 from flwr.simulation.run_simulation import _run_simulation
 from flwr.supercore.telemetry import EventType
 
+from fractofl.cli.app_dirs import APP_DIR_PREFIX, remove_stale_app_dirs
 from fractofl.cli.ray_cluster import RayTarget, cluster_init_args, ray_session
 from fractofl.client.app import app as client_app
 from fractofl.core.config.run_config import RunConfig, to_flat
@@ -65,9 +66,11 @@ def simulate(cfg: RunConfig) -> None:
     a local Ray instance or on the cluster that ``federation.ray_address`` names (connected
     and checked first: RayClusterError before the run folder is written)."""
     flat = to_flat(cfg)
+    for folder in remove_stale_app_dirs(Path(tempfile.gettempdir())):
+        log.info("removed %s, left by a simulation that was killed", folder)
     with (
         ray_session(cfg) as target,
-        tempfile.TemporaryDirectory(prefix="fractofl-app-") as app_dir,
+        tempfile.TemporaryDirectory(prefix=f"{APP_DIR_PREFIX}{os.getpid()}-") as app_dir,
     ):
         Path(app_dir, "pyproject.toml").write_text(flower_app_config(cfg))
         context = Context(

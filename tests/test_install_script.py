@@ -63,3 +63,18 @@ def test_a_setting_given_twice_is_carried_once_and_the_variable_wins(tmp_path: P
     assert [o for o in options if o.startswith("--index-url")] == [
         "--index-url=https://variable.example/simple"
     ]
+
+
+def test_an_install_section_beats_global_and_other_commands_sections_are_left_out(
+    tmp_path: Path,
+) -> None:
+    config = (
+        "[install]\nindex-url = https://install.example/simple\n"
+        "[global]\nindex-url = https://global.example/simple\n"
+        "[download]\nfind-links = /srv/only-for-download\n"
+    )
+    options = _uv_options(tmp_path, config)
+    assert [o for o in options if o.startswith("--index-url")] == [
+        "--index-url=https://install.example/simple"
+    ]
+    assert "--find-links=/srv/only-for-download" not in options

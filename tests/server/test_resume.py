@@ -15,12 +15,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from fractofl.cli.app_dirs import APP_DIR_PREFIX
 from fractofl.core.trust.registry import ModelRegistry
 from fractofl.core.trust.signing import load_public_key
 from fractofl.server.recorder import RoundRow
@@ -57,9 +59,14 @@ def _without_times(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{k: v for k, v in row.items() if k not in RoundRow.clock_columns()} for row in rows]
 
 
-def _kill_during_round(command: list[str], cwd: Path, run_dir: Path) -> int:
+def _app_dirs(pid: int) -> list[Path]:
+    """The Flower app folders that the simulation in process ``pid`` made."""
+    return list(Path(tempfile.gettempdir()).glob(f"{APP_DIR_PREFIX}{pid}-*"))
+
+
+def _kill_during_round(command: list[str], cwd: Path, run_dir: Path) -> tuple[int, int]:
     """Start the coordinator, SIGKILL it once round KILL_AFTER_ROUND is checkpointed;
-    return the round its checkpoint holds after the kill."""
+    return the round its checkpoint holds after the kill, and the killed process's id."""
     process = subprocess.Popen(
         command,
         cwd=cwd,
@@ -75,6 +82,7 @@ def _kill_during_round(command: list[str], cwd: Path, run_dir: Path) -> int:
                 break
             time.sleep(0.1)
         assert process.poll() is None, "the run ended before it could be killed"
+        assert len(_app_dirs(process.pid)) == 1  # which the kill leaves behind
         os.kill(process.pid, signal.SIGKILL)  # the coordinator process itself
         process.wait(timeout=30)
     finally:
@@ -82,7 +90,7 @@ def _kill_during_round(command: list[str], cwd: Path, run_dir: Path) -> int:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == -signal.SIGKILL
-    return load_round_state(run_dir).round
+    return load_round_state(run_dir).round, process.pid
 
 
 def test_sigkill_mid_round_then_resume_matches_an_uninterrupted_run(
@@ -97,7 +105,7 @@ def test_sigkill_mid_round_then_resume_matches_an_uninterrupted_run(
 
     # Execute: kill the coordinator during a round, then resume it.
     command = [fractofl, "simulate", *_overrides(easy_dataset, runs, "crashed")]
-    killed_after = _kill_during_round(command, tmp_path, crashed)
+    killed_after, killed_pid = _kill_during_round(command, tmp_path, crashed)
     assert KILL_AFTER_ROUND <= killed_after < ROUNDS
     assert not (crashed / "summary.json").exists()
     resumed = run_fractofl("coordinator", "resume", str(crashed), cwd=tmp_path)
@@ -105,6 +113,7 @@ def test_sigkill_mid_round_then_resume_matches_an_uninterrupted_run(
     # Assert: finished, with every round once and the reference run's values.
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"after round {killed_after} of {ROUNDS}" in resumed.stderr
+    assert _app_dirs(killed_pid) == []  # the killed run's app folder is removed
     rows = _rows(crashed)
     assert [int(r["round"]) for r in rows] == list(range(ROUNDS + 1))
     assert _without_times(rows) == _without_times(_rows(runs / "reference"))
