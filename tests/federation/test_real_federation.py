@@ -406,32 +406,6 @@ def test_secure_aggregation_equals_fedavg_of_the_same_updates(
     assert all(np.isfinite(secure[k].numpy()).all() for k in floats)
 
 
-def test_a_private_run_reports_epsilon_after_every_round(
-    federation: Federation, member_data: Path
-) -> None:
-    # Execute: DP-FedAvg (members clip, the coordinator adds noise, Flower's RDP accountant)
-    result = coordinator_run(
-        federation,
-        member_data,
-        "dp-run",
-        "federation.rounds=2",
-        "privacy.dp=true",
-        "privacy.noise_multiplier=1.0",
-        "privacy.clipping_norm=1.0",
-    )
-    # Assert: epsilon grows round by round (4.73 after one release of z=1 at delta 1e-5)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    run_dir = federation.workdir / "runs" / "dp-run"
-    rows = read_metrics(run_dir)
-    epsilons = [float(row["dp_epsilon"]) for row in rows[1:]]
-    assert epsilons[0] == pytest.approx(4.73, abs=0.01) and epsilons[1] > epsilons[0]
-    assert [row["members_answered"] for row in rows[1:]] == ["3", "3"]
-    privacy = json.loads((run_dir / "summary.json").read_text())["privacy"]
-    assert privacy["epsilon"] == pytest.approx(epsilons[-1])
-    assert privacy["delta"] == 1e-5
-    assert f"differential privacy: epsilon {epsilons[-1]:.3f}" in result.stdout
-
-
 @pytest.fixture(scope="module")
 def two_members_out(
     federation: Federation, consortium: Consortium, member_data: Path
@@ -489,13 +463,41 @@ def test_a_member_requiring_secure_aggregation_refuses_a_plain_run(
     assert refusals
 
 
-def test_a_member_whose_warm_process_died_answers_how_to_restart_it_and_after_it_the_next_round(
+@pytest.fixture(scope="module")
+def restarted_private_run(
     federation: Federation,
     consortium: Consortium,
     member_data: Path,
     two_members_out: subprocess.CompletedProcess[str],
+) -> subprocess.CompletedProcess[str]:
+    """org1 does what its failed reply told it (Ctrl-C, then `member join` again), and the
+    next run, 2 rounds of DP-FedAvg (members clip, the coordinator adds noise, Flower's RDP
+    accountant), has all three members again. One run for the two tests that read it."""
+    os.killpg(federation.member_groups[1].pid, signal.SIGINT)
+    federation.member_groups[1].wait(timeout=60)
+    log = federation.workdir / "logs" / "member1-restarted.log"
+    federation.member_logs[1] = log
+    federation.member_groups[1] = join(federation, consortium, member_data, 1, log)
+    wait_for(lambda: "warm member ready" in log.read_text(), 120, "its warm member ready")
+    wait_until_online(federation, MEMBERS, "the member back online")
+    return coordinator_run(
+        federation,
+        member_data,
+        "restarted-private-run",
+        "federation.rounds=2",
+        "privacy.dp=true",
+        "privacy.noise_multiplier=1.0",
+        "privacy.clipping_norm=1.0",
+    )
+
+
+def test_a_member_whose_warm_process_died_answers_how_to_restart_it_and_after_it_the_next_round(
+    federation: Federation,
+    two_members_out: subprocess.CompletedProcess[str],
+    restarted_private_run: subprocess.CompletedProcess[str],
 ) -> None:
-    # Execute (the fixture): a run while org1's warm process is down
+    # Execute (the fixtures): a run while org1's warm process is down; org1 restarted as
+    # told; the next run
     # Assert: the round went on without it; its error reply names the cause and the
     # command that restarts it
     assert two_members_out.returncode == 0, two_members_out.stderr[-3000:]
@@ -504,22 +506,34 @@ def test_a_member_whose_warm_process_died_answers_how_to_restart_it_and_after_it
     assert {line["status"] for line in org1} == {"failed"}
     assert "member's warm process unavailable: the warm member at" in org1[0]["detail"]
     assert "restart `fractofl member join`" in org1[0]["detail"]
-    # Execute: the member does as told (Ctrl-C, then `member join` again)
-    os.killpg(federation.member_groups[1].pid, signal.SIGINT)
-    federation.member_groups[1].wait(timeout=60)
-    log = federation.workdir / "logs" / "member1-restarted.log"
-    federation.member_logs[1] = log
-    federation.member_groups[1] = join(federation, consortium, member_data, 1, log)
-    wait_for(lambda: "warm member ready" in log.read_text(), 120, "its warm member ready")
-    wait_until_online(federation, MEMBERS, "the member back online")
-    again = coordinator_run(federation, member_data, "warm-restarted-run", "federation.rounds=1")
-    # Assert: it answers the next round, from images it prepared before (nothing decoded)
+    # ... and restarted, it answers the next run's rounds, from images it prepared before
+    # (nothing decoded)
+    again = restarted_private_run
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    run_dir = federation.workdir / "runs" / "warm-restarted-run"
-    assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["3"]
+    run_dir = federation.workdir / "runs" / "restarted-private-run"
+    assert [row["members_answered"] for row in read_metrics(run_dir)[1:]] == ["3", "3"]
     assert {line["status"] for line in member_lines(run_dir, "org1")} == {"answered"}
+    log = federation.member_logs[1]
     prepared = [line for line in log.read_text().splitlines() if "image cache" in line]
     assert prepared and all(" 0 decoded" in line for line in prepared), prepared
+
+
+def test_a_private_run_reports_epsilon_after_every_round(
+    federation: Federation, restarted_private_run: subprocess.CompletedProcess[str]
+) -> None:
+    # Execute (the fixture): DP-FedAvg, 2 rounds, three members
+    result = restarted_private_run
+    # Assert: epsilon grows round by round (4.73 after one release of z=1 at delta 1e-5)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = federation.workdir / "runs" / "restarted-private-run"
+    rows = read_metrics(run_dir)
+    epsilons = [float(row["dp_epsilon"]) for row in rows[1:]]
+    assert epsilons[0] == pytest.approx(4.73, abs=0.01) and epsilons[1] > epsilons[0]
+    assert [row["members_answered"] for row in rows[1:]] == ["3", "3"]
+    privacy = json.loads((run_dir / "summary.json").read_text())["privacy"]
+    assert privacy["epsilon"] == pytest.approx(epsilons[-1])
+    assert privacy["delta"] == 1e-5
+    assert f"differential privacy: epsilon {epsilons[-1]:.3f}" in result.stdout
 
 
 def sidecar_app(federation: Federation, member_data: Path, name: str, marks: Path) -> Path:
