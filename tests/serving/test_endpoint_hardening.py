@@ -57,17 +57,23 @@ def serving(
         thread.join(timeout=30)
 
 
+def read_until_closed(connection: socket.socket) -> bytes:
+    """Everything the server sends on ``connection`` until it closes it (one ``recv`` may
+    return the head of a reply without its body)."""
+    received = b""
+    try:
+        while chunk := connection.recv(65536):
+            received += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass  # what came before the reset or the silence is the answer
+    return received
+
+
 def exchange(address: tuple[str, int], raw: bytes, timeout: float = 30) -> bytes:
     """Send ``raw`` on a new connection; everything the server sends until it closes."""
     with socket.create_connection(address, timeout=timeout) as connection:
         connection.sendall(raw)
-        received = b""
-        try:
-            while chunk := connection.recv(65536):
-                received += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass  # what came before the reset or the silence is the answer
-    return received
+        return read_until_closed(connection)
 
 
 def responses(received: bytes) -> list[tuple[int, dict[str, str], bytes]]:
@@ -225,9 +231,7 @@ def test_a_client_that_trickles_its_request_is_cut_off_at_the_deadline(model_dir
             if select.select([connection], [], [], 0.2)[0]:
                 break
             connection.sendall(bytes([byte]))
-        received = b""
-        while chunk := connection.recv(4096):
-            received += chunk
+        received = read_until_closed(connection)
         elapsed = time.monotonic() - start
     # Assert: answered 408 and closed long before the 40 s of trickling ended
     (status, headers, body), *_ = responses(received)
@@ -294,7 +298,7 @@ def test_a_small_refused_body_is_drained_and_a_large_one_is_not(model_dir: Path)
                 b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
                 b"Content-Length: 999999999\r\n\r\n"
             )
-            large_reply = responses(connection.recv(65536))
+            large_reply = responses(read_until_closed(connection))
     # Assert
     assert small_reply[0][0] == 404
     assert "no endpoint 'other' here" in json.loads(small_reply[0][2])["error"]
