@@ -12,6 +12,7 @@ paths included, are in ``deployment.state_dir/front``.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+import uvicorn
 from flwr.common.constant import FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE
 
 from fractofl.core.config.run_config import DeploymentConfig
@@ -37,6 +39,16 @@ UPSTREAM_NAME = ALWAYS_INCLUDED_HOSTS[0]
 """The DNS name the front verifies in the SuperLink's certificate: nginx 1.22 checks DNS
 names only, not IP addresses, and every SuperLink certificate carries ``localhost``."""
 UPSTREAM_KEEPALIVE = 16  # idle TLS connections to the SuperLink kept open for reuse
+SUPERLINK_IDLE_CLOSE_S = int(
+    inspect.signature(uvicorn.Config).parameters["timeout_keep_alive"].default
+)
+"""How long the SuperLink keeps an idle connection: Flower 1.42 serves the Fleet API with
+uvicorn at its default ``timeout_keep_alive`` (5 s)."""
+UPSTREAM_IDLE_S = max(1, SUPERLINK_IDLE_CLOSE_S - 1)
+"""How long the front keeps an idle connection to the SuperLink: shorter than the
+SuperLink, so that nginx never sends a request on a connection uvicorn is closing (nginx
+answers that one 502, "upstream prematurely closed connection", and does not retry a
+POST: seen once in a test round of ResNet-18 pieces)."""
 WORKER_CONNECTIONS = 1024  # per worker; each member holds a few (one worker: the front benchmark)
 MIB = 1 << 20
 FLOWER_CHUNK_BYTES = FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE
@@ -226,6 +238,7 @@ http {{
     upstream superlink {{
         server {upstream};
         keepalive {UPSTREAM_KEEPALIVE};
+        keepalive_timeout {UPSTREAM_IDLE_S}s;
     }}
 
     server {{

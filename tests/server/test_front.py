@@ -12,6 +12,8 @@ import pytest
 from fractofl.core.config.run_config import DeploymentConfig
 from fractofl.core.trust.pki import create_ca, issue_server_certificate
 from fractofl.server.front import (
+    SUPERLINK_IDLE_CLOSE_S,
+    UPSTREAM_IDLE_S,
     FrontError,
     FrontFiles,
     check_front_settings,
@@ -57,6 +59,9 @@ def test_the_front_forwards_only_post_fleet_calls_over_verified_tls(
     assert "proxy_ssl_verify on;" in text and "proxy_ssl_name localhost;" in text
     assert f"proxy_ssl_trusted_certificate {files.ca_cert};" in text
     assert "proxy_pass https://superlink;" in text
+    # ...an idle connection to the SuperLink is dropped by the front before uvicorn drops it
+    assert f"keepalive_timeout {UPSTREAM_IDLE_S}s;" in text
+    assert 0 < UPSTREAM_IDLE_S < SUPERLINK_IDLE_CLOSE_S
     # ...a 5 MiB reply fits the proxy's memory buffers (81 x 64k), never a temporary file
     assert "proxy_buffers 81 64k;" in text and "proxy_max_temp_file_size 0;" in text
     # ...only POST /v1/fleet/<call>, the rest 403; its files in the state folder
