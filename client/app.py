@@ -62,6 +62,8 @@ from fractofl.core.wire.update_protocol import (
     CONFIG_CRC_KEY,
     CONFIG_KEY,
     CROSS_SITE_MESSAGE,
+    EVALUATE_RECEIVED_KEY,
+    EVALUATION_KEY,
     EXAMPLES_KEY,
     LEARNING_RATE_KEY,
     METRICS_KEY,
@@ -120,7 +122,10 @@ def _simulated_attack(
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on this member's images; reply with the
     compressed change of the weights (under secure aggregation: the change, which
-    Flower's ``secaggplus_mod`` masks). Only weights and metrics leave the member."""
+    Flower's ``secaggplus_mod`` masks). When the instruction asks for it
+    (``federation.evaluate_with_training``), the reply also carries the received model's
+    scores on this member's validation split, taken before training. Only weights and
+    metrics leave the member."""
     cfg, data, model = _member(context)
     config: Mapping[str, object]
     secure = is_secure_instruction(msg)
@@ -133,6 +138,9 @@ def train(msg: Message, context: Context) -> Message:
     local_batchnorm = cfg.strategy.local_batchnorm
     if local_batchnorm:  # FedBN: this member's own BatchNorm layers, kept from its last round
         restore_local_batchnorm(model, context.state)
+    # federation.evaluate_with_training: the received model's scores, before it trains
+    asked = config.get(EVALUATE_RECEIVED_KEY) and not secure
+    scores = _scores(context, cfg, data, model) if asked else None
     delta, values = _local_update(cfg, data, model, config, context)
     if local_batchnorm:
         without_batchnorm_change(delta, batchnorm_keys(model))
@@ -142,6 +150,8 @@ def train(msg: Message, context: Context) -> Message:
     payload = encode_update(delta, spec_from_config(config))
     update = ArrayRecord({key: Array(value) for key, value in payload.items()})
     content = RecordDict({ARRAYS_KEY: update, METRICS_KEY: MetricRecord(dict(values))})
+    if scores is not None:
+        content[EVALUATION_KEY] = scores
     return Message(content=content, reply_to=msg)
 
 
@@ -206,6 +216,13 @@ def _scores_reply(
     msg: Message, context: Context, cfg: RunConfig, data: MemberData, model: nn.Module
 ) -> Message:
     """A reply with ``model``'s scores on this member's validation split."""
+    scores = _scores(context, cfg, data, model)
+    return Message(content=RecordDict({METRICS_KEY: scores}), reply_to=msg)
+
+
+def _scores(context: Context, cfg: RunConfig, data: MemberData, model: nn.Module) -> MetricRecord:
+    """``model``'s scores on this member's validation split, as an evaluation reply
+    carries them (:mod:`fractofl.core.wire.member_evaluation`)."""
     result = evaluate_locally(model, data, cfg)
     gaps = validation_gaps(data, cfg.data.classes)
     if gaps is not None:
@@ -216,7 +233,7 @@ def _scores_reply(
         len(cfg.data.classes),
         None if partition is None else int(partition),
     )
-    return Message(content=RecordDict({METRICS_KEY: MetricRecord(values)}), reply_to=msg)
+    return MetricRecord(values)
 
 
 @app.train(PERSONALIZE_ACTION)

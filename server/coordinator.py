@@ -70,6 +70,33 @@ class _Start:
     state: RoundState | None
 
 
+def evaluates_with_training(cfg: RunConfig) -> bool:
+    """Whether members score each round's model in the next round's training reply
+    (``federation.evaluate_with_training``). Not under secure aggregation, whose replies
+    carry masked sums only, nor when members are sampled (``fraction_train`` or
+    ``fraction_evaluate`` below 1), where the members asked to train are not the ones
+    asked to evaluate; the log says why."""
+    fed = cfg.federation
+    if not fed.evaluate_with_training:
+        return False
+    reason = ""
+    if cfg.privacy.secure_aggregation:
+        reason = "privacy.secure_aggregation is on"
+    elif fed.fraction_train < 1 or fed.fraction_evaluate < 1:
+        reason = (
+            f"members are sampled (federation.fraction_train={fed.fraction_train}, "
+            f"fraction_evaluate={fed.fraction_evaluate})"
+        )
+    if reason:
+        log.info(
+            "federation.evaluate_with_training: members evaluate in an exchange of their own "
+            "after each round, because %s",
+            reason,
+        )
+        return False
+    return True
+
+
 def _start(cfg: RunConfig, run_id: str, initial: ArrayRecord) -> _Start:
     if not cfg.output.resume:
         return _Start(RunFolder.create(cfg, run_id, kind="federated"), initial, run_id, None)
@@ -305,6 +332,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
                     exchange=exchange,
                     names=folder.member_names,
                     round_config=functools.partial(scheduled_lr, cfg),
+                    evaluate_with_training=evaluates_with_training(cfg),
                 ),
                 evaluate_fn=recorder.evaluate,
                 on_participation=on_participation,

@@ -11,41 +11,20 @@ so after a crash it describes exactly the last completed round.
 from __future__ import annotations
 
 import dataclasses
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from fractofl.core.files.atomic import atomic_write
 from fractofl.server.errors import RoundStateError
+from fractofl.server.random_state import RandomState
 from fractofl.server.recorder import RoundRow
 from fractofl.strategies.state import StrategyState
 
 STATE_FILE = "checkpoint.pt"
 STATE_FORMAT = 1
-
-
-@dataclass
-class RandomState:
-    """The generators the coordinator draws from (member sampling, evaluation order)."""
-
-    python: Any
-    numpy: Any
-    torch: torch.Tensor
-
-    @classmethod
-    def capture(cls) -> RandomState:
-        """The current states of Python's, numpy's and torch's global generators."""
-        return cls(random.getstate(), np.random.get_state(), torch.get_rng_state())
-
-    def restore(self) -> None:
-        """Make the global generators continue from this state."""
-        random.setstate(self.python)
-        np.random.set_state(self.numpy)
-        torch.set_rng_state(self.torch)
 
 
 @dataclass

@@ -6,7 +6,9 @@ It calls the strategy exactly as ``Strategy.start()`` does (``configure_train``,
 with what ``start()`` lacks: it begins at any round (resuming a checkpointed run), bounds
 the wait for members (Flower's node sampling otherwise waits forever), re-sends a round
 that got fewer than ``min_train_members`` replies, logs failed and late members by node
-id, and hands every completed round to a callback (checkpoint, registry, progress).
+id, and hands every completed round to a callback (checkpoint, registry, progress). With
+``federation.evaluate_with_training`` the members' evaluation of a round's model rides on
+the next round's training exchange instead of an exchange of its own.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.message.message import make_message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fractofl.core.wire.update_protocol import EVALUATE_RECEIVED_KEY, EVALUATION_KEY, METRICS_KEY
 from fractofl.server.errors import NotEnoughMembersError
+from fractofl.server.random_state import RandomState
 from fractofl.server.replies_in_time import send_and_receive
 from fractofl.strategies.replies import reply_senders
 
@@ -64,10 +69,13 @@ class RoundPolicy:
     min_available_members: int
     exchange: Exchange = send_and_receive
     names: Mapping[int, str] = field(default_factory=dict)
+    """Node id -> registered member name, for the log (a real federation)."""
     round_config: Callable[[int], ConfigRecord] = lambda _: ConfigRecord()
     """What each round's training instruction carries besides the strategy's settings
     (the scheduled learning rate)."""
-    """Node id -> registered member name, for the log (a real federation)."""
+    evaluate_with_training: bool = False
+    """Members score each round's model in the next round's training reply
+    (``federation.evaluate_with_training``, where the run allows it)."""
 
     def who(self, node: int) -> str:
         """A member as the log names it: ``org2 (node 123)``, or ``node 123``."""
@@ -99,9 +107,10 @@ class RoundTimings:
     aggregate_s: float = 0.0
     """The strategy's aggregation of the training replies (with the update guard)."""
     member_eval_s: float = 0.0
-    """Evaluation instructions out until the last reply or the timeout."""
+    """Evaluation instructions out until the last reply or the timeout; 0 where the
+    members scored the model in the next round's training replies."""
     coordinator_wait_s: float = 0.0
-    """After the members' evaluation, the wait for the coordinator's own scoring of the
+    """Once the members' scores are in, the wait for the coordinator's own scoring of the
     model (``score_ahead``) where that was the slower of the two."""
 
 
@@ -130,8 +139,10 @@ def _train_attempt(
     arrays: ArrayRecord,
     policy: RoundPolicy,
     seen: Participation,
+    evaluate_received: bool = False,
 ) -> list[Message]:
-    """Send one round of training and collect what comes back within the timeout."""
+    """Send one round of training and collect what comes back within the timeout
+    (``evaluate_received``: members also score the model they receive)."""
     available = _wait_for_members(grid, policy.min_available_members, policy.timeout_s)
     if available < policy.min_available_members:
         log.warning(
@@ -143,6 +154,8 @@ def _train_attempt(
         )
         return []
     config = policy.round_config(server_round)
+    if evaluate_received:
+        config[EVALUATE_RECEIVED_KEY] = True
     messages = list(strategy.configure_train(server_round, arrays, config, grid))
     sampled = [msg.metadata.dst_node_id for msg in messages]
     replies = policy.exchange(grid, messages, policy.timeout_s)
@@ -176,6 +189,7 @@ def _train(
     arrays: ArrayRecord,
     policy: RoundPolicy,
     on_participation: Callable[[Participation], None],
+    evaluate_received: bool = False,
 ) -> tuple[list[Message], Participation]:
     """Training replies from at least ``min_train_members``, re-sending up to ``retries``
     times, each attempt's participation handed to ``on_participation`` as it ends;
@@ -183,7 +197,9 @@ def _train(
     seen = Participation(server_round)
     for attempt in range(1, policy.retries + 2):
         seen = Participation(server_round, attempts=attempt)
-        replies = _train_attempt(strategy, grid, server_round, arrays, policy, seen)
+        replies = _train_attempt(
+            strategy, grid, server_round, arrays, policy, seen, evaluate_received
+        )
         on_participation(seen)
         if len(seen.answered) >= policy.min_train_members:
             return replies, seen
@@ -233,20 +249,19 @@ def _shared_metrics_only(replies: list[Message]) -> None:
                 reply.content.metric_records[name] = MetricRecord(kept)
 
 
-def _evaluate_members(
+def _ask_members_to_evaluate(
     strategy: Strategy,
     grid: Grid,
     server_round: int,
     arrays: ArrayRecord,
     policy: RoundPolicy,
     stragglers: Sequence[int],
-    on_evaluation: MemberEvaluations | None,
-) -> None:
-    """Members' validation of the new global model; failures only reduce the average.
-    The round's ``stragglers`` are not asked: a member whose training reply did not come
-    within the round timeout is most likely gone (a machine that died mid-round is still
-    listed until its heartbeat lapses), and asking it would make the round wait the
-    timeout a second time."""
+) -> list[Message]:
+    """Members' validation of the new global model in an exchange of its own; failures
+    only reduce the average. The round's ``stragglers`` are not asked: a member whose
+    training reply did not come within the round timeout is most likely gone (a machine
+    that died mid-round is still listed until its heartbeat lapses), and asking it would
+    make the round wait the timeout a second time."""
     messages = list(strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid))
     late = set(stragglers)
     asked = [m for m in messages if m.metadata.dst_node_id not in late]
@@ -257,24 +272,72 @@ def _evaluate_members(
             ", ".join(policy.who(node) for node in skipped),
             policy.timeout_s,
         )
-    replies = send_and_receive(grid, asked, policy.timeout_s)
-    if on_evaluation is not None:
-        on_evaluation(server_round, replies)
-    _shared_metrics_only(replies)
-    strategy.aggregate_evaluate(server_round, replies)
+    return send_and_receive(grid, asked, policy.timeout_s)
 
 
-@contextlib.contextmanager
-def _alongside(work: Callable[[ArrayRecord], object] | None, arrays: ArrayRecord) -> Iterator[None]:
-    """Run ``work(arrays)`` in a thread while the block runs; wait for it at the block's
-    end (its exception, if any, is raised there)."""
-    if work is None:
-        yield
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-ahead") as pool:
-        done = pool.submit(work, arrays)
-        yield
-        done.result()
+def evaluations_in(replies: Sequence[Message]) -> list[Message]:
+    """Take each training reply's scores of the model its member received
+    (``federation.evaluate_with_training``) out of it, as an evaluation reply of its own:
+    the strategy's training aggregation then sees exactly the replies it expects."""
+    found = []
+    for reply in replies:
+        if reply.has_error() or not reply.has_content():
+            continue
+        scores = reply.content.metric_records.get(EVALUATION_KEY)
+        if scores is None:
+            continue
+        del reply.content[EVALUATION_KEY]
+        found.append(make_message(reply.metadata, RecordDict({METRICS_KEY: scores})))
+    return found
+
+
+@dataclass
+class _TrainedRound:
+    """A round whose global model is aggregated and whose row, checkpoint and version
+    wait for the members' scores of that model."""
+
+    round: int
+    arrays: ArrayRecord
+    participation: Participation
+    timings: RoundTimings
+    scoring: Future[object] | None
+    """The coordinator's own scoring of ``arrays`` (``score_ahead``), running meanwhile."""
+    random_state: RandomState
+    """The generators as the round left them: what its checkpoint holds, even when it
+    closes after the next round's members were sampled."""
+
+
+@dataclass(frozen=True)
+class _RoundClosing:
+    """What closes a round once its members' scores are in."""
+
+    strategy: Strategy
+    evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None]
+    on_round_end: RoundEnd
+    on_member_evaluation: MemberEvaluations | None
+    on_timings: Callable[[RoundTimings], None] | None
+
+    def close(self, trained: _TrainedRound, evaluations: list[Message]) -> None:
+        """Record the members' scores, wait for the coordinator's, then the round's row
+        (``evaluate_fn``) and its end (checkpoint, publish) as the round left the
+        generators."""
+        if self.on_member_evaluation is not None:
+            self.on_member_evaluation(trained.round, evaluations)
+        _shared_metrics_only(evaluations)
+        self.strategy.aggregate_evaluate(trained.round, evaluations)
+        waiting = time.monotonic()
+        if trained.scoring is not None:
+            trained.scoring.result()
+        trained.timings.coordinator_wait_s = time.monotonic() - waiting
+        if self.on_timings is not None:
+            self.on_timings(trained.timings)
+        now = RandomState.capture()
+        trained.random_state.restore()
+        try:
+            self.evaluate_fn(trained.round, trained.arrays)
+            self.on_round_end(trained.round, trained.arrays, trained.participation)
+        finally:
+            now.restore()
 
 
 def run_rounds(
@@ -294,43 +357,69 @@ def run_rounds(
     return the final global arrays. ``evaluate_fn(0, arrays)`` runs first when the
     range starts at round 1, as in ``Strategy.start()``. ``on_member_evaluation`` gets
     each round's evaluation replies as the members sent them. ``score_ahead(arrays)``,
-    when given, runs beside the members' evaluation of each round's model (the
-    coordinator scores its test set while it waits for them; ``evaluate_fn`` then finds
-    the scores ready). ``on_timings`` gets each round's phase timings before
-    ``evaluate_fn`` runs."""
+    when given, runs in a thread from each round's aggregation until the round closes
+    (the coordinator scores its test set while the members score the model, in an
+    evaluation exchange or in the next round's training; ``evaluate_fn`` then finds the
+    scores ready). ``on_timings`` gets each round's phase timings before
+    ``evaluate_fn`` runs.
+
+    With ``policy.evaluate_with_training`` the members score a round's model when the
+    next round's training instruction brings it; that round closes (member scores,
+    ``evaluate_fn``, ``on_round_end``) once the next round's training replies are in, and
+    the participation of the next round is reported after it. The last round's model is
+    scored in an evaluation exchange of its own."""
     strategy.summary()
     if rounds.start == 1:
         evaluate_fn(0, arrays)
-    for server_round in rounds:
-        log.info("[ROUND %d/%d]", server_round, rounds.stop - 1)
-        timings = RoundTimings()
-        with _phase(timings, "train_s"):
-            replies, participation = _train(
-                strategy, grid, server_round, arrays, policy, on_participation
-            )
-        with _phase(timings, "aggregate_s"):
-            aggregated, _ = strategy.aggregate_train(server_round, replies)
-        if aggregated is None:
-            log.warning(
-                "round %d: no update was accepted; the global model is unchanged", server_round
-            )
-        else:
-            arrays = aggregated
-        with _alongside(score_ahead, arrays):
-            with _phase(timings, "member_eval_s"):
-                _evaluate_members(
-                    strategy,
-                    grid,
+    closing = _RoundClosing(strategy, evaluate_fn, on_round_end, on_member_evaluation, on_timings)
+    last = rounds.stop - 1
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-ahead") as scorer:
+        trained: _TrainedRound | None = None
+        for server_round in rounds:
+            log.info("[ROUND %d/%d]", server_round, last)
+            timings = RoundTimings()
+            attempts: list[Participation] = []
+            try:
+                with _phase(timings, "train_s"):
+                    replies, participation = _train(
+                        strategy,
+                        grid,
+                        server_round,
+                        arrays,
+                        policy,
+                        on_participation if trained is None else attempts.append,
+                        evaluate_received=trained is not None,
+                    )
+            except Exception:
+                if trained is not None:  # the trained round is kept, without member scores
+                    closing.close(trained, [])
+                    for seen in attempts:
+                        on_participation(seen)
+                raise
+            if trained is not None:
+                closing.close(trained, evaluations_in(replies))
+                for seen in attempts:
+                    on_participation(seen)
+            with _phase(timings, "aggregate_s"):
+                aggregated, _ = strategy.aggregate_train(server_round, replies)
+            if aggregated is None:
+                log.warning(
+                    "round %d: no update was accepted; the global model is unchanged",
                     server_round,
-                    arrays,
-                    policy,
-                    participation.stragglers,
-                    on_member_evaluation,
                 )
-            members_done = time.monotonic()
-        timings.coordinator_wait_s = time.monotonic() - members_done
-        if on_timings is not None:
-            on_timings(timings)
-        evaluate_fn(server_round, arrays)
-        on_round_end(server_round, arrays, participation)
+            else:
+                arrays = aggregated
+            scoring = None if score_ahead is None else scorer.submit(score_ahead, arrays)
+            trained = _TrainedRound(
+                server_round, arrays, participation, timings, scoring, RandomState.capture()
+            )
+            if policy.evaluate_with_training and server_round < last:
+                continue
+            with _phase(timings, "member_eval_s"):
+                evaluations = _ask_members_to_evaluate(
+                    strategy, grid, server_round, arrays, policy, participation.stragglers
+                )
+            trained.random_state = RandomState.capture()
+            closing.close(trained, evaluations)
+            trained = None
     return arrays

@@ -25,7 +25,7 @@ from flwr.serverapp.strategy import FedAvg, FedAvgM, FedProx, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 
 from fractofl.core.wire.compression import CompressionError, CompressionSpec, decode_update
-from fractofl.core.wire.update_protocol import EXAMPLES_KEY, spec_to_config
+from fractofl.core.wire.update_protocol import EVALUATION_KEY, EXAMPLES_KEY, spec_to_config
 from fractofl.strategies.mean import RunningMean, update_shares
 from fractofl.strategies.npy_arrays import array_of, array_view
 from fractofl.strategies.replies import reply_senders
@@ -96,9 +96,16 @@ class _Candidate:
 CLIPPING_TOLERANCE = 1.0 + 1e-3  # float32 rounding of a clipped update's norm
 
 
+def _training_metrics(content: RecordDict) -> list[MetricRecord]:
+    """A training reply's metric records, without the member's scores of the model it
+    received (``federation.evaluate_with_training``), which the round loop takes out
+    after the exchange and which say nothing about the update."""
+    return [record for name, record in content.metric_records.items() if name != EVALUATION_KEY]
+
+
 def _weight(content: RecordDict, key: str) -> float:
     """The positive weight (``key``, e.g. ``EXAMPLES_KEY``) a reply carries, or ValueError."""
-    records = list(content.metric_records.values())
+    records = _training_metrics(content)
     value = records[0].get(key) if len(records) == 1 else None
     if not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"the reply needs one MetricRecord with a positive '{key}'")
@@ -132,7 +139,7 @@ def _content_order(msg: Message) -> bytes:
             # The last bytes of every array are values (the .npy header comes first):
             # enough to tell different members' updates apart, cheap for large ones.
             digest.update(array.data[-CONTENT_ORDER_BYTES:])
-    for metrics in msg.content.metric_records.values():
+    for metrics in _training_metrics(msg.content):
         digest.update(repr(sorted(metrics.items())).encode())
     return digest.digest()
 

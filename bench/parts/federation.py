@@ -61,6 +61,8 @@ SIMULATION = "(1) simulation"
 # `member join` settings that keep the waits of Flower's own SuperNode and SuperExec
 FLOWER_WAITS = ("deployment.member_poll_s=3", "deployment.member_task_poll_s=1")
 UNPACKED = "updates.pack_arrays=false"  # the run override that sends arrays one by one
+# the run override that has members evaluate each round's model in an exchange of its own
+SEPARATE_EVALUATION = "federation.evaluate_with_training=false"
 DEPLOYMENTS = {
     "cold": ("(2) deployment, plain text, cold ClientApps (--cold)", False, (), ("--cold",), ()),
     "plain": ("(3) as (2) with the warm member", False, (), (), ()),
@@ -79,6 +81,13 @@ DEPLOYMENTS = {
         (),
         (),
         ("deployment.superlink_store=memory",),
+    ),
+    "plain_separate": (
+        f"(2') as (2), members evaluate in an exchange of their own (`{SEPARATE_EVALUATION}`)",
+        False,
+        (SEPARATE_EVALUATION,),
+        (),
+        (),
     ),
     "plain_unpacked": (
         "(2') as (2), every array an object of its own (`updates.pack_arrays=false`)",
@@ -188,17 +197,22 @@ def model_difference(first: Path | None, second: Path | None) -> float | None:
     )
 
 
-def simulation(setting: Setting, out: PartOutcome) -> Measured:
-    """(1): ``fractofl simulate`` on the same work."""
-    label = SIMULATION
-    command = fractofl("simulate", *setting.run_overrides("simulation"))
-    log = setting.work / "logs" / "simulation.log"
+def simulation(
+    setting: Setting,
+    out: PartOutcome,
+    name: str = "simulation",
+    label: str = SIMULATION,
+    extra: tuple[str, ...] = (),
+) -> Measured:
+    """(1): ``fractofl simulate`` on the same work (``extra``: run overrides of a variant)."""
+    command = fractofl("simulate", *setting.run_overrides(name), *extra)
+    log = setting.work / "logs" / f"{name}.log"
     sampler = CpuByRole().start()
     try:
         out.run_step(label, command, log, setting.plan.timeout_s, cwd=setting.work)
     finally:
         cpu = sampler.stop()
-    return _measured(label, setting.work / "runs" / "simulation", None, cpu)
+    return _measured(label, setting.work / "runs" / name, None, cpu)
 
 
 def deployment(setting: Setting, out: PartOutcome, name: str) -> Measured:

@@ -228,6 +228,7 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
     from deployment import prepare_pki
 
     from parts.federation import (
+        SEPARATE_EVALUATION,
         SIMULATION,
         Measured,
         Setting,
@@ -262,14 +263,15 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
     )  # fmt: skip
     setting = Setting(plan, work, members, sizes.round_rounds, work_overrides=model)
     prepare_pki(work, members)
+    separate = "(1') as (1), members evaluate in an exchange of their own"
     measured: list[Measured] = [
         simulation(setting, out),
+        simulation(setting, out, "simulation_separate", separate, (SEPARATE_EVALUATION,)),
         deployment(setting, out, "plain"),
-        deployment(setting, out, "plain_unpacked"),
+        deployment(setting, out, "plain_separate"),
         deployment(setting, out, "memory"),
-        deployment(setting, out, "memory_unpacked"),
     ]
-    measured[1].label = "(2) deployment, plain text, warm members"
+    measured[2].label = "(2) deployment, plain text, warm members"
     out.tables.append(
         f"Member-sized work: {members} members with {4 * sizes.round_per_class} micrographs "
         f"of {width} x {height} each, ResNet-18 on {sizes.tile}-px tiles at "
@@ -277,10 +279,12 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
         f"{sizes.round_rounds} rounds; {SIMULATION} against the Deployment Engine with warm "
         "members (plain text), all on this machine; (3) keeps Flower's state and messages "
         "in its in-memory store instead of the SuperLink's SQLite file "
-        "(`deployment.superlink_store=memory`, plain-text federations only). Every "
-        "message's arrays travel packed into one (`updates.pack_arrays`, the default), "
-        "except in (2') and (3'), where each array is an object of Flower's of its own "
-        "(a request each). Members' "
+        "(`deployment.superlink_store=memory`, plain-text federations only). Members "
+        "score each round's model in the next round's training reply "
+        "(`federation.evaluate_with_training`, the default; the last round's model in an "
+        "exchange of its own), except in (1') and (2'), where every round has an "
+        "evaluation exchange (compare (2') with (1')). Every message's arrays travel "
+        "packed into one (`updates.pack_arrays`). Members' "
         "SuperNodes ask for instructions every 0.5 s when idle (`deployment.member_poll_s`) "
         "and their SuperExecs ask for a ClientApp every 0.1 s "
         "(`deployment.member_task_poll_s`). "

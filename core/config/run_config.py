@@ -121,6 +121,9 @@ class FederationConfig:
     fault: str = "none"
     fault_rounds: str = ""
     cross_site: bool = False  # at the end: every member's personalized model, scored everywhere
+    evaluate_with_training: bool = True
+    """Members score the model a training instruction brings (the previous round's) and
+    send the scores with their update: one exchange a round instead of two."""
 
 
 @dataclass

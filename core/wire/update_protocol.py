@@ -22,6 +22,11 @@ PROXIMAL_MU_KEY = "proximal-mu"  # set by Flower's FedProx
 CLIPPING_NORM_KEY = "clipping_norm"  # set under differential privacy (Flower's key)
 UNIT_WEIGHT_KEY = "dp-unit-weight"
 CONFIG_CRC_KEY = "config-crc"  # CRC-32 of the run configuration a member trained with
+# federation.evaluate_with_training: a training instruction with this config key set asks the
+# member to score the model it received (the previous round's global model) on its
+# validation split first; the scores travel in the training reply under EVALUATION_KEY.
+EVALUATE_RECEIVED_KEY = "evaluate-received"
+EVALUATION_KEY = "evaluation"
 # Cross-site evaluation (federation.cross_site): a member personalizes the final global
 # model and sends it; then every model is scored on every member's validation split.
 PERSONALIZE_MESSAGE = "train.personalize"

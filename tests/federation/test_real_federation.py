@@ -37,6 +37,7 @@ from fractofl.core.trust.app_bundle import CLIENT_APP, fab_code, fractofl_bundle
 from fractofl.core.trust.audit_log import read_log
 from fractofl.core.trust.registry import ModelRegistry
 from fractofl.core.trust.signing import load_public_key
+from fractofl.core.wire.update_protocol import EVALUATION_KEY
 from fractofl.server.member_evaluation import MEMBER_EVAL_FILE, read_member_evaluations
 from fractofl.server.member_registry import MemberRegistry
 from fractofl.server.superlink import CONNECTION, CoordinatorFiles, DeploymentError, flwr_cli
@@ -774,6 +775,7 @@ def test_what_left_each_member_is_in_its_audit_log_and_equals_what_the_coordinat
         for update in event["updates"]
     }
     assert {member for member, _, _ in received} == {f"org{i}" for i in range(MEMBERS)}
+    evaluations = read_member_evaluations(Path(run_dir) / MEMBER_EVAL_FILE)
     # ... and each member's own log lists exactly those bytes, with the same hashes
     for index, member_dir in enumerate(consortium.members):
         log = member_dir / "audit.log"
@@ -793,6 +795,18 @@ def test_what_left_each_member_is_in_its_audit_log_and_equals_what_the_coordinat
             item for item in received if item[0] == f"org{index}"
         }
         assert all(e["metrics"]["metrics"]["num-examples"] > 0 for e in sent)
+        # ... one exchange a round (federation.evaluate_with_training): round 1's model was
+        # scored in round 2's training reply, and only the last one in an evaluation reply
+        types = [
+            entry.event["message_type"]
+            for entry in read_log(log)
+            if entry.event["kind"] == "sent" and entry.event["run_id"] == int(run_id)
+        ]
+        assert sorted(types) == ["evaluate", "train", "train"]
+        scored = [e["metrics"][EVALUATION_KEY] for e in sent if EVALUATION_KEY in e["metrics"]]
+        (row,) = [r for r in evaluations if r["round"] == "1" and r["member"] == f"org{index}"]
+        assert len(scored) == 1
+        assert scored[0]["val-accuracy"] == pytest.approx(float(row["val_accuracy"]), abs=1e-6)
     # an edited line of a member's log is found, with its number
     copy = federation.workdir / "edited-audit.log"
     lines = (consortium.members[0] / "audit.log").read_text().splitlines(keepends=True)

@@ -4,6 +4,7 @@ and a member's own report on the same run: local-only, global and personalized m
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -18,7 +19,6 @@ from fractofl.core.config.run_config import from_nested
 from fractofl.core.config.taxonomy import DEFAULT_CLASSES
 from fractofl.core.learning.member_data import load_member_data
 from fractofl.core.learning.metrics import precision_recall_f1
-from fractofl.core.model.checkpoint import load_checkpoint
 from fractofl.core.synth.dataset import member_dir
 from fractofl.core.trust.registry import ModelRegistry, ModelVerificationError
 from fractofl.core.trust.signing import load_public_key
@@ -83,10 +83,16 @@ def test_report_renders_curves_and_the_last_version_class_by_class(finished_run:
 def test_every_member_scores_every_round_on_its_own_split_as_it_would_in_process(
     finished_run: Path,
 ) -> None:
-    # Prepare: the final global model, and each simulated member's own validation split
+    # Prepare: each round's signed version, and each simulated member's own validation split
+    # (round 1's scores came with round 2's training replies, federation.evaluate_with_training;
+    # round 2's, the last, from an evaluation exchange)
     run_dir = finished_run / "runs" / "run"
     cfg = from_nested(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    model = load_checkpoint(run_dir / "model.pt").build_model()
+    assert cfg.federation.evaluate_with_training
+    registry = ModelRegistry(finished_run / "registry")
+    key = load_public_key(finished_run / "keys" / "coordinator.pub")
+    versions = {meta.round: meta for meta in registry.versions()}
+    models = {r: registry.load_verified(versions[r].name, key)[0].build_model() for r in (1, 2)}
     # Execute
     rows = read_member_evaluations(run_dir / "member_eval.csv")
     # Assert: a row per member and round, named by partition
@@ -94,9 +100,16 @@ def test_every_member_scores_every_round_on_its_own_split_as_it_would_in_process
     assert sorted((int(r["round"]), r["member"]) for r in rows) == [
         (server_round, member) for server_round in (1, 2) for member in members
     ]
-    # ... and the last round's equal the member's own evaluation of the final model
-    for partition, member in enumerate(members):
-        (row,) = [r for r in rows if r["round"] == "2" and r["member"] == member]
+    # ... each version signed with its worst member's accuracy
+    for server_round in (1, 2):
+        worst = min(float(r["val_accuracy"]) for r in rows if r["round"] == str(server_round))
+        signed = versions[server_round].metrics["member_min_val_accuracy"]
+        assert signed == pytest.approx(worst, abs=1e-6)
+    # ... and each round's rows equal the member's own evaluation of that round's version
+    for (server_round, model), (partition, member) in itertools.product(
+        models.items(), enumerate(members)
+    ):
+        (row,) = [r for r in rows if r["round"] == str(server_round) and r["member"] == member]
         node = {PARTITION_KEY: partition}
         data = load_member_data(member_data_dir(node, cfg), cfg, member_cache_dir(node, cfg))
         result = evaluate_locally(model, data, cfg)

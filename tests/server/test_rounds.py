@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pytest
@@ -17,12 +18,14 @@ from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fractofl.core.wire.compression import CompressionSpec, encode_update
+from fractofl.core.wire.update_protocol import EVALUATE_RECEIVED_KEY, EVALUATION_KEY
 from fractofl.server.errors import NotEnoughMembersError
 from fractofl.server.rounds import (
+    Exchange,
     Participation,
     RoundPolicy,
     RoundTimings,
-    _evaluate_members,
+    _ask_members_to_evaluate,
     _train,
     _train_attempt,
     plain_reason,
@@ -176,7 +179,7 @@ def test_a_round_s_straggler_is_not_asked_to_evaluate(caplog: pytest.LogCaptureF
     arrays = _global_arrays()
     caplog.set_level("INFO", logger="fractofl")
     # Execute
-    _evaluate_members(strategy, grid, 3, arrays, policy, [nodes[1]], None)
+    _ask_members_to_evaluate(strategy, grid, 3, arrays, policy, [nodes[1]])
     # Assert: evaluation instructions went to the two others only, and the log says why
     asked = sorted(msg.metadata.dst_node_id for msg in grid.state.message_ins_store.values())
     assert asked == sorted([nodes[0], nodes[2]])
@@ -301,3 +304,159 @@ def test_each_round_s_phases_are_timed_before_its_evaluation() -> None:
         assert timings.train_s >= 0 and timings.aggregate_s >= 0
         assert timings.member_eval_s >= 0.5
         assert timings.member_eval_s + timings.coordinator_wait_s >= 0.75
+
+
+def _fused_rounds(
+    grid: Grid,
+    exchange: Exchange,
+    events: list[tuple[object, ...]],
+    rounds: int = 3,
+    strategy: Strategy | None = None,
+    on_end: Callable[[int], object] = lambda server_round: None,
+) -> ArrayRecord:
+    """``rounds`` rounds of FedAvg with ``federation.evaluate_with_training``; every
+    callback notes itself in ``events``, with the model's first weight where it has one."""
+
+    def first_weight(arrays: ArrayRecord) -> float:
+        return round(float(arrays["w"].numpy()[0]), 6)
+
+    policy = RoundPolicy(
+        timeout_s=0.3,
+        retries=0,
+        min_train_members=1,
+        min_available_members=1,
+        exchange=exchange,
+        evaluate_with_training=True,
+    )
+    return run_rounds(
+        strategy or _fedavg(),
+        grid,
+        _global_arrays(),
+        range(1, rounds + 1),
+        policy,
+        evaluate_fn=lambda r, arrays: events.append(("evaluated", r, first_weight(arrays))),
+        on_participation=lambda seen: events.append(("participation", seen.round)),
+        on_round_end=lambda r, arrays, seen: (
+            events.append(("ended", r, first_weight(arrays))),
+            on_end(r),
+        ),
+        on_member_evaluation=lambda r, replies: events.append(
+            ("member scores", r, sorted(m.content["metrics"]["val-accuracy"] for m in replies))
+        ),
+    )
+
+
+def _answer_with_scores(instruction: Message) -> Message:
+    """A member's training reply: its update and, when asked, its "score" of the model it
+    received (the model's first weight, so that the test can tell which model it scored)."""
+    reply = _answer(instruction)
+    if instruction.content["config"].get(EVALUATE_RECEIVED_KEY):
+        received = float(instruction.content["arrays"]["w"].numpy()[0])
+        reply.content[EVALUATION_KEY] = MetricRecord(
+            {"num-examples": 5, "val-accuracy": round(received, 6)}
+        )
+    return reply
+
+
+def test_members_score_each_round_s_model_in_the_next_round_s_training_reply() -> None:
+    # Prepare: a real in-memory Grid of 2 nodes; members that answer training at once, each
+    # update adding 0.1 to the weights; nobody answers an evaluation instruction
+    grid, _ = _grid_pushing_as_the_superlink(2)
+    asked: list[bool] = []
+
+    def exchange(grid: Grid, messages: list[Message], timeout_s: float) -> list[Message]:
+        asked.append(bool(messages[0].content["config"].get(EVALUATE_RECEIVED_KEY)))
+        return [_answer_with_scores(m) for m in _pushed(messages)]
+
+    events: list[tuple[object, ...]] = []
+    # Execute
+    final = _fused_rounds(grid, exchange, events)
+    # Assert: round 1's training does not ask for scores (round 0's model is the start),
+    # rounds 2 and 3 do; only the last round's model got evaluation instructions
+    assert asked == [False, True, True]
+    store = grid.state.message_ins_store.values()  # type: ignore[attr-defined]
+    assert sorted(m.metadata.message_type for m in store).count("evaluate") == 2
+    # ... round r closes with its members' scores of its own model (0.1 after round 1),
+    # which came with round r+1's training replies, before round r+1's participation and
+    # aggregation; the strategy aggregated every update (the scores taken out of replies)
+    assert events == [
+        ("evaluated", 0, 0.0),
+        ("participation", 1),
+        ("member scores", 1, [0.1, 0.1]),
+        ("evaluated", 1, 0.1),
+        ("ended", 1, 0.1),
+        ("participation", 2),
+        ("member scores", 2, [0.2, 0.2]),
+        ("evaluated", 2, 0.2),
+        ("ended", 2, 0.2),
+        ("participation", 3),
+        ("member scores", 3, []),  # its own exchange: nobody answered within 0.3 s
+        ("evaluated", 3, 0.3),
+        ("ended", 3, 0.3),
+    ]
+    assert float(final["w"].numpy()[0]) == pytest.approx(0.3)
+
+
+def test_a_round_closing_late_checkpoints_the_generators_as_it_left_them() -> None:
+    # Prepare: note the generators' state after each round's aggregation, at each round's
+    # end (what its checkpoint captures) and when each training exchange returns; the
+    # exchange draws a number as Flower's sampling of members does, and so does each
+    # round's end (as its publishing might)
+    grid, _ = _grid_pushing_as_the_superlink(2)
+    strategy = _fedavg()
+    after_aggregation: dict[int, object] = {}
+    at_end: dict[int, object] = {}
+    exchanged: list[object] = []
+    live_at_aggregation: list[bool] = []
+    aggregate = strategy.aggregate_train
+
+    def aggregate_and_note(server_round: int, replies: Iterable[Message]) -> object:
+        live_at_aggregation.append(random.getstate() == exchanged[-1])
+        result = aggregate(server_round, replies)
+        after_aggregation[server_round] = random.getstate()
+        return result
+
+    strategy.aggregate_train = aggregate_and_note  # type: ignore[method-assign]
+
+    def exchange(grid: Grid, messages: list[Message], timeout_s: float) -> list[Message]:
+        random.random()
+        exchanged.append(random.getstate())
+        return [_answer_with_scores(m) for m in _pushed(messages)]
+
+    def note_end(server_round: int) -> None:
+        at_end[server_round] = random.getstate()
+        random.random()
+
+    random.seed(7)
+    # Execute
+    _fused_rounds(grid, exchange, [], strategy=strategy, on_end=note_end)
+    # Assert: rounds 1 and 2, closed during the next round's training, ended with the
+    # generators as their aggregation left them, not as the next round's sampling moved
+    # them; and closing them left the live sequence as the exchange had left it
+    assert at_end[1] == after_aggregation[1] and at_end[2] == after_aggregation[2]
+    assert at_end[1] != exchanged[1]
+    assert live_at_aggregation == [True, True, True]
+
+
+def test_a_next_round_that_fails_still_closes_the_round_before_it() -> None:
+    # Prepare: round 2's training gets no reply at all
+    grid, _ = _grid_pushing_as_the_superlink(2)
+    calls: list[int] = []
+
+    def exchange(grid: Grid, messages: list[Message], timeout_s: float) -> list[Message]:
+        calls.append(1)
+        return [_answer_with_scores(m) for m in _pushed(messages)] if len(calls) == 1 else []
+
+    events: list[tuple[object, ...]] = []
+    # Execute
+    with pytest.raises(NotEnoughMembersError, match="round 2: fewer than"):
+        _fused_rounds(grid, exchange, events)
+    # Assert: round 1 is kept (its row, checkpoint, version) without member scores, and
+    # round 2's failed attempt is recorded after it
+    assert events[1:] == [
+        ("participation", 1),
+        ("member scores", 1, []),
+        ("evaluated", 1, 0.1),
+        ("ended", 1, 0.1),
+        ("participation", 2),
+    ]

@@ -84,6 +84,9 @@ def test_federated_simulation_writes_a_complete_run_folder_and_int8_updates_cost
     phases = ("train_s", "aggregate_s", "member_eval_s", "coordinator_eval_s")
     assert all(float(r[p]) >= 0 for r in rows[1:] for p in phases)
     assert all(float(r["train_s"]) > float(r["aggregate_s"]) for r in rows[1:])
+    # members scored round 1's model in round 2's training replies
+    # (federation.evaluate_with_training): an evaluation exchange for the last round only
+    assert float(rows[1]["member_eval_s"]) == 0 and float(rows[2]["member_eval_s"]) > 0
     final = float(rows[-1]["test_accuracy"])
     assert final >= 0.5, f"easy data, chance is 0.25, got {final}"
     assert float(rows[-1]["test_macro_f1"]) > 0.4
