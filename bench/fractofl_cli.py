@@ -56,7 +56,24 @@ class RunFolderResult:
         ``start_round=1`` leaves out round 1, which pays for the workers' first imports
         and image decoding.
         """
-        return per_round([row["elapsed_s"] for row in self.rows if row["round"] >= start_round])
+        return per_round(round_ends(self.rows, start_round))
+
+
+def round_ends(rows: Sequence[dict[str, float]], start_round: int) -> list[float]:
+    """When each round from ``start_round`` on ended, in seconds since the run started.
+
+    A row's ``elapsed_s`` is when the round was written down. Where the members scored a
+    round's model in the next round's training replies (``federation.
+    evaluate_with_training``: the row has ``member_eval_s`` 0), that was after the next
+    round's training exchange and the round's own closing scoring: the next round began
+    that much earlier, and the first time is moved there. The last row, the run's end,
+    is written after the last round's own evaluation exchange either way, and
+    :func:`per_round` reads only the first and the last."""
+    kept = [row for row in rows if row["round"] >= start_round]
+    times = [row["elapsed_s"] for row in kept]
+    if len(kept) >= 2 and kept[0].get("member_eval_s") == 0:
+        times[0] -= kept[1]["train_s"] + kept[0]["coordinator_eval_s"]
+    return times
 
 
 def per_round(times: Sequence[float]) -> float | None:
@@ -68,8 +85,7 @@ def seconds_per_round(run_dir: Path, start_round: int = 0) -> float | None:
     """A run folder's seconds per round, start-up left out: ``elapsed_s`` of the last round
     minus that of round ``start_round`` (0: every round) in ``metrics.csv``, over the rounds
     between (None without two such rows)."""
-    rows = read_metrics(run_dir / "metrics.csv")
-    return per_round([row["elapsed_s"] for row in rows if row["round"] >= start_round])
+    return per_round(round_ends(read_metrics(run_dir / "metrics.csv"), start_round))
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:

@@ -264,8 +264,10 @@ def _member_sized_rounds(plan: Plan, out: PartOutcome) -> None:
     setting = Setting(plan, work, members, sizes.round_rounds, work_overrides=model)
     prepare_pki(work, members)
     separate = "(1') as (1), members evaluate in an exchange of their own"
+    first = simulation(setting, out)
+    shutil.rmtree(work / "simulation-cache")  # (1') prepares its images as (1) did
     measured: list[Measured] = [
-        simulation(setting, out),
+        first,
         simulation(setting, out, "simulation_separate", separate, (SEPARATE_EVALUATION,)),
         deployment(setting, out, "plain"),
         deployment(setting, out, "plain_separate"),
