@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -21,6 +22,7 @@ from fractofl.core.wire.compression import CompressionSpec, encode_update
 from fractofl.core.wire.update_protocol import EVALUATE_RECEIVED_KEY, EVALUATION_KEY
 from fractofl.server.errors import NotEnoughMembersError
 from fractofl.server.rounds import (
+    SCORING_NICENESS,
     Exchange,
     Participation,
     RoundPolicy,
@@ -240,6 +242,9 @@ def test_the_coordinator_scores_each_round_s_model_while_the_members_evaluate_it
     grid, _ = _grid_pushing_as_the_superlink(2)
     events: list[tuple[str, int, str]] = []
 
+    priorities: list[int] = []
+    main_priority = os.getpriority(os.PRIO_PROCESS, 0)
+
     def evaluation_instructions() -> int:
         store = grid.state.message_ins_store.values()  # type: ignore[attr-defined]
         return sum(msg.metadata.message_type == "evaluate" for msg in store)
@@ -250,6 +255,7 @@ def test_the_coordinator_scores_each_round_s_model_while_the_members_evaluate_it
         while evaluation_instructions() <= asked_before and time.monotonic() < deadline:
             time.sleep(0.01)
         events.append(("scored", evaluation_instructions(), threading.current_thread().name))
+        priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> None:
         events.append(("evaluated", server_round, threading.current_thread().name))
@@ -269,6 +275,9 @@ def test_the_coordinator_scores_each_round_s_model_while_the_members_evaluate_it
     ]
     assert all(e[2].startswith("score-ahead") for e in events if e[0] == "scored")
     assert all(e[2] == main for e in events if e[0] == "evaluated")
+    # ... at a lower priority than the round loop, which keeps its own
+    assert priorities == [min(main_priority + SCORING_NICENESS, 19)] * 2
+    assert os.getpriority(os.PRIO_PROCESS, 0) == main_priority
 
 
 def test_a_failure_of_scoring_ahead_stops_the_round_loop() -> None:
