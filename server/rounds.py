@@ -435,6 +435,13 @@ def run_rounds(
                 server_round, arrays, participation, timings, scoring, RandomState.capture()
             )
             if policy.evaluate_with_training and server_round < last:
+                log.info(
+                    "round %d: model aggregated from %d member(s); members score it with round "
+                    "%d's training, then the round is recorded and published",
+                    server_round,
+                    len(participation.answered),
+                    server_round + 1,
+                )
                 continue
             with _phase(timings, "member_eval_s"):
                 evaluations = _ask_members_to_evaluate(

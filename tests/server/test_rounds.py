@@ -367,7 +367,9 @@ def _answer_with_scores(instruction: Message) -> Message:
     return reply
 
 
-def test_members_score_each_round_s_model_in_the_next_round_s_training_reply() -> None:
+def test_members_score_each_round_s_model_in_the_next_round_s_training_reply(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # Prepare: a real in-memory Grid of 2 nodes; members that answer training at once, each
     # update adding 0.1 to the weights; nobody answers an evaluation instruction
     grid, _ = _grid_pushing_as_the_superlink(2)
@@ -378,6 +380,7 @@ def test_members_score_each_round_s_model_in_the_next_round_s_training_reply() -
         return [_answer_with_scores(m) for m in _pushed(messages)]
 
     events: list[tuple[object, ...]] = []
+    caplog.set_level("INFO", logger="fractofl")
     # Execute
     final = _fused_rounds(grid, exchange, events)
     # Assert: round 1's training does not ask for scores (round 0's model is the start),
@@ -404,6 +407,13 @@ def test_members_score_each_round_s_model_in_the_next_round_s_training_reply() -
         ("ended", 3, 0.3),
     ]
     assert float(final["w"].numpy()[0]) == pytest.approx(0.3)
+    # ... and the log says why a trained round is not recorded yet
+    for server_round in (1, 2):
+        assert (
+            f"round {server_round}: model aggregated from 2 member(s); members score it with "
+            f"round {server_round + 1}'s training, then the round is recorded and published"
+        ) in caplog.text
+    assert "round 3: model aggregated" not in caplog.text
 
 
 def test_a_round_closing_late_checkpoints_the_generators_as_it_left_them() -> None:
