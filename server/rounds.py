@@ -304,9 +304,10 @@ class _TrainedRound:
     timings: RoundTimings
     scoring: Future[object] | None
     """The coordinator's own scoring of ``arrays`` (``score_ahead``), running meanwhile."""
-    random_state: RandomState
-    """The generators as the round left them: what its checkpoint holds, even when it
-    closes after the next round's members were sampled."""
+    random_state: RandomState | None = None
+    """Kept for a round that closes after the next round's members were sampled: the
+    generators as the round left them, which its checkpoint must hold. None: the round
+    closes with the generators as they are."""
 
 
 @dataclass(frozen=True)
@@ -333,13 +334,24 @@ class _RoundClosing:
         trained.timings.coordinator_wait_s = time.monotonic() - waiting
         if self.on_timings is not None:
             self.on_timings(trained.timings)
-        now = RandomState.capture()
-        trained.random_state.restore()
-        try:
+        with _generators_as(trained.random_state):
             self.evaluate_fn(trained.round, trained.arrays)
             self.on_round_end(trained.round, trained.arrays, trained.participation)
-        finally:
-            now.restore()
+
+
+@contextlib.contextmanager
+def _generators_as(kept: RandomState | None) -> Iterator[None]:
+    """Run the block with the generators in the ``kept`` state (None: as they are), and
+    put the live state back after it."""
+    if kept is None:
+        yield
+        return
+    live = RandomState.capture()
+    kept.restore()
+    try:
+        yield
+    finally:
+        live.restore()
 
 
 SCORING_NICENESS = 10
@@ -431,10 +443,9 @@ def run_rounds(
             else:
                 arrays = aggregated
             scoring = None if score_ahead is None else scorer.submit(score_ahead, arrays)
-            trained = _TrainedRound(
-                server_round, arrays, participation, timings, scoring, RandomState.capture()
-            )
+            trained = _TrainedRound(server_round, arrays, participation, timings, scoring)
             if policy.evaluate_with_training and server_round < last:
+                trained.random_state = RandomState.capture()
                 log.info(
                     "round %d: model aggregated from %d member(s); members score it with round "
                     "%d's training, then the round is recorded and published",
@@ -447,7 +458,6 @@ def run_rounds(
                 evaluations = _ask_members_to_evaluate(
                     strategy, grid, server_round, arrays, policy, participation.stragglers
                 )
-            trained.random_state = RandomState.capture()
             closing.close(trained, evaluations)
             trained = None
     return arrays
