@@ -5,6 +5,7 @@ takes its child with it; a second warm member on the same folder is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -49,14 +50,41 @@ def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]
     process.wait(timeout=TIMEOUT_S)
 
 
-def _forked(warm_output: Path) -> list[psutil.Process]:
-    parent = next(
+def _warm_parent(warm_output: Path) -> psutil.Process:
+    return next(
         p
         for p in psutil.process_iter(["cmdline"])
         if str(warm_output.parent) in " ".join(p.info["cmdline"] or [])
         and "fractofl.client.warm_member" in " ".join(p.info["cmdline"] or [])
     )
-    return parent.children()
+
+
+def _forked_child(parent: psutil.Process) -> psutil.Process | None:
+    """The warm member's forked child, or None yet. A fork keeps its parent's command
+    line; a helper that importing torch may start while the member warms up does not
+    (the socket is open before the warm-up ends), so it is never taken for the child."""
+    command = parent.cmdline()
+    for child in parent.children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.cmdline() == command:
+                return child
+    return None
+
+
+def _wait_for_forked_child(parent: psutil.Process) -> psutil.Process:
+    """The forked child once two polls in a row find the same one (a helper's own fork
+    shows its parent's command line only until its exec, microseconds later)."""
+    found: list[psutil.Process] = []
+
+    def forked() -> bool:
+        child = _forked_child(parent)
+        seen_before = child is not None and bool(found) and found[-1].pid == child.pid
+        if child is not None:
+            found.append(child)
+        return seen_before
+
+    wait_for(forked, TIMEOUT_S, "the forked child")
+    return found[-1]
 
 
 def test_the_launcher_has_a_forked_child_run_flowers_clientapp(warm: tuple[Path, Path]) -> None:
@@ -78,8 +106,7 @@ def test_a_launcher_that_goes_away_takes_its_child_with_it(warm: tuple[Path, Pat
     waiting = subprocess.Popen(
         [str(launcher), "--runtime-api-address", "127.0.0.1:9", "--token", "t", "--insecure"]
     )
-    wait_for(lambda: bool(_forked(output)), TIMEOUT_S, "the forked child")
-    child = _forked(output)[0]
+    child = _wait_for_forked_child(_warm_parent(output))
     # Execute: Flower stops the task (kills its process)
     waiting.kill()
     waiting.wait()
@@ -140,8 +167,7 @@ def test_a_warm_member_that_dies_mid_instruction_leaves_the_instruction_to_finis
         text=True,
     )
     try:
-        wait_for(lambda: bool(psutil.Process(warm.process.pid).children()), TIMEOUT_S, "the child")
-        child = psutil.Process(warm.process.pid).children()[0]
+        child = _wait_for_forked_child(psutil.Process(warm.process.pid))
         # Execute: the warm member dies; later its orphaned child ends
         warm.process.kill()
         warm.process.wait(timeout=TIMEOUT_S)
