@@ -141,6 +141,7 @@ class PersonalSizes:
     alphas: tuple[float, ...]
     data_overrides: tuple[str, ...]
     shift: float = 1.0
+    reference_per_class: int = 50  # the consortium reference set's images of each class
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,12 @@ def make_plan(quick: bool, work_root: Path) -> Plan:
                 round_rounds=1,
             ),
             personal=PersonalSizes(
-                members=3, rounds=2, seeds=(1, 2), alphas=(0.5,), data_overrides=QUICK_DATA
+                members=3,
+                rounds=2,
+                seeds=(1, 2),
+                alphas=(0.5,),
+                data_overrides=QUICK_DATA,
+                reference_per_class=4,
             ),
             tuning=TuningSizes(sweeps=(("fedprox", "proximal_mu", (0.001, 0.1)),)),
         )

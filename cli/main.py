@@ -45,6 +45,7 @@ USER_ERRORS = (
     "fractofl.core.images.member_folders:MemberFoldersError",
     "fractofl.cli.profile:ProfileError",
     "fractofl.core.images.labelled:NoUsableImagesError",
+    "fractofl.core.learning.member_data:ReferenceSetMissingError",
     "fractofl.server.errors:RunFolderError",
     "fractofl.server.errors:RoundStateError",
     "fractofl.core.trust.signing:SigningKeyError",
@@ -180,6 +181,13 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="replace a set made with other settings (data.synth.overwrite)",
+    )
+    synth.add_argument(
+        "--reference",
+        type=int,
+        metavar="PER_CLASS",
+        help="write only a consortium reference set into the folder: this many images of "
+        "each class that no member holds and the test set does not (for data.reference_dir)",
     )
     synth.add_argument(
         "--micrographs",
@@ -390,6 +398,8 @@ def _synth(args: argparse.Namespace) -> int:
 
     if args.micrographs:
         return _synth_micrographs(args)
+    if args.reference is not None:
+        return _synth_reference(args)
 
     flags = {
         "federation.members": args.members,
@@ -409,6 +419,33 @@ def _synth(args: argparse.Namespace) -> int:
         return EXIT_OK
     root = ensure_synthetic_data(cfg)
     print(f"synthetic data set in {root}")
+    return EXIT_OK
+
+
+def _synth_reference(args: argparse.Namespace) -> int:
+    """``synth --reference N``: a consortium reference set of N images per class."""
+    from fractofl.cli.datasets import synth_spec
+    from fractofl.cli.progress import Progress
+    from fractofl.core.synth.dataset import generate_reference_set
+
+    out, args.overrides = _folder_and_overrides(args.folder, args.overrides)
+    extra = [f"data.synth.seed={args.seed}"] if args.seed is not None else []
+    cfg, text = _load(args, extra)
+    if args.cfg:
+        print(text)
+        return EXIT_OK
+    counts = generate_reference_set(
+        out,
+        synth_spec(cfg),
+        args.reference,
+        progress=Progress("reference set"),
+        overwrite=args.overwrite,
+    )
+    print(
+        f"reference set in {out}: {' '.join(f'{k}={v}' for k, v in counts.items())}; every "
+        f"member trains on it with data.reference_dir={out} (a real member: `member join "
+        f"--reference {out}`)"
+    )
     return EXIT_OK
 
 

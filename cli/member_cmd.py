@@ -54,6 +54,13 @@ def register_actions(actions: argparse._SubParsersAction) -> None:  # type: igno
     )
     join.add_argument("--data", type=Path, help="this member's image folder (saved too)")
     join.add_argument(
+        "--reference",
+        type=Path,
+        help="the consortium's reference set, if it has one: a folder of images of every "
+        "class that belong to no member, the same copy at every member; added to this "
+        "member's training (saved too)",
+    )
+    join.add_argument(
         "--key",
         type=Path,
         help="private key from `fractofl member keys` (default: deployment.member_dir/member.key)",
@@ -163,11 +170,15 @@ def _join(args: argparse.Namespace) -> int:
         policy=_checked_policy(member_dir),
         approved_code=member_dir / APPROVED_CODE_FILE,
         cache_dir=member_dir / MEMBER_CACHE_DIR,
+        reference_dir=Path(str(given["reference"])) if given.get("reference") else None,
         poll_s=deployment.member_poll_s,
         task_poll_s=deployment.member_task_poll_s,
     )
     command = supernode_command(settings, insecure)
-    saved = save_member_profile(member_dir, {**given, "data": str(settings.data_dir.resolve())})
+    resolved = {"data": str(settings.data_dir.resolve())}
+    if settings.reference_dir is not None:
+        resolved["reference"] = str(settings.reference_dir.resolve())
+    saved = save_member_profile(member_dir, {**given, **resolved})
     print(f"join settings saved in {saved}: the next `member join` needs none", flush=True)
     if insecure:
         print(
@@ -180,8 +191,10 @@ def _join(args: argparse.Namespace) -> int:
     print_approved_code(settings)
     if args.cold:
         print("--cold: no warm member; every instruction starts a fresh process", flush=True)
+    reference = settings.reference_dir
+    also = "" if reference is None else f" and the reference set in {reference}"
     print(
-        f"joining {settings.superlink} with the images in {settings.data_dir}; Ctrl-C leaves",
+        f"joining {settings.superlink} with the images in {settings.data_dir}{also}; Ctrl-C leaves",
         flush=True,
     )
     warm = None if args.cold else start_warm_member(member_dir.resolve(), env)
@@ -198,7 +211,7 @@ def _join(args: argparse.Namespace) -> int:
     return exited.code
 
 
-JOIN_SETTINGS = ("superlink", "data", "key", "ca", "port", "insecure")
+JOIN_SETTINGS = ("superlink", "data", "reference", "key", "ca", "port", "insecure")
 
 
 def join_settings(args: argparse.Namespace, member_dir: Path) -> dict[str, object]:

@@ -122,7 +122,10 @@ def _open(args: argparse.Namespace, what: str) -> _MemberSide:
     data_dir = _data_dir(args.data, member_dir)
     print(f"global model {global_version.label} from {global_version.source}", flush=True)
     print(f"this member's images: {data_dir}", flush=True)
-    data = load_member_data(data_dir, cfg, member_dir / MEMBER_CACHE_DIR)
+    reference_dir = _reference_dir(member_dir)
+    if reference_dir is not None:
+        print(f"the consortium's reference set: {reference_dir}", flush=True)
+    data = load_member_data(data_dir, cfg, member_dir / MEMBER_CACHE_DIR, reference_dir)
     gap = validation_gaps(data, cfg.data.classes)
     if gap is not None:
         print(f"WARNING: {gap}", file=sys.stderr)
@@ -142,6 +145,13 @@ def _data_dir(given: Path | None, member_dir: Path) -> Path:
     if not given.is_dir():
         raise MemberSetupError(f"member image folder {given} does not exist (--data)")
     return given
+
+
+def _reference_dir(member_dir: Path) -> Path | None:
+    """The reference set `member join --reference` saved (the member trains on it in the
+    federation, so its baseline and personalized models do too), or None."""
+    saved = member_profile(member_dir).get("reference")
+    return Path(str(saved)) if saved else None
 
 
 def _baseline(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from fractofl.client.member import (
     member_cache_dir,
     member_data_dir,
     member_evaluation,
+    member_reference_dir,
     state_as_numpy,
     train_locally,
     validation_gaps,
@@ -69,6 +70,7 @@ from fractofl.core.wire.update_protocol import (
     METRICS_KEY,
     PERSONALIZE_MESSAGE,
     PROXIMAL_MU_KEY,
+    REFERENCE_SET_KEY,
     SERVER_ROUND_KEY,
     UNIT_WEIGHT_KEY,
     spec_from_config,
@@ -100,7 +102,12 @@ def _member(context: Context) -> tuple[RunConfig, MemberData, nn.Module]:
     """The run config, this member's data, and a fresh model of the run's architecture."""
     cfg = _run_config(context)
     node = context.node_config
-    data = load_member_data(member_data_dir(node, cfg), cfg, member_cache_dir(node, cfg))
+    data = load_member_data(
+        member_data_dir(node, cfg),
+        cfg,
+        member_cache_dir(node, cfg),
+        member_reference_dir(node, cfg),
+    )
     return cfg, data, model_for(cfg)
 
 
@@ -181,6 +188,8 @@ def _local_update(
         "train-accuracy": result.accuracy,
         CONFIG_CRC_KEY: run_crc,
     }
+    if data.reference_images:  # which copy: the coordinator sees members whose copies differ
+        values[REFERENCE_SET_KEY] = data.reference_identity
     clipping_norm = config.get(CLIPPING_NORM_KEY)
     if isinstance(clipping_norm, int | float):  # differential privacy: bound our influence
         clip_update(delta, float(clipping_norm))

@@ -20,12 +20,22 @@ import torch
 from flwr.supercore.differential_privacy import clip_inputs_inplace, get_norm
 from torch import nn
 
-from fractofl.client.node_config import CACHE_DIR_KEY, DATA_DIR_KEY, PARTITION_KEY
+from fractofl.client.node_config import (
+    CACHE_DIR_KEY,
+    DATA_DIR_KEY,
+    PARTITION_KEY,
+    REFERENCE_DIR_KEY,
+)
 from fractofl.core.config.run_config import RunConfig
 from fractofl.core.images.labelled import make_loader
 from fractofl.core.learning.device import resolve_device
 from fractofl.core.learning.loss import logit_offset
-from fractofl.core.learning.member_data import MemberData, cache_root_for, default_cache_root
+from fractofl.core.learning.member_data import (
+    MemberData,
+    cache_root_for,
+    default_cache_root,
+    reference_dir,
+)
 from fractofl.core.learning.metrics import precision_recall_f1
 from fractofl.core.learning.precision import precision_for
 from fractofl.core.learning.training import EvalResult, TrainResult, evaluate, train
@@ -62,6 +72,17 @@ def member_cache_dir(node_config: Mapping[str, Any], cfg: RunConfig) -> Path:
     if DATA_DIR_KEY in node_config:
         return default_cache_root()
     return cache_root_for(cfg)
+
+
+def member_reference_dir(node_config: Mapping[str, Any], cfg: RunConfig) -> Path | None:
+    """The consortium reference set this member trains on, or None: a real member's node
+    config ``reference-dir`` (its own copy; never a folder the coordinator's config
+    names); a simulated member's ``data.reference_dir``."""
+    if REFERENCE_DIR_KEY in node_config:
+        return Path(str(node_config[REFERENCE_DIR_KEY])).expanduser()
+    if DATA_DIR_KEY in node_config:
+        return None
+    return reference_dir(cfg)
 
 
 class MemberDataMissingError(FileNotFoundError):

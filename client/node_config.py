@@ -8,3 +8,5 @@ POLICY_KEY = "policy"  # a real member: its privacy policy (deployment.member_di
 APPROVED_CODE_KEY = "approved-code"
 # a real member: where its images are prepared once (deployment.member_dir/cache)
 CACHE_DIR_KEY = "cache-dir"
+# a real member: its copy of the consortium's reference set (`member join --reference`)
+REFERENCE_DIR_KEY = "reference-dir"

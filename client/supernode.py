@@ -28,6 +28,7 @@ from fractofl.client.node_config import (
     CACHE_DIR_KEY,
     DATA_DIR_KEY,
     POLICY_KEY,
+    REFERENCE_DIR_KEY,
 )
 from fractofl.client.supernode_main import (
     FLOWER_TASK_POLL_S,
@@ -71,6 +72,8 @@ class JoinSettings:
     :mod:`fractofl.client.code_gate`), which need not exist yet."""
     cache_dir: Path | None = None
     """Where the member's images are prepared once (``deployment.member_dir/cache``)."""
+    reference_dir: Path | None = None
+    """The member's copy of the consortium's reference set (``--reference``), if any."""
     poll_s: float | None = None
     """How often the idle SuperNode asks for work (``deployment.member_poll_s``,
     :mod:`fractofl.client.supernode_main`); None runs Flower's SuperNode as it is."""
@@ -85,6 +88,11 @@ class JoinSettings:
             raise MemberSetupError(
                 f"--superlink {self.superlink!r} is not HOST:PORT (the coordinator's address, "
                 "e.g. coordinator.example.org:9092)"
+            )
+        if self.reference_dir is not None and not self.reference_dir.is_dir():
+            raise MemberSetupError(
+                f"--reference {self.reference_dir} is not a folder; point it at your copy of "
+                "the consortium's reference set (one sub-folder per class)"
             )
         if not self.data_dir.is_dir():
             raise MemberSetupError(
@@ -124,7 +132,7 @@ def why_it_stopped(code: int, asked_to_stop: bool, superlink: str, coordinator: 
 
 def node_config(settings: JoinSettings) -> str:
     """The SuperNode's ``--node-config``: the member's images, audit log, policy,
-    approved code and image cache."""
+    approved code, image cache and reference set."""
     pairs = [f'{DATA_DIR_KEY}="{settings.data_dir.resolve()}"']
     if settings.audit_log is not None:
         pairs.append(f'{AUDIT_LOG_KEY}="{settings.audit_log.resolve()}"')
@@ -134,6 +142,8 @@ def node_config(settings: JoinSettings) -> str:
         pairs.append(f'{APPROVED_CODE_KEY}="{settings.approved_code.resolve()}"')
     if settings.cache_dir is not None:
         pairs.append(f'{CACHE_DIR_KEY}="{settings.cache_dir.resolve()}"')
+    if settings.reference_dir is not None:
+        pairs.append(f'{REFERENCE_DIR_KEY}="{settings.reference_dir.resolve()}"')
     return " ".join(pairs)
 
 

@@ -19,11 +19,16 @@ from fractofl.core.images.cached_images import CachedImages
 from fractofl.core.images.labelled import make_loader
 from fractofl.core.learning.device import resolve_device, seed_everything
 from fractofl.core.learning.loss import logit_offset
-from fractofl.core.learning.member_data import load_member_data
+from fractofl.core.learning.member_data import (
+    cache_root_for,
+    load_member_data,
+    load_reference_set,
+    reference_dir,
+)
 from fractofl.core.learning.precision import precision_for
 from fractofl.core.learning.schedule import round_lr
 from fractofl.core.learning.training import train
-from fractofl.core.model.factory import augmentation_for, model_for
+from fractofl.core.model.factory import augmentation_for, model_for, preprocessing_for
 from fractofl.server.evaluation import CoordinatorEvaluator
 from fractofl.server.recorder import RoundRow
 from fractofl.server.run_folder import RunFolder
@@ -32,8 +37,21 @@ log = logging.getLogger("fractofl")
 
 
 def pooled_training_data(member_dirs: Sequence[Path], cfg: RunConfig) -> CachedImages:
-    """The members' training splits put together (their validation splits stay out)."""
-    return CachedImages.concat([load_member_data(d, cfg).train for d in member_dirs])
+    """The members' training splits put together (their validation splits stay out), and
+    the reference set once when the run has one (each member trains on it)."""
+    parts = [load_member_data(d, cfg).train for d in member_dirs]
+    reference = reference_dir(cfg)
+    if reference is not None:
+        parts.append(
+            load_reference_set(
+                reference,
+                tuple(cfg.data.classes),
+                preprocessing_for(cfg),
+                cache_root_for(cfg).resolve(),
+                cfg.data.unknown_scale,
+            )
+        )
+    return CachedImages.concat(parts)
 
 
 def run_centralized(cfg: RunConfig, member_dirs: Sequence[Path]) -> Path:
@@ -48,7 +66,12 @@ def run_centralized(cfg: RunConfig, member_dirs: Sequence[Path]) -> Path:
         cfg.train.loss, data.class_counts(len(cfg.data.classes)), cfg.train.balanced_softmax_floor
     )
     folder = RunFolder.create(cfg, uuid.uuid4().hex[:8], kind="centralized")
-    log.info("centralized baseline on %d images from %d members", len(data), len(member_dirs))
+    log.info(
+        "centralized baseline on %d images from %d members%s",
+        len(data),
+        len(member_dirs),
+        "" if reference_dir(cfg) is None else f" and the reference set {cfg.data.reference_dir}",
+    )
     augmentation = augmentation_for(cfg)
     started = time.monotonic()
     rows: list[RoundRow] = []

@@ -97,6 +97,17 @@ def evaluates_with_training(cfg: RunConfig) -> bool:
     return True
 
 
+def warn_of_a_reference_set_members_do_not_read(cfg: RunConfig) -> None:
+    """A deployed run's ``data.reference_dir`` reaches no member: say where it belongs."""
+    if cfg.data.reference_dir and cfg.output.engine == "deployment":
+        log.warning(
+            "data.reference_dir=%s is for simulated members: a real member trains with its own "
+            "copy of the reference set, which it passes to `member join --reference` (the log "
+            "says which copy the members trained with)",
+            cfg.data.reference_dir,
+        )
+
+
 def _start(cfg: RunConfig, run_id: str, initial: ArrayRecord) -> _Start:
     if not cfg.output.resume:
         return _Start(RunFolder.create(cfg, run_id, kind="federated"), initial, run_id, None)
@@ -250,6 +261,7 @@ def run_federated(grid: Grid, cfg: RunConfig, run_id: str) -> Path:
                 cfg.model.args.get("norm", "batch"),
                 cfg.strategy.name,
             )
+    warn_of_a_reference_set_members_do_not_read(cfg)
     fed = cfg.federation
     progress = RoundProgress(fed.rounds, done=state.round if state else 0)
 

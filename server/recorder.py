@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -25,7 +26,7 @@ from fractofl.core.wire.member_evaluation import (
     PER_CLASS_KEYS,
     VAL_ACCURACY_KEY,
 )
-from fractofl.core.wire.update_protocol import CONFIG_CRC_KEY
+from fractofl.core.wire.update_protocol import CONFIG_CRC_KEY, EXAMPLES_KEY, REFERENCE_SET_KEY
 from fractofl.server.rounds import Participation, RoundTimings
 from fractofl.strategies.guard import UpdateVerdict
 from fractofl.strategies.privacy import PrivacySpent
@@ -103,6 +104,21 @@ def _worst_accuracy(records: list[RecordDict], weight_key: str) -> float:
     return min(accuracies, default=math.nan)
 
 
+def reference_set_copies(records: list[RecordDict]) -> Counter[int]:
+    """How many of the members that answered trained with each copy of a reference set
+    (by its identity; 0: none)."""
+    return Counter(
+        int(metrics.get(REFERENCE_SET_KEY, 0))  # type: ignore[arg-type]
+        for record in records
+        for metrics in record.metric_records.values()
+        if EXAMPLES_KEY in metrics
+    )
+
+
+def _copy_name(copy: int) -> str:
+    return "none" if copy == 0 else f"copy {copy:08x}"
+
+
 class RoundRecorder:
     """Collects member metrics and the coordinator's evaluation into one row a round."""
 
@@ -131,6 +147,7 @@ class RoundRecorder:
         self.last_eval: EvalResult | None = None
         self.contributors: list[int] = []
         """Node ids whose updates the last closed round aggregated."""
+        self._reference_copies: set[int] = {0}  # said so far: none (nothing to say)
 
     def elapsed_s(self) -> float:
         """Seconds since the run started (across a resume)."""
@@ -148,12 +165,33 @@ class RoundRecorder:
             log.warning(
                 "%d member(s) trained with a configuration other than the run's", mismatches
             )
+        self._report_reference_sets(reference_set_copies(records))
         aggregated = aggregate_metricrecords(records, weight_key)
         aggregated.pop(CONFIG_CRC_KEY, None)
+        aggregated.pop(REFERENCE_SET_KEY, None)
         aggregated["members"] = len(records)
         aggregated["config-mismatches"] = mismatches
         self._train = {k: float(v) for k, v in aggregated.items()}  # type: ignore[arg-type]
         return aggregated
+
+    def _report_reference_sets(self, copies: Counter[int]) -> None:
+        """Say which reference set the members trained with when that changes (once a run
+        when it does not), and warn when they did not all train with the same one."""
+        if set(copies) == self._reference_copies or not copies:
+            return
+        self._reference_copies = set(copies)
+        if len(copies) == 1:
+            (copy,) = copies
+            if copy:
+                log.info("members trained with the reference set %s", _copy_name(copy))
+            return
+        shares = ", ".join(f"{count} with {_copy_name(c)}" for c, count in copies.most_common())
+        log.warning(
+            "members trained with different reference sets (%s): the consortium's reference "
+            "set is meant to be the same at every member; ask the others to copy it whole "
+            "and pass it to `member join --reference`",
+            shares,
+        )
 
     def record_updates(self, server_round: int, verdicts: list[UpdateVerdict]) -> None:
         """Keep the round's update verdicts (refusals, bytes sent) for its row."""

@@ -30,6 +30,9 @@ COSINE_SCHEDULE = "train.lr_schedule=cosine"
 ONE_EPOCH = "1 epoch x twice the rounds"
 CENTRAL_COSINE_ONE_EPOCH = f"{CENTRAL_COSINE}, {ONE_EPOCH}"
 BALANCED_ONE_EPOCH = f"{BALANCED}, {ONE_EPOCH}"
+WITH_REFERENCE = "reference set"
+CENTRAL_COSINE_ONE_EPOCH_REFERENCE = f"{CENTRAL_COSINE_ONE_EPOCH}, {WITH_REFERENCE}"
+BALANCED_ONE_EPOCH_REFERENCE = f"{BALANCED_ONE_EPOCH}, {WITH_REFERENCE}"
 BUDGET_EPOCHS = 2
 """conf/train's ``local_epochs``: a row with ``local_epochs`` set runs ``rounds x
 BUDGET_EPOCHS / local_epochs`` rounds, so every row trains as many epochs in all."""
@@ -46,6 +49,7 @@ class _Run:
     overrides: tuple[str, ...]
     reference: str | None
     local_epochs: int = BUDGET_EPOCHS
+    with_reference_set: bool = False  # data.reference_dir: the consortium's reference set
 
 
 GAP_RUNS = (
@@ -87,6 +91,25 @@ GAP_RUNS = (
         (COSINE_SCHEDULE, "train.loss=balanced_softmax"),
         CENTRAL_COSINE_ONE_EPOCH,
         local_epochs=1,
+    ),
+    # A consortium reference set at every member (and pooled once by the centralized run)
+    _Run(
+        CENTRAL_COSINE_ONE_EPOCH_REFERENCE,
+        "centralized-cosine-1epoch-reference",
+        "centralized",
+        (COSINE_SCHEDULE,),
+        None,
+        local_epochs=1,
+        with_reference_set=True,
+    ),
+    _Run(
+        BALANCED_ONE_EPOCH_REFERENCE,
+        "fedavg-cosine-balanced-1epoch-reference",
+        "simulate",
+        (COSINE_SCHEDULE, "train.loss=balanced_softmax"),
+        CENTRAL_COSINE_ONE_EPOCH_REFERENCE,
+        local_epochs=1,
+        with_reference_set=True,
     ),
 )
 GAINS_FROM = next(run for run in GAP_RUNS if run.label == BALANCED)
@@ -147,10 +170,39 @@ def _registry(plan: Plan, name: str) -> list[str]:
     ]
 
 
+def _reference_set(plan: Plan, out: PartOutcome) -> Path:
+    """The consortium reference set of the rows that have one, written by `fractofl synth
+    --reference` in the data sets' style (a stream of its own: no member's images)."""
+    sizes = plan.personal
+    folder = plan.data_dir / f"reference-{sizes.reference_per_class}"
+    command = [
+        fractofl_executable(),
+        "synth",
+        str(folder),
+        "--reference",
+        str(sizes.reference_per_class),
+        "--overwrite",
+        *sizes.data_overrides,
+    ]
+    out.run_step(
+        "reference set",
+        command,
+        plan.logs_dir / "reference-set.log",
+        plan.timeout_s,
+        env=bench_env(),
+    )
+    return folder
+
+
+def _reference_override(folder: Path) -> list[str]:
+    return [f"data.reference_dir={folder}"]
+
+
 def _gap_table(plan: Plan, out: PartOutcome) -> dict[float, str]:
     """Federated / centralized over seeds; returns each alpha's run whose final version
     the gains table uses (the first seed's run of :data:`GAINS_FROM`)."""
     sizes = plan.personal
+    reference_set = _reference_set(plan, out)
     gains_runs: dict[float, tuple[str, tuple[str, ...]]] = {}
     rows = []
     for alpha in sizes.alphas:
@@ -166,6 +218,7 @@ def _gap_table(plan: Plan, out: PartOutcome) -> dict[float, str]:
                     *_data(plan, alpha, local_epochs=gap_run.local_epochs),
                     f"seed={seed}",
                     *gap_run.overrides,
+                    *(_reference_override(reference_set) if gap_run.with_reference_set else []),
                     *_registry(plan, name),
                 ]
                 run = run_fractofl(
@@ -387,6 +440,10 @@ def run_personal(plan: Plan, shared: dict[str, object]) -> PartOutcome:
         "are held to the best centralized recipe, centralized with cosine lr. Its last row "
         "has train.balanced_softmax_floor's default (0.01); the row before it the floor of "
         f"{TINY_FLOOR:g} that balanced softmax had before that setting existed.",
+        f"Rows with '{WITH_REFERENCE}': every member also trains on a consortium reference "
+        f"set (`fractofl synth --reference {plan.personal.reference_per_class}`, that many "
+        "images of each class that no member holds; data.reference_dir), and the centralized "
+        "row they are held to pools it once.",
         "FedBN's coordinator test accuracy is of the coordinator's copy, whose BatchNorm "
         "layers never moved: not a model to serve; its members' accuracy is what counts.",
     ]

@@ -19,7 +19,7 @@ from fractofl.client.personal.local_models import (
     train_baseline,
 )
 from fractofl.core.config.run_config import RunConfig
-from fractofl.core.learning.member_data import load_member_data
+from fractofl.core.learning.member_data import load_member_data, reference_dir
 from fractofl.core.learning.training import EvalResult
 
 log = logging.getLogger("fractofl")
@@ -56,7 +56,7 @@ def member_gains(
     budget (its round), personalize the global version, and score all three."""
     gains = []
     for partition, folder in enumerate(member_dirs):
-        data = load_member_data(folder, cfg, cache_root)
+        data = load_member_data(folder, cfg, cache_root, reference_dir(cfg))
         fit = member_trainer(data, cfg)
         score = functools.partial(score_on, data, cfg)
         baseline, _ = train_baseline(cfg, global_version.meta.round, fit, score)

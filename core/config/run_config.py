@@ -70,6 +70,7 @@ class DataConfig:
     val_fraction: float = 0.15
     unknown_scale: str = "skip"  # physical-scale model, image of unknown scale: skip | as_is
     cache_dir: str = ""  # prepared images; "" = $XDG_CACHE_HOME/fractofl or ~/.cache/fractofl
+    reference_dir: str = ""  # a consortium reference set every member trains on; "" = none
     synth: SynthConfig = field(default_factory=SynthConfig)
 
 

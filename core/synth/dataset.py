@@ -40,6 +40,7 @@ MANIFEST = "manifest.json"
 MEMBERS_DIR = "members"
 TEST_DIR = "coordinator-test"
 _TRAIN_STREAM, _TEST_STREAM = 0, 1
+_REFERENCE_STREAM = 3  # a reference set's images: no member's, not the coordinator's test set
 _INSTRUMENT_STREAM = 2  # an image's instrument noise: its own stream, not its texture's
 # Disk estimate per image: its pixels (8-bit PNG of noisy texture hardly compresses) plus
 # the PNG and file-system overhead; the manifest and folders are negligible.
@@ -265,4 +266,45 @@ def _write_images(
             if progress is not None:
                 progress(done, total)
         counts[folder.relative_to(root).as_posix()] = per_class
+    return counts
+
+
+class ReferenceSetExistsError(FileExistsError):
+    """The reference set's folder holds files already."""
+
+
+def generate_reference_set(
+    root: Path,
+    spec: SynthSpec,
+    per_class: int,
+    progress: Progress | None = None,
+    overwrite: bool = False,
+) -> dict[str, int]:
+    """Write a consortium reference set under ``root`` (``root/<class>/*.png``, for
+    ``data.reference_dir``), whole or not at all: ``per_class`` images of each class in
+    ``spec``'s style, from a random stream of their own (images no member holds and the
+    coordinator's test set does not), imaged by no member's instrument. A folder with
+    files in it is refused unless ``overwrite``. Returns the images per class."""
+    validate_classes(spec.classes)
+    if per_class < 1:
+        raise SynthSettingsError(
+            f"--reference {per_class}: a reference set needs at least 1 image per class"
+        )
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        raise ReferenceSetExistsError(
+            f"{root} holds files already: choose an empty folder for the reference set, or "
+            "replace it with --overwrite"
+        )
+    labels = pool_labels(spec.classes, per_class)
+    check_can_write(root, len(labels) * (spec.style.image_size**2 + PNG_OVERHEAD_BYTES))
+    counts = dict.fromkeys(spec.classes, 0)
+    with folder_written_whole(root) as staging:
+        for index, label in enumerate(labels):
+            name = spec.classes[int(label)]
+            target = staging / name / f"{name}-{_REFERENCE_STREAM}-{index:06d}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(render_image(spec, _REFERENCE_STREAM, index, int(label))).save(target)
+            counts[name] += 1
+            if progress is not None:
+                progress(index + 1, len(labels))
     return counts

@@ -22,6 +22,9 @@ PROXIMAL_MU_KEY = "proximal-mu"  # set by Flower's FedProx
 CLIPPING_NORM_KEY = "clipping_norm"  # set under differential privacy (Flower's key)
 UNIT_WEIGHT_KEY = "dp-unit-weight"
 CONFIG_CRC_KEY = "config-crc"  # CRC-32 of the run configuration a member trained with
+# The identity (labelled.folder_identity) of the reference set a member trained with; sent
+# only by a member that has one (data.reference_dir, `member join --reference`)
+REFERENCE_SET_KEY = "reference-set"
 # federation.evaluate_with_training: a training instruction with this config key set asks the
 # member to score the model it received (the previous round's global model) on its
 # validation split first; the scores travel in the training reply under EVALUATION_KEY.

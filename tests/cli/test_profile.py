@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fractofl.cli.config import load_run_config
-from fractofl.cli.member_cmd import join_settings
+from fractofl.cli.member_cmd import JOIN_SETTINGS, join_settings
 from fractofl.cli.profile import (
     COORDINATOR_PROFILE,
     ProfileError,
@@ -79,7 +79,7 @@ def test_a_coordinator_command_reads_the_profile_from_the_default_folder(tmp_pat
 
 
 def _join_args(**given: object) -> argparse.Namespace:
-    values = dict.fromkeys(("superlink", "data", "key", "ca", "port", "insecure"))
+    values = dict.fromkeys(JOIN_SETTINGS)
     return argparse.Namespace(**{**values, **given})
 
 
@@ -89,7 +89,10 @@ def test_member_join_settings_are_saved_once_and_reused(
     # Prepare: a first join with the address and the folder
     from fractofl.cli.profile import save_member_profile
 
-    first = join_settings(_join_args(superlink="coord:9092", data=tmp_path), tmp_path)
+    reference = tmp_path / "reference"
+    first = join_settings(
+        _join_args(superlink="coord:9092", data=tmp_path, reference=reference), tmp_path
+    )
     save_member_profile(tmp_path, first)
     # Execute: a second join with nothing, a third with another port
     with caplog.at_level(logging.INFO, logger="fractofl"):
@@ -98,6 +101,7 @@ def test_member_join_settings_are_saved_once_and_reused(
     # Assert
     assert second == first and second["superlink"] == "coord:9092"
     assert third["port"] == 9100 and third["data"] == str(tmp_path)
+    assert third["reference"] == str(reference)  # the consortium's reference set, kept
     assert "--port 9100 from the command line, not 9094 as saved" in caplog.text
     assert "member join settings from" in caplog.text
 

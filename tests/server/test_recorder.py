@@ -98,3 +98,31 @@ def test_run_folder_never_overwrites_an_earlier_run(tmp_path: Path) -> None:
     assert (first.path / "config.yaml").is_file()
     with pytest.raises(FileExistsError, match=r"choose another output\.name"):
         RunFolder.create(cfg, "id2", kind="federated")
+
+
+def _reply_with_reference(examples: int, copy: int | None) -> RecordDict:
+    metrics = MetricRecord({"num-examples": examples, "train-loss": 1.0, "config-crc": 111})
+    if copy is not None:
+        metrics["reference-set"] = copy
+    return RecordDict({"metrics": metrics})
+
+
+def test_members_that_trained_with_different_reference_sets_are_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Prepare
+    recorder = RoundRecorder(lambda _: _fixed_eval(0.5), lambda row, _: None, 111)
+    same = [_reply_with_reference(10, 0xABC), _reply_with_reference(20, 0xABC)]
+    # Execute / Assert: the same copy everywhere is said once, is no mean, and no warning
+    with caplog.at_level("INFO", logger="fractofl"):
+        aggregated = recorder.aggregate_train_metrics(same, "num-examples")
+        recorder.aggregate_train_metrics(same, "num-examples")
+    assert "reference-set" not in aggregated
+    assert caplog.text.count("members trained with the reference set copy 00000abc") == 1
+    assert "different reference sets" not in caplog.text
+    # ... a copy that differs, and a member with none, are
+    replies = [*same, _reply_with_reference(5, 0xDEF), _reply_with_reference(5, None)]
+    with caplog.at_level("WARNING", logger="fractofl"):
+        recorder.aggregate_train_metrics(replies, "num-examples")
+    assert "members trained with different reference sets (2 with copy 00000abc, " in caplog.text
+    assert "1 with copy 00000def" in caplog.text and "1 with none" in caplog.text
