@@ -208,7 +208,7 @@ def _personalize(args: argparse.Namespace) -> int:
     _refuse_without_validation(side)
     source = side.global_version.checkpoint
     train = side.cfg.train
-    counts = side.data.train.class_counts(len(side.cfg.data.classes))
+    counts = side.data.own_class_counts(len(side.cfg.data.classes))
     floor = version_floor(side.global_version.meta)
     print(f"personalizing on {len(side.data.train)} training image(s):", flush=True)
     if floor is None:

@@ -259,7 +259,7 @@ def personalize_for_cross_site(msg: Message, context: Context) -> Message:
     if cfg.strategy.local_batchnorm:  # FedBN: its own BatchNorm layers are part of it
         restore_local_batchnorm(model, context.state)
     seed = _member_seed(cfg, data, after_last_round)
-    counts = data.train.class_counts(len(cfg.data.classes))
+    counts = data.own_class_counts(len(cfg.data.classes))
     personalize(model, cfg, member_trainer(data, cfg), seed, counts, run_floor(cfg.train))
     reply = _scores_reply(msg, context, cfg, data, model)
     reply.content[ARRAYS_KEY] = ArrayRecord(model.state_dict())

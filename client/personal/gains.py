@@ -69,7 +69,7 @@ def member_gains(
                     cfg,
                     fit,
                     cfg.seed,
-                    data.train.class_counts(len(cfg.data.classes)),
+                    data.own_class_counts(len(cfg.data.classes)),
                     version_floor(global_version.meta),
                 )
             ),

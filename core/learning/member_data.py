@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from fractofl.core.config.run_config import RunConfig
 from fractofl.core.images.cached_images import CachedImages, load_cached_images
 from fractofl.core.images.labelled import folder_identity, split_train_val
@@ -31,6 +33,12 @@ class MemberData:
     reference_images: int = 0
     reference_identity: int = 0
     """The reference set's :func:`folder_identity` (0: none)."""
+
+    def own_class_counts(self, num_classes: int) -> list[int]:
+        """Training images per class of the member's own images, the reference set left
+        out: the class mix the member serves, which personalization adapts to."""
+        own = self.train.y[: len(self.train) - self.reference_images]
+        return torch.bincount(own, minlength=num_classes).tolist()
 
 
 class ReferenceSetMissingError(FileNotFoundError):

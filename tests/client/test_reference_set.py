@@ -109,6 +109,8 @@ def test_a_simulated_members_clientapp_trains_on_the_reference_set_and_validates
     assert torch.equal(data.val.y, alone.val.y) and data.identity == alone.identity
     added = np.array(data.train.class_counts(classes)) - np.array(alone.train.class_counts(classes))
     assert added.tolist() == [REFERENCE_PER_CLASS] * classes
+    # ... and the class mix the member serves (which personalization adapts to) is its own
+    assert data.own_class_counts(classes) == alone.train.class_counts(classes)
 
 
 def test_a_real_member_uses_only_the_copy_its_node_config_names(tmp_path: Path) -> None:
