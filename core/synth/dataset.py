@@ -41,6 +41,7 @@ MEMBERS_DIR = "members"
 TEST_DIR = "coordinator-test"
 _TRAIN_STREAM, _TEST_STREAM = 0, 1
 _REFERENCE_STREAM = 3  # a reference set's images: no member's, not the coordinator's test set
+REFERENCE_MANIFEST = "reference.json"  # marks a folder `synth --reference` wrote
 _INSTRUMENT_STREAM = 2  # an image's instrument noise: its own stream, not its texture's
 # Disk estimate per image: its pixels (8-bit PNG of noisy texture hardly compresses) plus
 # the PNG and file-system overhead; the manifest and folders are negligible.
@@ -284,17 +285,24 @@ def generate_reference_set(
     ``data.reference_dir``), whole or not at all: ``per_class`` images of each class in
     ``spec``'s style, from a random stream of their own (images no member holds and the
     coordinator's test set does not), imaged by no member's instrument. A folder with
-    files in it is refused unless ``overwrite``. Returns the images per class."""
+    files in it is refused unless ``overwrite`` and this function wrote it (a folder of
+    anyone's own images is never replaced). Returns the images per class."""
     validate_classes(spec.classes)
     if per_class < 1:
         raise SynthSettingsError(
             f"--reference {per_class}: a reference set needs at least 1 image per class"
         )
-    if root.exists() and any(root.iterdir()) and not overwrite:
-        raise ReferenceSetExistsError(
-            f"{root} holds files already: choose an empty folder for the reference set, or "
-            "replace it with --overwrite"
-        )
+    if root.exists() and any(root.iterdir()):
+        if not (root / REFERENCE_MANIFEST).is_file():
+            raise ReferenceSetExistsError(
+                f"{root} holds files that `fractofl synth --reference` did not write; they are "
+                "never replaced: choose an empty folder for the reference set"
+            )
+        if not overwrite:
+            raise ReferenceSetExistsError(
+                f"{root} holds a reference set already: choose an empty folder, or replace "
+                "it with --overwrite"
+            )
     labels = pool_labels(spec.classes, per_class)
     check_can_write(root, len(labels) * (spec.style.image_size**2 + PNG_OVERHEAD_BYTES))
     counts = dict.fromkeys(spec.classes, 0)
@@ -307,4 +315,6 @@ def generate_reference_set(
             counts[name] += 1
             if progress is not None:
                 progress(index + 1, len(labels))
+        manifest = {"spec": spec.to_dict(), "per_class": per_class, "counts": counts}
+        (staging / REFERENCE_MANIFEST).write_text(json.dumps(manifest, indent=2))
     return counts

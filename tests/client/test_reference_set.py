@@ -65,7 +65,7 @@ def test_synth_writes_a_reference_set_of_images_no_member_and_no_test_set_has(
     code = main(["synth", str(out), "--reference", "3"])
     # Assert: 3 of each class, told how to use it
     assert code == 0
-    assert {p.name: len(list(p.iterdir())) for p in out.iterdir()} == {
+    assert {p.name: len(list(p.iterdir())) for p in out.iterdir() if p.is_dir()} == {
         "fatigue": 3,
         "ductile": 3,
         "cleavage": 3,
@@ -80,12 +80,18 @@ def test_synth_writes_a_reference_set_of_images_no_member_and_no_test_set_has(
         others |= _digests(member_dir(easy_dataset, member))
     assert len(_digests(own)) == 4 * REFERENCE_PER_CLASS
     assert not _digests(own) & others
-    # ... and a folder with files in it is left as it is
+    # ... and a folder with files in it is left as it is, unless it is a reference set
+    # that --overwrite replaces; a folder of anyone's own images is never replaced
     assert main(["synth", str(out), "--reference", "2"]) == 1
-    assert "holds files already" in capsys.readouterr().err
+    assert "holds a reference set already" in capsys.readouterr().err
     assert len(list(out.rglob("*.png"))) == 12
     assert main(["synth", str(out), "--reference", "2", "--overwrite"]) == 0
     assert len(list(out.rglob("*.png"))) == 8
+    images = member_dir(easy_dataset, 0)
+    before = _digests(images)
+    assert main(["synth", str(images), "--reference", "2", "--overwrite"]) == 1
+    assert "did not write; they are never replaced" in capsys.readouterr().err
+    assert _digests(images) == before
 
 
 def test_a_simulated_members_clientapp_trains_on_the_reference_set_and_validates_on_its_own(
