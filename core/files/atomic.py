@@ -3,8 +3,9 @@
 The bytes go to a temporary file in the same folder, are flushed and fsynced, and the
 temporary file is renamed over the destination (``os.replace`` is atomic on POSIX and
 Windows within one file system); the folder is fsynced so the rename survives a crash.
-A process killed mid-write leaves at most a hidden ``.<name>.*.tmp`` file, which
-:func:`remove_stale_temporaries` clears.
+A process killed mid-write leaves at most a hidden ``.<name>.<pid>.*.tmp`` file (the
+writer's process id in its name, so that a reader sharing the folder can tell a live
+writer's file from an abandoned one), which :func:`remove_stale_temporaries` clears.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     """A binary file handle whose content replaces ``path`` only when the block ends
     without an exception."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=path.parent
+    )
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle

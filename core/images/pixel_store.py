@@ -310,11 +310,14 @@ class ShardWriter:
 
 
 def _remove_abandoned(folder: Path) -> None:
-    """Delete the temporary shards of writers that died (their pid is in the name)."""
+    """Delete the temporary files (shards, manifests) of writers that died. Each is named
+    ``.<target>.<pid>.<random>.tmp``; one whose writer is alive, or whose name says no
+    writer, is left: other processes (members, `member baseline`) share the folder, and
+    deleting a live writer's file fails its commit."""
     for tmp in folder.glob(f".*{TMP_SUFFIX}"):
         parts = tmp.name.split(".")
-        pid = int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
-        if pid is None or not _alive(pid):
+        pid = int(parts[-3]) if len(parts) >= 5 and parts[-3].isdigit() else None
+        if pid is not None and not _alive(pid):
             tmp.unlink(missing_ok=True)
 
 
