@@ -20,15 +20,14 @@ from fractofl.core.images.labelled import make_loader
 from fractofl.core.learning.device import resolve_device, seed_everything
 from fractofl.core.learning.loss import logit_offset
 from fractofl.core.learning.member_data import (
-    cache_root_for,
     load_member_data,
-    load_reference_set,
     reference_dir,
+    run_reference_set,
 )
 from fractofl.core.learning.precision import precision_for
 from fractofl.core.learning.schedule import round_lr
 from fractofl.core.learning.training import train
-from fractofl.core.model.factory import augmentation_for, model_for, preprocessing_for
+from fractofl.core.model.factory import augmentation_for, model_for
 from fractofl.server.evaluation import CoordinatorEvaluator
 from fractofl.server.recorder import RoundRow
 from fractofl.server.run_folder import RunFolder
@@ -40,17 +39,9 @@ def pooled_training_data(member_dirs: Sequence[Path], cfg: RunConfig) -> CachedI
     """The members' training splits put together (their validation splits stay out), and
     the reference set once when the run has one (each member trains on it)."""
     parts = [load_member_data(d, cfg).train for d in member_dirs]
-    reference = reference_dir(cfg)
+    reference = run_reference_set(cfg)
     if reference is not None:
-        parts.append(
-            load_reference_set(
-                reference,
-                tuple(cfg.data.classes),
-                preprocessing_for(cfg),
-                cache_root_for(cfg).resolve(),
-                cfg.data.unknown_scale,
-            )
-        )
+        parts.append(reference)
     return CachedImages.concat(parts)
 
 

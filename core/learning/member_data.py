@@ -107,6 +107,21 @@ def load_reference_set(
     return load_cached_images(reference_dir, classes, preprocessing, cache_root, unknown_scale)
 
 
+def run_reference_set(cfg: RunConfig) -> CachedImages | None:
+    """The run's reference set (``data.reference_dir``) prepared through the run's cache,
+    as every simulated member reads it, or None when the run has none."""
+    folder = reference_dir(cfg)
+    if folder is None:
+        return None
+    return load_reference_set(
+        folder.resolve(),
+        tuple(cfg.data.classes),
+        preprocessing_for(cfg),
+        cache_root_for(cfg).resolve(),
+        cfg.data.unknown_scale,
+    )
+
+
 def load_member_data(
     data_dir: Path,
     cfg: RunConfig,
